@@ -1,0 +1,41 @@
+# Tollgate: the commands the README names. `make test` is what CI runs (.ci/run).
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+# cargo-nextest when installed (faster, one process per test); plain cargo test otherwise.
+NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
+ifeq ($(NEXTEST),yes)
+TEST_ALL := cargo nextest run --workspace --no-fail-fast
+TEST_CONTRACT := cargo nextest run -p tollgate-tests --test contract --no-fail-fast
+else
+TEST_ALL := cargo test --workspace --no-fail-fast
+TEST_CONTRACT := cargo test -p tollgate-tests --test contract --no-fail-fast
+endif
+
+.PHONY: help test lint test-dynoxide test-moto dev build deploy bench
+
+help:
+	@echo "make test    formatting, clippy, every test on in-process Dynoxide, the storage contract on moto"
+	@echo "make dev     the local stack (arrives with the authorizer issue)"
+	@echo "make build   cargo lambda build --release --arm64 (arrives with the function crates)"
+	@echo "make deploy  sam build && sam deploy --guided (arrives with the SAM template)"
+	@echo "make bench   the benchmarks (arrive with the authorizer issue)"
+
+test: lint test-dynoxide test-moto
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+# Every test, storage through the real SDK against Dynoxide started in-process per test.
+test-dynoxide:
+	$(TEST_ALL)
+
+# The storage contract again, against moto's DynamoDB server (an independent implementation
+# of the protocol), started single-threaded on a free port and stopped on every exit path.
+test-moto:
+	bash scripts/with-moto.sh $(TEST_CONTRACT)
+
+dev build deploy bench:
+	@echo "make $@ is not available yet: see README.md, 'Status'." >&2; exit 2

@@ -1,0 +1,192 @@
+//! Typed configuration, read once at cold start. A missing or malformed variable stops
+//! start-up with an error naming it; secrets are wrapped so they never reach a log.
+
+use secrecy::{ExposeSecret, SecretString};
+use std::fmt;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("missing required environment variable {0}")]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailMode {
+    /// Deny when storage cannot be reached: nobody gets in unmetered.
+    #[default]
+    Closed,
+    /// Allow (marked degraded) when storage cannot be reached: availability over metering.
+    Open,
+}
+
+pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
+/// Three days: long enough for Stripe's first automatic payment retries.
+pub const DEFAULT_PAST_DUE_GRACE_S: u64 = 3 * 86_400;
+
+/// A list of secrets (comma-separated in the environment) for zero-downtime rotation.
+#[derive(Clone, Default)]
+pub struct Secrets(Vec<SecretString>);
+
+impl Secrets {
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|s| s.expose_secret())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn parse(raw: &str) -> Self {
+        Self(
+            raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| SecretString::from(s.to_owned())).collect(),
+        )
+    }
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secrets([{} redacted])", self.0.len())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `TOLLGATE_TABLE`
+    pub table: String,
+    /// `TOLLGATE_DYNAMODB_ENDPOINT`: a DynamoDB-compatible endpoint instead of AWS's.
+    pub dynamodb_endpoint: Option<String>,
+    /// `TOLLGATE_FAIL_MODE`
+    pub fail_mode: FailMode,
+    /// `TOLLGATE_PAST_DUE_GRACE_S`
+    pub past_due_grace_s: u64,
+    /// `STRIPE_WEBHOOK_SECRET`, comma-separated.
+    pub stripe_webhook_secrets: Secrets,
+    /// `STRIPE_API_KEY`
+    pub stripe_api_key: Option<SecretString>,
+    /// `STRIPE_API_BASE`
+    pub stripe_api_base: String,
+    /// `TOLLGATE_ADMIN_TOKEN` (local stack only; AWS uses IAM).
+    pub admin_token: Option<SecretString>,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty());
+        let table = get("TOLLGATE_TABLE").ok_or(ConfigError::Missing("TOLLGATE_TABLE"))?;
+        let dynamodb_endpoint = get("TOLLGATE_DYNAMODB_ENDPOINT");
+        if let Some(e) = &dynamodb_endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid {
+                name: "TOLLGATE_DYNAMODB_ENDPOINT",
+                reason: "must be an http:// or https:// URL".into(),
+            });
+        }
+        let fail_mode = match get("TOLLGATE_FAIL_MODE").as_deref() {
+            None | Some("closed") => FailMode::Closed,
+            Some("open") => FailMode::Open,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "TOLLGATE_FAIL_MODE",
+                    reason: format!("expected `closed` or `open`, got `{other}`"),
+                });
+            }
+        };
+        let past_due_grace_s = match get("TOLLGATE_PAST_DUE_GRACE_S") {
+            None => DEFAULT_PAST_DUE_GRACE_S,
+            Some(v) => v.trim().parse().map_err(|_| ConfigError::Invalid {
+                name: "TOLLGATE_PAST_DUE_GRACE_S",
+                reason: "expected a whole number of seconds".into(),
+            })?,
+        };
+        let stripe_api_base = get("STRIPE_API_BASE")
+            .map(|s| s.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| DEFAULT_STRIPE_API_BASE.to_owned());
+        Ok(Self {
+            table,
+            dynamodb_endpoint,
+            fail_mode,
+            past_due_grace_s,
+            stripe_webhook_secrets: get("STRIPE_WEBHOOK_SECRET").map(|s| Secrets::parse(&s)).unwrap_or_default(),
+            stripe_api_key: get("STRIPE_API_KEY").map(SecretString::from),
+            stripe_api_base,
+            admin_token: get("TOLLGATE_ADMIN_TOKEN").map(SecretString::from),
+        })
+    }
+
+    /// For functions that verify Stripe webhooks: the secrets, or an error naming the variable.
+    pub fn require_webhook_secrets(&self) -> Result<&Secrets, ConfigError> {
+        if self.stripe_webhook_secrets.is_empty() {
+            Err(ConfigError::Missing("STRIPE_WEBHOOK_SECRET"))
+        } else {
+            Ok(&self.stripe_webhook_secrets)
+        }
+    }
+
+    /// For functions that call Stripe's API.
+    pub fn require_stripe_api_key(&self) -> Result<&SecretString, ConfigError> {
+        self.stripe_api_key.as_ref().ok_or(ConfigError::Missing("STRIPE_API_KEY"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn the_table_is_required_and_named() {
+        let err = cfg(&[]).unwrap_err();
+        assert_eq!(err, ConfigError::Missing("TOLLGATE_TABLE"));
+        assert!(err.to_string().contains("TOLLGATE_TABLE"));
+    }
+
+    #[test]
+    fn defaults() {
+        let c = cfg(&[("TOLLGATE_TABLE", "t")]).unwrap();
+        assert_eq!(c.fail_mode, FailMode::Closed);
+        assert_eq!(c.past_due_grace_s, DEFAULT_PAST_DUE_GRACE_S);
+        assert_eq!(c.stripe_api_base, DEFAULT_STRIPE_API_BASE);
+        assert_eq!(c.require_webhook_secrets().unwrap_err(), ConfigError::Missing("STRIPE_WEBHOOK_SECRET"));
+        assert_eq!(c.require_stripe_api_key().unwrap_err(), ConfigError::Missing("STRIPE_API_KEY"));
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let e = cfg(&[("TOLLGATE_TABLE", "t"), ("TOLLGATE_FAIL_MODE", "maybe")]).unwrap_err();
+        assert!(matches!(e, ConfigError::Invalid { name: "TOLLGATE_FAIL_MODE", .. }));
+        let e = cfg(&[("TOLLGATE_TABLE", "t"), ("TOLLGATE_PAST_DUE_GRACE_S", "-1")]).unwrap_err();
+        assert!(matches!(e, ConfigError::Invalid { name: "TOLLGATE_PAST_DUE_GRACE_S", .. }));
+        let e = cfg(&[("TOLLGATE_TABLE", "t"), ("TOLLGATE_DYNAMODB_ENDPOINT", "localhost:8000")]).unwrap_err();
+        assert!(matches!(e, ConfigError::Invalid { name: "TOLLGATE_DYNAMODB_ENDPOINT", .. }));
+    }
+
+    #[test]
+    fn secrets_split_for_rotation_and_never_print() {
+        let c = cfg(&[
+            ("TOLLGATE_TABLE", "t"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_old, whsec_new"),
+            ("STRIPE_API_KEY", "sk_test_abc"),
+            ("TOLLGATE_FAIL_MODE", "open"),
+            ("STRIPE_API_BASE", "http://127.0.0.1:9/"),
+        ])
+        .unwrap();
+        assert_eq!(c.require_webhook_secrets().unwrap().iter().collect::<Vec<_>>(), ["whsec_old", "whsec_new"]);
+        assert_eq!(c.fail_mode, FailMode::Open);
+        assert_eq!(c.stripe_api_base, "http://127.0.0.1:9");
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("whsec_") && !printed.contains("sk_test_abc"), "{printed}");
+    }
+}

@@ -1,0 +1,232 @@
+//! Customers and the subscription state that decides whether their keys authorize.
+
+use super::plans::{PlanId, ValidationError};
+use super::time::UnixTime;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The operator's (or Stripe Checkout's `client_reference_id`) name for a customer:
+/// 1–200 chars of `A-Z a-z 0-9 _ - . : @`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CustomerId(String);
+
+impl CustomerId {
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        let ok = (1..=200).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:@".contains(&b));
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(ValidationError::new(
+                "customer_id",
+                "must be 1-200 characters of A-Z, a-z, 0-9, '_', '-', '.', ':' or '@'",
+            ))
+        }
+    }
+
+    /// A customer created by Stripe is named by the Checkout session's `client_reference_id`
+    /// when the operator set one (it links the payment to their own user), else by the
+    /// Stripe customer id.
+    pub fn for_checkout(client_reference_id: Option<&str>, stripe_customer_id: &str) -> Result<Self, ValidationError> {
+        match client_reference_id.filter(|s| !s.is_empty()) {
+            Some(r) => Self::parse(r),
+            None => Self::parse(stripe_customer_id),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for CustomerId {
+    type Error = ValidationError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<CustomerId> for String {
+    fn from(c: CustomerId) -> String {
+        c.0
+    }
+}
+
+impl fmt::Display for CustomerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Stripe's subscription statuses, as Stripe spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionStatus {
+    Active,
+    Trialing,
+    PastDue,
+    Unpaid,
+    Canceled,
+    Incomplete,
+    IncompleteExpired,
+    Paused,
+}
+
+impl SubscriptionStatus {
+    pub const ALL: [SubscriptionStatus; 8] = [
+        Self::Active,
+        Self::Trialing,
+        Self::PastDue,
+        Self::Unpaid,
+        Self::Canceled,
+        Self::Incomplete,
+        Self::IncompleteExpired,
+        Self::Paused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Trialing => "trialing",
+            Self::PastDue => "past_due",
+            Self::Unpaid => "unpaid",
+            Self::Canceled => "canceled",
+            Self::Incomplete => "incomplete",
+            Self::IncompleteExpired => "incomplete_expired",
+            Self::Paused => "paused",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// What a key's authorization needs to know of its customer, copied onto every key item so
+/// the authorizer decides from one item. `status: None` means the customer is not billed
+/// through Stripe (keys issued by the operator directly), which never blocks access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CustomerAccess {
+    pub status: Option<SubscriptionStatus>,
+    /// For `past_due`: access continues until this instant.
+    pub grace_until: Option<UnixTime>,
+}
+
+impl CustomerAccess {
+    pub fn allows(&self, now: UnixTime) -> bool {
+        match self.status {
+            None | Some(SubscriptionStatus::Active | SubscriptionStatus::Trialing) => true,
+            Some(SubscriptionStatus::PastDue) => self.grace_until.is_some_and(|g| now < g),
+            Some(_) => false,
+        }
+    }
+}
+
+/// The position of a Stripe event in a subscription's history: `created`, then the event id
+/// to break ties deterministically, so replays and out-of-order deliveries never move state
+/// backwards.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EventStamp {
+    pub created: i64,
+    pub event_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    pub customer_id: CustomerId,
+    pub stripe_customer_id: Option<String>,
+    pub stripe_subscription_id: Option<String>,
+    pub subscription_status: Option<SubscriptionStatus>,
+    pub plan_id: Option<PlanId>,
+    pub current_period_end: Option<UnixTime>,
+    /// When the subscription went `past_due`; grace is measured from here.
+    pub past_due_since: Option<UnixTime>,
+    /// A Stripe price no plan claims; kept so an operator sees why limits did not change.
+    pub unknown_price_id: Option<String>,
+    pub last_event: Option<EventStamp>,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+impl Customer {
+    pub fn new(customer_id: CustomerId, now: UnixTime) -> Self {
+        Self {
+            customer_id,
+            stripe_customer_id: None,
+            stripe_subscription_id: None,
+            subscription_status: None,
+            plan_id: None,
+            current_period_end: None,
+            past_due_since: None,
+            unknown_price_id: None,
+            last_event: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// The access this customer's keys get, given the operator's past-due grace.
+    pub fn access(&self, past_due_grace_s: u64) -> CustomerAccess {
+        CustomerAccess {
+            status: self.subscription_status,
+            grace_until: match self.subscription_status {
+                Some(SubscriptionStatus::PastDue) => {
+                    Some(self.past_due_since.unwrap_or(self.updated_at).plus(past_due_grace_s as i64))
+                }
+                _ => None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_by_status() {
+        let now = UnixTime(1_000);
+        for (status, allowed) in [
+            (None, true),
+            (Some(SubscriptionStatus::Active), true),
+            (Some(SubscriptionStatus::Trialing), true),
+            (Some(SubscriptionStatus::Unpaid), false),
+            (Some(SubscriptionStatus::Canceled), false),
+            (Some(SubscriptionStatus::Incomplete), false),
+            (Some(SubscriptionStatus::IncompleteExpired), false),
+            (Some(SubscriptionStatus::Paused), false),
+        ] {
+            assert_eq!(CustomerAccess { status, grace_until: None }.allows(now), allowed, "{status:?}");
+        }
+        let pd = |g| CustomerAccess { status: Some(SubscriptionStatus::PastDue), grace_until: g };
+        assert!(pd(Some(UnixTime(1_001))).allows(now));
+        assert!(!pd(Some(UnixTime(1_000))).allows(now));
+        assert!(!pd(None).allows(now));
+    }
+
+    #[test]
+    fn past_due_grace_counts_from_when_it_started() {
+        let mut c = Customer::new(CustomerId::parse("acme").unwrap(), UnixTime(0));
+        c.subscription_status = Some(SubscriptionStatus::PastDue);
+        c.past_due_since = Some(UnixTime(100));
+        assert_eq!(c.access(50).grace_until, Some(UnixTime(150)));
+        c.subscription_status = Some(SubscriptionStatus::Active);
+        assert_eq!(c.access(50).grace_until, None);
+    }
+
+    #[test]
+    fn checkout_customer_id_prefers_client_reference() {
+        assert_eq!(CustomerId::for_checkout(Some("user_42"), "cus_1").unwrap().as_str(), "user_42");
+        assert_eq!(CustomerId::for_checkout(None, "cus_1").unwrap().as_str(), "cus_1");
+        assert_eq!(CustomerId::for_checkout(Some(""), "cus_1").unwrap().as_str(), "cus_1");
+        assert!(CustomerId::for_checkout(Some("bad id"), "cus_1").is_err());
+    }
+
+    #[test]
+    fn statuses_round_trip() {
+        for s in SubscriptionStatus::ALL {
+            assert_eq!(SubscriptionStatus::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! The authorization decision for one request, as a pure function of a key's stored state.
+//!
+//! The store tries the common case (everything fine, counters in their current window) as one
+//! conditional write. When that condition fails it gets the item back and asks [`next_step`]
+//! why: a denial, or a window/period that has ended and must be rolled over first.
+
+use super::customers::{CustomerAccess, CustomerId};
+use super::key_records::KeyStatus;
+use super::keys::{KeyHash, KeyId};
+use super::limits::{LimitStatus, period_end, window_end};
+use super::plans::{PlanId, Quota, RateLimit};
+use super::time::UnixTime;
+
+/// The counters kept on a key's item. An `end` in the past means the window or period is
+/// over and the count belongs to it, not to the present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    pub window_end: UnixTime,
+    pub window_count: u64,
+    pub period_end: UnixTime,
+    pub period_count: u64,
+}
+
+/// Everything about a key that a decision reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyState {
+    pub key_id: KeyId,
+    pub customer_id: CustomerId,
+    pub plan_id: Option<PlanId>,
+    pub status: KeyStatus,
+    pub expires_at: Option<UnixTime>,
+    pub current_hash: KeyHash,
+    pub previous_hash: Option<(KeyHash, UnixTime)>,
+    pub access: CustomerAccess,
+    pub rate_limit: Option<RateLimit>,
+    pub quota: Option<Quota>,
+    pub counters: Counters,
+}
+
+/// Why a request is refused. The order of checks is the contract's: key, subscription,
+/// rate limit, quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    MissingKey,
+    /// Malformed, bad checksum, unknown, or a rotated-away secret past its grace.
+    InvalidKey,
+    KeyExpired,
+    KeyRevoked,
+    KeyDisabled,
+    SubscriptionInactive,
+    RateLimited,
+    QuotaExceeded,
+}
+
+impl Denial {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::MissingKey => "missing_api_key",
+            Self::InvalidKey => "invalid_api_key",
+            Self::KeyExpired => "key_expired",
+            Self::KeyRevoked => "key_revoked",
+            Self::KeyDisabled => "key_disabled",
+            Self::SubscriptionInactive => "subscription_inactive",
+            Self::RateLimited => "rate_limited",
+            Self::QuotaExceeded => "quota_exceeded",
+        }
+    }
+
+    /// The HTTP status a gateway answers with.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::MissingKey | Self::InvalidKey | Self::KeyExpired | Self::KeyRevoked => 401,
+            Self::KeyDisabled => 403,
+            Self::SubscriptionInactive => 402,
+            Self::RateLimited | Self::QuotaExceeded => 429,
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::MissingKey => "No API key: send it in the x-api-key header or as Authorization: Bearer <key>.",
+            Self::InvalidKey => "The API key is not valid.",
+            Self::KeyExpired => "The API key has expired.",
+            Self::KeyRevoked => "The API key has been revoked.",
+            Self::KeyDisabled => "The API key is disabled.",
+            Self::SubscriptionInactive => "The subscription for this API key is not active.",
+            Self::RateLimited => "Rate limit exceeded; retry after the window resets.",
+            Self::QuotaExceeded => {
+                "Quota exhausted for this period; upgrade your plan or wait for the period to reset."
+            }
+        }
+    }
+
+    /// Denials that are about the request volume of a known, valid key: these still report
+    /// limit state in headers.
+    pub fn is_limit(self) -> bool {
+        matches!(self, Self::RateLimited | Self::QuotaExceeded)
+    }
+}
+
+/// What to do with a request, given the key's state as last seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Count it. `roll_window` / `roll_period` say which counters start afresh.
+    Count {
+        roll_window: bool,
+        roll_period: bool,
+    },
+    Deny(Denial),
+}
+
+pub fn next_step(state: &KeyState, presented: &KeyHash, now: UnixTime) -> Step {
+    let current = state.current_hash == *presented;
+    let in_grace = state.previous_hash.is_some_and(|(h, until)| h == *presented && now < until);
+    if !current && !in_grace {
+        return Step::Deny(Denial::InvalidKey);
+    }
+    match state.status {
+        KeyStatus::Revoked => return Step::Deny(Denial::KeyRevoked),
+        KeyStatus::Disabled => return Step::Deny(Denial::KeyDisabled),
+        KeyStatus::Active => {}
+    }
+    if state.expires_at.is_some_and(|e| now >= e) {
+        return Step::Deny(Denial::KeyExpired);
+    }
+    if !state.access.allows(now) {
+        return Step::Deny(Denial::SubscriptionInactive);
+    }
+    let c = &state.counters;
+    let mut roll_window = false;
+    if let Some(rate) = &state.rate_limit {
+        roll_window = c.window_end <= now;
+        if !roll_window && c.window_count >= rate.limit {
+            return Step::Deny(Denial::RateLimited);
+        }
+    }
+    let mut roll_period = false;
+    if let Some(quota) = &state.quota {
+        roll_period = c.period_end <= now;
+        if !roll_period && c.period_count >= quota.limit {
+            return Step::Deny(Denial::QuotaExceeded);
+        }
+    }
+    Step::Count { roll_window, roll_period }
+}
+
+/// The counters after counting one request under `step`'s rollovers.
+pub fn rolled(state: &KeyState, roll_window: bool, roll_period: bool, now: UnixTime) -> Counters {
+    let c = state.counters;
+    Counters {
+        window_end: match (&state.rate_limit, roll_window) {
+            (Some(r), true) => window_end(now, r.window_s),
+            _ => c.window_end,
+        },
+        window_count: if roll_window { 1 } else { c.window_count + 1 },
+        period_end: match (&state.quota, roll_period) {
+            (Some(q), true) => period_end(now, q.period),
+            _ => c.period_end,
+        },
+        period_count: if roll_period { 1 } else { c.period_count + 1 },
+    }
+}
+
+/// The result of authorizing one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: Result<(), Denial>,
+    /// Present once the key is known.
+    pub key: Option<KeyContext>,
+    pub rate: Option<LimitStatus>,
+    pub quota: Option<LimitStatus>,
+    /// Allowed without checking limits because storage was unreachable (fail-open mode).
+    pub degraded: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyContext {
+    pub key_id: KeyId,
+    pub customer_id: CustomerId,
+    pub plan_id: Option<PlanId>,
+}
+
+impl Decision {
+    pub fn denied(denial: Denial) -> Self {
+        Self { outcome: Err(denial), key: None, rate: None, quota: None, degraded: false }
+    }
+
+    /// A decision about a known key, with its limits as `counters` show them at `now`.
+    pub fn for_key(state: &KeyState, outcome: Result<(), Denial>, counters: &Counters, now: UnixTime) -> Self {
+        let limits_visible = outcome.is_ok() || outcome.is_err_and(Denial::is_limit);
+        Self {
+            outcome,
+            key: Some(KeyContext {
+                key_id: state.key_id.clone(),
+                customer_id: state.customer_id.clone(),
+                plan_id: state.plan_id.clone(),
+            }),
+            rate: state
+                .rate_limit
+                .filter(|_| limits_visible)
+                .map(|r| LimitStatus::for_rate(&r, counters.window_end, counters.window_count, now)),
+            quota: state
+                .quota
+                .filter(|_| limits_visible)
+                .map(|q| LimitStatus::for_quota(&q, counters.period_end, counters.period_count, now)),
+            degraded: false,
+        }
+    }
+
+    pub fn is_allowed(&self) -> bool {
+        self.outcome.is_ok()
+    }
+
+    /// The limit clients see in headers: the rate limit when there is one, else the quota.
+    pub fn headline(&self) -> Option<LimitStatus> {
+        self.rate.or(self.quota)
+    }
+
+    /// Seconds until a 429 can clear: the reset of whichever limit is exhausted.
+    pub fn retry_after(&self, now: UnixTime) -> Option<u64> {
+        let reset = match self.outcome {
+            Err(Denial::RateLimited) => self.rate?.reset,
+            Err(Denial::QuotaExceeded) => self.quota?.reset,
+            _ => return None,
+        };
+        Some(super::limits::retry_after(now, reset))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::customers::SubscriptionStatus;
+    use crate::domain::plans::Period;
+
+    fn hash(b: u8) -> KeyHash {
+        KeyHash::from_hex(&format!("{b:02x}").repeat(32)).unwrap()
+    }
+
+    fn state() -> KeyState {
+        KeyState {
+            key_id: KeyId::parse("key_01JD0000000000000000000000").unwrap(),
+            customer_id: CustomerId::parse("acme").unwrap(),
+            plan_id: Some(PlanId::parse("pro").unwrap()),
+            status: KeyStatus::Active,
+            expires_at: None,
+            current_hash: hash(1),
+            previous_hash: None,
+            access: CustomerAccess::default(),
+            rate_limit: Some(RateLimit { limit: 10, window_s: 60 }),
+            quota: Some(Quota { limit: 100, period: Period::Month }),
+            counters: Counters {
+                window_end: UnixTime(1_020),
+                window_count: 3,
+                period_end: UnixTime(9_999),
+                period_count: 50,
+            },
+        }
+    }
+
+    const NOW: UnixTime = UnixTime(1_000);
+    const COUNT: Step = Step::Count { roll_window: false, roll_period: false };
+
+    #[test]
+    fn a_healthy_key_counts_in_place() {
+        assert_eq!(next_step(&state(), &hash(1), NOW), COUNT);
+    }
+
+    #[test]
+    fn checks_run_in_contract_order() {
+        let mut s = state();
+        s.status = KeyStatus::Revoked;
+        s.access.status = Some(SubscriptionStatus::Canceled);
+        s.counters.window_count = 10;
+        assert_eq!(next_step(&s, &hash(2), NOW), Step::Deny(Denial::InvalidKey));
+        assert_eq!(next_step(&s, &hash(1), NOW), Step::Deny(Denial::KeyRevoked));
+        s.status = KeyStatus::Disabled;
+        assert_eq!(next_step(&s, &hash(1), NOW), Step::Deny(Denial::KeyDisabled));
+        s.status = KeyStatus::Active;
+        s.expires_at = Some(NOW);
+        assert_eq!(next_step(&s, &hash(1), NOW), Step::Deny(Denial::KeyExpired));
+        s.expires_at = Some(NOW.plus(1));
+        assert_eq!(next_step(&s, &hash(1), NOW), Step::Deny(Denial::SubscriptionInactive));
+        s.access.status = Some(SubscriptionStatus::Active);
+        assert_eq!(next_step(&s, &hash(1), NOW), Step::Deny(Denial::RateLimited));
+        s.counters.window_count = 0;
+        s.counters.period_count = 100;
+        assert_eq!(next_step(&s, &hash(1), NOW), Step::Deny(Denial::QuotaExceeded));
+    }
+
+    #[test]
+    fn previous_secret_works_only_within_grace() {
+        let mut s = state();
+        s.current_hash = hash(9);
+        s.previous_hash = Some((hash(1), NOW.plus(1)));
+        assert_eq!(next_step(&s, &hash(1), NOW), COUNT);
+        assert_eq!(next_step(&s, &hash(1), NOW.plus(1)), Step::Deny(Denial::InvalidKey));
+    }
+
+    #[test]
+    fn ended_windows_roll_over_even_when_full() {
+        let mut s = state();
+        s.counters.window_count = 10;
+        s.counters.period_count = 100;
+        s.counters.window_end = NOW;
+        s.counters.period_end = NOW;
+        assert_eq!(next_step(&s, &hash(1), NOW), Step::Count { roll_window: true, roll_period: true });
+        let c = rolled(&s, true, true, NOW);
+        assert_eq!(
+            c,
+            Counters { window_end: UnixTime(1_020), window_count: 1, period_end: UnixTime(2_678_400), period_count: 1 }
+        );
+    }
+
+    #[test]
+    fn unlimited_keys_always_count() {
+        let mut s = state();
+        s.rate_limit = None;
+        s.quota = None;
+        s.counters = Counters { window_end: UnixTime(0), window_count: u64::MAX - 1, ..Counters::default() };
+        assert_eq!(next_step(&s, &hash(1), NOW), COUNT);
+    }
+
+    #[test]
+    fn decisions_report_limits_only_for_allowed_and_429() {
+        let s = state();
+        let allowed = Decision::for_key(&s, Ok(()), &rolled(&s, false, false, NOW), NOW);
+        assert_eq!(allowed.headline().unwrap().remaining(), 6);
+        assert_eq!(allowed.quota.unwrap().remaining(), 49);
+        let limited = Decision::for_key(&s, Err(Denial::RateLimited), &s.counters, NOW);
+        assert_eq!(limited.retry_after(NOW), Some(20));
+        let disabled = Decision::for_key(&s, Err(Denial::KeyDisabled), &s.counters, NOW);
+        assert!(disabled.headline().is_none());
+        assert_eq!(disabled.retry_after(NOW), None);
+    }
+
+    #[test]
+    fn status_codes_match_the_contract() {
+        let table = [
+            (Denial::MissingKey, "missing_api_key", 401),
+            (Denial::InvalidKey, "invalid_api_key", 401),
+            (Denial::KeyExpired, "key_expired", 401),
+            (Denial::KeyRevoked, "key_revoked", 401),
+            (Denial::KeyDisabled, "key_disabled", 403),
+            (Denial::SubscriptionInactive, "subscription_inactive", 402),
+            (Denial::RateLimited, "rate_limited", 429),
+            (Denial::QuotaExceeded, "quota_exceeded", 429),
+        ];
+        for (d, code, status) in table {
+            assert_eq!((d.code(), d.status()), (code, status));
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Tollgate's shared library: the domain (keys, plans, customers, limits, usage), the storage
+//! traits and their one DynamoDB implementation, configuration and telemetry.
+//!
+//! The domain modules know nothing of AWS; only `store::dynamo` names SDK types.
+
+pub mod config;
+pub mod domain;
+pub mod store;
+pub mod telemetry;

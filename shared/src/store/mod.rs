@@ -1,0 +1,202 @@
+//! Storage: narrow traits for what each function needs, and their one implementation over
+//! DynamoDB ([`dynamo::DynamoStore`]). Callers are generic over the traits so handlers can be
+//! exercised in unit tests without a database, while every integration and contract test runs
+//! the real SDK code path against a DynamoDB-protocol server.
+
+pub mod dynamo;
+#[cfg(feature = "embedded")]
+pub mod embedded;
+pub mod metrics;
+pub mod schema;
+
+use crate::domain::customers::{Customer, CustomerId};
+use crate::domain::decision::Decision;
+use crate::domain::key_records::{KeyRecord, KeyStatus, LimitOverrides};
+use crate::domain::keys::{KeyEnv, KeyHash, KeyId};
+use crate::domain::plans::{Plan, PlanId};
+use crate::domain::time::{Day, UnixTime};
+use crate::domain::usage::UsageDay;
+use std::collections::BTreeMap;
+use std::future::Future;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0} already exists")]
+    AlreadyExists(&'static str),
+    /// The request is valid but the stored state forbids it (e.g. a plan in use, a revoked key).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A referenced item does not exist (e.g. a key naming an unknown plan).
+    #[error("unknown {0}")]
+    UnknownReference(&'static str),
+    /// Could not reach storage, or it throttled us, within the time allowed. Safe to retry.
+    #[error("storage unavailable")]
+    Unavailable(#[source] BoxError),
+    /// Storage answered with an error that retrying will not fix.
+    #[error("storage error")]
+    Backend(#[source] BoxError),
+    /// A stored item does not have the shape this code writes.
+    #[error("corrupt item: {0}")]
+    Corrupt(String),
+    #[error("invalid cursor")]
+    InvalidCursor,
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One page of a listing; `next_cursor` is opaque and absent on the last page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyFilter {
+    pub customer_id: Option<CustomerId>,
+    pub plan_id: Option<PlanId>,
+    pub status: Option<KeyStatus>,
+}
+
+/// Everything needed to create a key; the store resolves its limits and customer access.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub key_id: KeyId,
+    pub customer_id: CustomerId,
+    pub plan_id: Option<PlanId>,
+    pub name: Option<String>,
+    pub env: KeyEnv,
+    pub hash: KeyHash,
+    pub display: String,
+    pub expires_at: Option<UnixTime>,
+    pub scopes: Vec<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub overrides: LimitOverrides,
+    pub now: UnixTime,
+}
+
+/// A partial update; `None` leaves a field unchanged, `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct KeyPatch {
+    pub name: Option<Option<String>>,
+    /// Only `Active` or `Disabled`; revocation has its own operation.
+    pub status: Option<KeyStatus>,
+    pub expires_at: Option<Option<UnixTime>>,
+    pub plan_id: Option<Option<PlanId>>,
+    pub metadata: Option<BTreeMap<String, String>>,
+    pub overrides: Option<LimitOverrides>,
+}
+
+pub trait KeyStore: Send + Sync {
+    /// Creates the key and its hash lookup, and the customer if it is new, atomically.
+    fn create_key(&self, new: NewKey) -> impl Future<Output = StoreResult<KeyRecord>> + Send;
+    fn get_key(&self, id: &KeyId) -> impl Future<Output = StoreResult<Option<KeyRecord>>> + Send;
+    fn list_keys(
+        &self,
+        filter: &KeyFilter,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> impl Future<Output = StoreResult<Page<KeyRecord>>> + Send;
+    /// Fails with `Conflict` for a revoked key: revocation is permanent.
+    fn update_key(
+        &self,
+        id: &KeyId,
+        patch: KeyPatch,
+        now: UnixTime,
+    ) -> impl Future<Output = StoreResult<KeyRecord>> + Send;
+    /// Replaces the secret; the previous one keeps working until `grace_until`.
+    fn rotate_key(
+        &self,
+        id: &KeyId,
+        new_hash: KeyHash,
+        new_display: String,
+        grace_until: UnixTime,
+        now: UnixTime,
+    ) -> impl Future<Output = StoreResult<KeyRecord>> + Send;
+    fn revoke_key(&self, id: &KeyId, now: UnixTime) -> impl Future<Output = StoreResult<KeyRecord>> + Send;
+}
+
+pub trait PlanStore: Send + Sync {
+    fn create_plan(&self, plan: &Plan) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Replaces an existing plan and re-applies its limits to every key it governs.
+    fn update_plan(&self, plan: &Plan) -> impl Future<Output = StoreResult<()>> + Send;
+    fn get_plan(&self, id: &PlanId) -> impl Future<Output = StoreResult<Option<Plan>>> + Send;
+    fn list_plans(&self) -> impl Future<Output = StoreResult<Vec<Plan>>> + Send;
+    /// `Conflict` while any non-revoked key is governed by the plan.
+    fn delete_plan(&self, id: &PlanId) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+pub trait CustomerStore: Send + Sync {
+    fn get_customer(&self, id: &CustomerId) -> impl Future<Output = StoreResult<Option<Customer>>> + Send;
+    /// Writes `customer` unless a newer Stripe event has already been applied to it, then
+    /// brings every key of the customer in line (plan limits, subscription access).
+    /// Returns false, writing nothing, when the stored state is newer.
+    fn apply_customer(
+        &self,
+        customer: &Customer,
+        past_due_grace_s: u64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn customer_key_ids(&self, id: &CustomerId) -> impl Future<Output = StoreResult<Vec<KeyId>>> + Send;
+}
+
+pub trait AuthorizeStore: Send + Sync {
+    fn key_id_for_hash(&self, hash: &KeyHash) -> impl Future<Output = StoreResult<Option<KeyId>>> + Send;
+    /// Decides one request for the key and, when allowed, counts it against its limits, in
+    /// one conditional write in steady state. Denials are counted separately.
+    fn authorize_and_count(
+        &self,
+        key_id: &KeyId,
+        hash: &KeyHash,
+        now: UnixTime,
+    ) -> impl Future<Output = StoreResult<Decision>> + Send;
+}
+
+/// A stored outcome of an idempotent operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// First time: the caller does the work, then `finish`es (or `release`s on failure).
+    Fresh,
+    /// Someone else is doing the work right now.
+    InProgress { fingerprint: String },
+    /// Done before; `result` is what was recorded.
+    Done { fingerprint: String, result: String },
+}
+
+pub trait IdempotencyStore: Send + Sync {
+    /// Claims `scope`/`id` for `lease_s` seconds; the record lives until `expires_at`.
+    fn claim(
+        &self,
+        scope: &str,
+        id: &str,
+        fingerprint: &str,
+        lease_s: u64,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> impl Future<Output = StoreResult<Claim>> + Send;
+    fn finish(
+        &self,
+        scope: &str,
+        id: &str,
+        result: &str,
+        expires_at: UnixTime,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Gives up a claim so a retry can do the work.
+    fn release(&self, scope: &str, id: &str) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+pub trait UsageStore: Send + Sync {
+    /// Records a day's totals for a key (absolute values: writing twice is harmless).
+    fn put_usage_day(&self, key_id: &KeyId, usage: UsageDay) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Days from `from` on, oldest first: stored history merged with the live counters on the
+    /// key item for days not yet rolled up.
+    fn usage_history(&self, key_id: &KeyId, from: Day) -> impl Future<Output = StoreResult<Vec<UsageDay>>> + Send;
+    /// The key's counters as they stand (for the usage endpoint).
+    fn key_counters(
+        &self,
+        key_id: &KeyId,
+    ) -> impl Future<Output = StoreResult<Option<crate::domain::decision::KeyState>>> + Send;
+}

@@ -1,0 +1,63 @@
+//! The single-table layout: key formats and index names shared by the DynamoDB adapter, the
+//! SAM template (infra/template.yaml) and docs/data-model.md. Change them together.
+
+pub const PK: &str = "pk";
+pub const SK: &str = "sk";
+/// Customer -> keys.
+pub const GSI1: &str = "gsi1";
+pub const GSI1_PK: &str = "gsi1pk";
+pub const GSI1_SK: &str = "gsi1sk";
+/// Governing plan -> keys.
+pub const GSI2: &str = "gsi2";
+pub const GSI2_PK: &str = "gsi2pk";
+pub const GSI2_SK: &str = "gsi2sk";
+/// Item type -> items (all keys, all plans), for unfiltered listings.
+pub const GSI3: &str = "gsi3";
+pub const GSI3_PK: &str = "gsi3pk";
+pub const GSI3_SK: &str = "gsi3sk";
+/// Sparse: keys with usage not yet rolled up, sharded to spread writes.
+pub const GSI_ACTIVITY: &str = "activity";
+pub const ACTIVITY_PK: &str = "act";
+pub const ACTIVITY_SK: &str = "key_id";
+pub const ACTIVITY_SHARDS: u32 = 8;
+/// DynamoDB's TTL attribute (epoch seconds).
+pub const TTL: &str = "expires_ttl";
+
+pub fn key_pk(key_id: &str) -> String {
+    format!("KEY#{key_id}")
+}
+pub const KEY_SK: &str = "KEY";
+pub fn hash_pk(hash_hex: &str) -> String {
+    format!("HASH#{hash_hex}")
+}
+pub const HASH_SK: &str = "HASH";
+pub fn plan_pk(plan_id: &str) -> String {
+    format!("PLAN#{plan_id}")
+}
+pub const PLAN_SK: &str = "PLAN";
+pub fn customer_pk(customer_id: &str) -> String {
+    format!("CUST#{customer_id}")
+}
+pub const CUSTOMER_SK: &str = "CUST";
+pub fn idempotency_pk(scope: &str, id: &str) -> String {
+    format!("IDEM#{scope}#{id}")
+}
+pub const IDEMPOTENCY_SK: &str = "IDEM";
+pub fn usage_day_sk(day_compact: &str) -> String {
+    format!("DAY#{day_compact}")
+}
+/// Live per-day counters on a key item: `ua_YYYYMMDD` (allowed), `ud_YYYYMMDD` (denied).
+pub fn allowed_day_attr(day_compact: &str) -> String {
+    format!("ua_{day_compact}")
+}
+pub fn denied_day_attr(day_compact: &str) -> String {
+    format!("ud_{day_compact}")
+}
+pub const TYPE_KEYS: &str = "KEYS";
+pub const TYPE_PLANS: &str = "PLANS";
+
+/// Which activity shard a key's usage marker goes to.
+pub fn activity_shard(key_id: &str) -> String {
+    let h = key_id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    format!("A#{}", h % ACTIVITY_SHARDS)
+}

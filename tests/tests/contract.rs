@@ -1,0 +1,640 @@
+//! The storage contract: every operation the functions rely on, run through the real SDK
+//! against a DynamoDB-protocol server (Dynoxide in-process; moto under `make test`).
+
+use shared::domain::customers::{Customer, CustomerId, EventStamp, SubscriptionStatus};
+use shared::domain::decision::Denial;
+use shared::domain::key_records::{KeyStatus, LimitOverrides};
+use shared::domain::keys::{ApiKey, KeyEnv, KeyId};
+use shared::domain::plans::{Period, Plan, PlanId, Quota, RateLimit};
+use shared::domain::time::{Day, UnixTime};
+use shared::domain::usage::UsageDay;
+use shared::store::{
+    AuthorizeStore, Claim, CustomerStore, IdempotencyStore, KeyFilter, KeyPatch, KeyStore, NewKey, PlanStore,
+    StoreError, UsageStore,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tollgate_tests::{TestDb, fresh_db};
+
+/// 2026-11-23T10:00:30Z: mid-window for 60 s windows.
+const NOW: UnixTime = UnixTime(1_795_428_030);
+
+fn plan(id: &str, rate: Option<(u64, u64)>, quota: Option<(u64, Period)>) -> Plan {
+    Plan {
+        id: PlanId::parse(id).unwrap(),
+        name: id.to_uppercase(),
+        rate_limit: rate.map(|(limit, window_s)| RateLimit { limit, window_s }),
+        quota: quota.map(|(limit, period)| Quota { limit, period }),
+        stripe_price_ids: vec![format!("price_{id}")],
+        meter_event_name: Some("api_requests".into()),
+        created_at: NOW,
+        updated_at: NOW,
+    }
+}
+
+fn cid(s: &str) -> CustomerId {
+    CustomerId::parse(s).unwrap()
+}
+
+fn new_key(customer: &str, plan: Option<&str>) -> (NewKey, ApiKey) {
+    let key = ApiKey::generate(KeyEnv::Live).unwrap();
+    let new = NewKey {
+        key_id: KeyId::generate(NOW.secs() as u64 * 1000),
+        customer_id: cid(customer),
+        plan_id: plan.map(|p| PlanId::parse(p).unwrap()),
+        name: Some("test key".into()),
+        env: KeyEnv::Live,
+        hash: key.hash(),
+        display: key.display(),
+        expires_at: None,
+        scopes: vec!["read".into()],
+        metadata: BTreeMap::from([("team".into(), "core".into())]),
+        overrides: LimitOverrides::default(),
+        now: NOW,
+    };
+    (new, key)
+}
+
+async fn key_with_plan(db: &TestDb, customer: &str, p: Plan) -> (KeyId, ApiKey) {
+    let plan_id = p.id.as_str().to_owned();
+    match db.store.create_plan(&p).await {
+        Ok(()) | Err(StoreError::AlreadyExists(_)) => {}
+        Err(e) => panic!("{e:?}"),
+    }
+    let (new, key) = new_key(customer, Some(&plan_id));
+    let record = db.store.create_key(new).await.unwrap();
+    (record.key_id, key)
+}
+
+async fn decide(db: &TestDb, id: &KeyId, key: &ApiKey, now: UnixTime) -> Result<(), Denial> {
+    db.store.authorize_and_count(id, &key.hash(), now).await.unwrap().outcome
+}
+
+// ----- keys -------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn keys_are_created_read_and_found_by_hash() {
+    let db = fresh_db().await;
+    db.store.create_plan(&plan("pro", Some((100, 60)), Some((1000, Period::Month)))).await.unwrap();
+    let (new, key) = new_key("acme", Some("pro"));
+    let created = db.store.create_key(new.clone()).await.unwrap();
+    assert_eq!(created.status, KeyStatus::Active);
+    assert_eq!(created.limits.rate_limit, Some(RateLimit { limit: 100, window_s: 60 }));
+    assert_eq!(created.limits.plan_id.as_ref().map(PlanId::as_str), Some("pro"));
+
+    let got = db.store.get_key(&created.key_id).await.unwrap().unwrap();
+    assert_eq!(got, created);
+    assert_eq!(db.store.key_id_for_hash(&key.hash()).await.unwrap(), Some(created.key_id.clone()));
+    let other = ApiKey::generate(KeyEnv::Live).unwrap();
+    assert_eq!(db.store.key_id_for_hash(&other.hash()).await.unwrap(), None);
+    assert_eq!(db.store.get_key(&KeyId::generate(1)).await.unwrap(), None);
+
+    // The customer came into being with its first key.
+    assert!(db.store.get_customer(&cid("acme")).await.unwrap().is_some());
+    assert_eq!(db.store.customer_key_ids(&cid("acme")).await.unwrap(), vec![created.key_id.clone()]);
+
+    // Same id again: refused, nothing overwritten.
+    assert!(matches!(db.store.create_key(new).await, Err(StoreError::AlreadyExists("key"))));
+    assert_eq!(db.store.get_key(&created.key_id).await.unwrap().unwrap(), created);
+}
+
+#[tokio::test]
+async fn a_key_naming_an_unknown_plan_is_refused_and_nothing_is_written() {
+    let db = fresh_db().await;
+    let (new, key) = new_key("acme", Some("nope"));
+    let id = new.key_id.clone();
+    assert!(matches!(db.store.create_key(new).await, Err(StoreError::UnknownReference("plan"))));
+    assert_eq!(db.store.get_key(&id).await.unwrap(), None);
+    assert_eq!(db.store.key_id_for_hash(&key.hash()).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn listing_filters_and_pages_without_gaps_or_repeats() {
+    let db = fresh_db().await;
+    db.store.create_plan(&plan("free", Some((10, 60)), None)).await.unwrap();
+    db.store.create_plan(&plan("pro", Some((100, 60)), None)).await.unwrap();
+    let mut acme = vec![];
+    for i in 0..7 {
+        let (new, _) = new_key("acme", Some(if i % 2 == 0 { "free" } else { "pro" }));
+        acme.push(db.store.create_key(new).await.unwrap().key_id);
+    }
+    for _ in 0..3 {
+        let (new, _) = new_key("globex", Some("free"));
+        db.store.create_key(new).await.unwrap();
+    }
+    db.store.revoke_key(&acme[0], NOW).await.unwrap();
+
+    let collect = |filter: KeyFilter, page: usize| {
+        let store = db.store.clone();
+        async move {
+            let mut all = vec![];
+            let mut cursor: Option<String> = None;
+            loop {
+                let p = store.list_keys(&filter, page, cursor.as_deref()).await.unwrap();
+                assert!(p.items.len() <= page);
+                all.extend(p.items.into_iter().map(|k| k.key_id));
+                match p.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => return all,
+                }
+            }
+        }
+    };
+    let mut all = collect(KeyFilter::default(), 3).await;
+    assert_eq!(all.len(), 10);
+    all.dedup();
+    assert_eq!(all.len(), 10, "no repeats across pages");
+
+    let by_customer = collect(KeyFilter { customer_id: Some(cid("acme")), ..Default::default() }, 2).await;
+    let mut expected = acme.clone();
+    expected.sort();
+    assert_eq!(by_customer, expected);
+
+    let free = collect(KeyFilter { plan_id: Some(PlanId::parse("free").unwrap()), ..Default::default() }, 2).await;
+    assert_eq!(free.len(), 4 + 3);
+
+    let active_acme =
+        collect(KeyFilter { customer_id: Some(cid("acme")), status: Some(KeyStatus::Active), ..Default::default() }, 4)
+            .await;
+    assert_eq!(active_acme.len(), 6);
+    assert!(!active_acme.contains(&acme[0]));
+
+    let exact = db
+        .store
+        .list_keys(&KeyFilter { customer_id: Some(cid("globex")), ..Default::default() }, 3, None)
+        .await
+        .unwrap();
+    assert_eq!((exact.items.len(), exact.next_cursor), (3, None), "a full last page has no cursor");
+
+    assert!(matches!(
+        db.store.list_keys(&KeyFilter::default(), 3, Some("not-a-cursor")).await,
+        Err(StoreError::InvalidCursor)
+    ));
+}
+
+#[tokio::test]
+async fn patches_change_fields_and_limits_but_never_a_revoked_key() {
+    let db = fresh_db().await;
+    db.store.create_plan(&plan("free", Some((10, 60)), None)).await.unwrap();
+    db.store.create_plan(&plan("pro", Some((100, 60)), Some((5000, Period::Day)))).await.unwrap();
+    let (new, key) = new_key("acme", Some("free"));
+    let id = db.store.create_key(new).await.unwrap().key_id;
+
+    let patched = db
+        .store
+        .update_key(
+            &id,
+            KeyPatch {
+                name: Some(Some("renamed".into())),
+                status: Some(KeyStatus::Disabled),
+                plan_id: Some(Some(PlanId::parse("pro").unwrap())),
+                metadata: Some(BTreeMap::from([("env".into(), "prod".into())])),
+                ..Default::default()
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.name.as_deref(), Some("renamed"));
+    assert_eq!(patched.status, KeyStatus::Disabled);
+    assert_eq!(patched.limits.rate_limit, Some(RateLimit { limit: 100, window_s: 60 }));
+    assert_eq!(patched.limits.quota, Some(Quota { limit: 5000, period: Period::Day }));
+    assert_eq!(db.store.get_key(&id).await.unwrap().unwrap(), patched);
+    assert_eq!(decide(&db, &id, &key, NOW).await, Err(Denial::KeyDisabled));
+
+    // Overrides beat the plan.
+    let o = db
+        .store
+        .update_key(
+            &id,
+            KeyPatch {
+                status: Some(KeyStatus::Active),
+                overrides: Some(LimitOverrides { rate_limit: Some(RateLimit { limit: 2, window_s: 60 }), quota: None }),
+                ..Default::default()
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(o.limits.rate_limit, Some(RateLimit { limit: 2, window_s: 60 }));
+    assert_eq!(o.limits.quota, Some(Quota { limit: 5000, period: Period::Day }));
+
+    assert!(matches!(
+        db.store
+            .update_key(
+                &id,
+                KeyPatch { plan_id: Some(Some(PlanId::parse("ghost").unwrap())), ..Default::default() },
+                NOW
+            )
+            .await,
+        Err(StoreError::UnknownReference("plan"))
+    ));
+    assert!(matches!(
+        db.store.update_key(&KeyId::generate(1), KeyPatch::default(), NOW).await,
+        Err(StoreError::NotFound("key"))
+    ));
+
+    db.store.revoke_key(&id, NOW).await.unwrap();
+    let before = db.store.get_key(&id).await.unwrap().unwrap();
+    assert!(matches!(
+        db.store.update_key(&id, KeyPatch { status: Some(KeyStatus::Active), ..Default::default() }, NOW).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(db.store.get_key(&id).await.unwrap().unwrap(), before, "a refused patch writes nothing");
+}
+
+#[tokio::test]
+async fn rotation_keeps_the_old_secret_only_for_the_grace_period() {
+    let db = fresh_db().await;
+    let (id, old) = key_with_plan(&db, "acme", plan("pro", Some((100, 60)), None)).await;
+    let new = ApiKey::generate(KeyEnv::Live).unwrap();
+    let rotated = db.store.rotate_key(&id, new.hash(), new.display(), NOW.plus(300), NOW).await.unwrap();
+    assert_eq!(rotated.hash, new.hash());
+    assert_eq!(rotated.display, new.display());
+    assert_eq!(db.store.key_id_for_hash(&new.hash()).await.unwrap(), Some(id.clone()));
+    assert_eq!(db.store.key_id_for_hash(&old.hash()).await.unwrap(), Some(id.clone()));
+
+    assert_eq!(decide(&db, &id, &new, NOW).await, Ok(()));
+    assert_eq!(decide(&db, &id, &old, NOW.plus(299)).await, Ok(()));
+    assert_eq!(decide(&db, &id, &old, NOW.plus(300)).await, Err(Denial::InvalidKey));
+    assert_eq!(decide(&db, &id, &new, NOW.plus(300)).await, Ok(()));
+
+    // Rotating without grace retires the old secret at once.
+    let newer = ApiKey::generate(KeyEnv::Live).unwrap();
+    db.store.rotate_key(&id, newer.hash(), newer.display(), NOW, NOW).await.unwrap();
+    assert_eq!(decide(&db, &id, &new, NOW).await, Err(Denial::InvalidKey));
+    assert_eq!(decide(&db, &id, &newer, NOW).await, Ok(()));
+    assert!(matches!(
+        db.store.rotate_key(&KeyId::generate(1), newer.hash(), newer.display(), NOW, NOW).await,
+        Err(StoreError::NotFound("key"))
+    ));
+}
+
+#[tokio::test]
+async fn revocation_is_permanent_and_idempotent() {
+    let db = fresh_db().await;
+    let (id, key) = key_with_plan(&db, "acme", plan("pro", Some((100, 60)), None)).await;
+    let revoked = db.store.revoke_key(&id, NOW).await.unwrap();
+    assert_eq!(revoked.status, KeyStatus::Revoked);
+    assert_eq!(db.store.revoke_key(&id, NOW).await.unwrap().status, KeyStatus::Revoked);
+    assert_eq!(decide(&db, &id, &key, NOW).await, Err(Denial::KeyRevoked));
+    let new = ApiKey::generate(KeyEnv::Live).unwrap();
+    assert!(matches!(
+        db.store.rotate_key(&id, new.hash(), new.display(), NOW, NOW).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(db.store.revoke_key(&KeyId::generate(1), NOW).await, Err(StoreError::NotFound("key"))));
+}
+
+// ----- plans ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn plans_crud_and_in_use_protection() {
+    let db = fresh_db().await;
+    let pro = plan("pro", Some((100, 60)), Some((1000, Period::Month)));
+    db.store.create_plan(&pro).await.unwrap();
+    assert!(matches!(db.store.create_plan(&pro).await, Err(StoreError::AlreadyExists("plan"))));
+    assert_eq!(db.store.get_plan(&pro.id).await.unwrap(), Some(pro.clone()));
+    db.store.create_plan(&plan("free", None, None)).await.unwrap();
+    let mut ids: Vec<_> = db.store.list_plans().await.unwrap().into_iter().map(|p| p.id.as_str().to_owned()).collect();
+    ids.sort();
+    assert_eq!(ids, ["free", "pro"]);
+
+    let missing = plan("ghost", None, None);
+    assert!(matches!(db.store.update_plan(&missing).await, Err(StoreError::NotFound("plan"))));
+    assert!(matches!(db.store.delete_plan(&missing.id).await, Err(StoreError::NotFound("plan"))));
+
+    let (new, _) = new_key("acme", Some("pro"));
+    let id = db.store.create_key(new).await.unwrap().key_id;
+    assert!(matches!(db.store.delete_plan(&pro.id).await, Err(StoreError::Conflict(_))));
+    assert!(db.store.get_plan(&pro.id).await.unwrap().is_some(), "a refused delete keeps the plan");
+
+    db.store
+        .update_key(&id, KeyPatch { plan_id: Some(Some(PlanId::parse("free").unwrap())), ..Default::default() }, NOW)
+        .await
+        .unwrap();
+    db.store.delete_plan(&pro.id).await.unwrap();
+    assert_eq!(db.store.get_plan(&pro.id).await.unwrap(), None);
+    let free = PlanId::parse("free").unwrap();
+    assert!(matches!(db.store.delete_plan(&free).await, Err(StoreError::Conflict(_))));
+    db.store.revoke_key(&id, NOW).await.unwrap();
+    db.store.delete_plan(&free).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_plan_update_reaches_every_key_it_governs() {
+    let db = fresh_db().await;
+    let (a, ka) = key_with_plan(&db, "acme", plan("pro", Some((1, 60)), None)).await;
+    let (b, _) = key_with_plan(&db, "globex", plan("pro", Some((1, 60)), None)).await;
+    assert_eq!(decide(&db, &a, &ka, NOW).await, Ok(()));
+    assert_eq!(decide(&db, &a, &ka, NOW).await, Err(Denial::RateLimited));
+
+    let mut updated = plan("pro", Some((3, 60)), Some((10, Period::Day)));
+    updated.name = "Pro v2".into();
+    db.store.update_plan(&updated).await.unwrap();
+    let stored = db.store.get_plan(&updated.id).await.unwrap().unwrap();
+    assert_eq!((stored.name.as_str(), stored.created_at), ("Pro v2", NOW));
+    for id in [&a, &b] {
+        let k = db.store.get_key(id).await.unwrap().unwrap();
+        assert_eq!(k.limits.rate_limit, Some(RateLimit { limit: 3, window_s: 60 }));
+        assert_eq!(k.limits.quota, Some(Quota { limit: 10, period: Period::Day }));
+    }
+    // The very next request sees the higher limit.
+    assert_eq!(decide(&db, &a, &ka, NOW).await, Ok(()));
+}
+
+// ----- customers --------------------------------------------------------------------------
+
+fn stripe_customer(status: SubscriptionStatus, plan: Option<&str>, created: i64, event: &str) -> Customer {
+    let mut c = Customer::new(cid("acme"), NOW);
+    c.stripe_customer_id = Some("cus_123".into());
+    c.stripe_subscription_id = Some("sub_123".into());
+    c.subscription_status = Some(status);
+    c.plan_id = plan.map(|p| PlanId::parse(p).unwrap());
+    c.last_event = Some(EventStamp { created, event_id: event.into() });
+    if status == SubscriptionStatus::PastDue {
+        c.past_due_since = Some(NOW);
+    }
+    c
+}
+
+#[tokio::test]
+async fn customer_state_is_order_safe_and_drives_its_keys() {
+    let db = fresh_db().await;
+    db.store.create_plan(&plan("basic", Some((1, 60)), None)).await.unwrap();
+    db.store.create_plan(&plan("pro", Some((100, 60)), None)).await.unwrap();
+    // A key that follows its customer's plan.
+    let (new, key) = new_key("acme", None);
+    let id = db.store.create_key(new).await.unwrap().key_id;
+    assert_eq!(db.store.get_key(&id).await.unwrap().unwrap().limits.plan_id, None);
+
+    let c1 = stripe_customer(SubscriptionStatus::Active, Some("basic"), 100, "evt_1");
+    assert!(db.store.apply_customer(&c1, 3600).await.unwrap());
+    let k = db.store.get_key(&id).await.unwrap().unwrap();
+    assert_eq!(k.limits.plan_id.as_ref().map(PlanId::as_str), Some("basic"));
+    assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()));
+    assert_eq!(decide(&db, &id, &key, NOW).await, Err(Denial::RateLimited));
+
+    // Upgrade: limits change from the next request.
+    assert!(
+        db.store
+            .apply_customer(&stripe_customer(SubscriptionStatus::Active, Some("pro"), 200, "evt_2"), 3600)
+            .await
+            .unwrap()
+    );
+    assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()));
+
+    // An older event arriving late changes nothing.
+    assert!(
+        !db.store
+            .apply_customer(&stripe_customer(SubscriptionStatus::Canceled, Some("basic"), 150, "evt_old"), 3600)
+            .await
+            .unwrap()
+    );
+    // Same second: the event id breaks the tie deterministically.
+    assert!(
+        !db.store
+            .apply_customer(&stripe_customer(SubscriptionStatus::Canceled, None, 200, "evt_1"), 3600)
+            .await
+            .unwrap()
+    );
+    let stored = db.store.get_customer(&cid("acme")).await.unwrap().unwrap();
+    assert_eq!(stored.subscription_status, Some(SubscriptionStatus::Active));
+    assert_eq!(stored.plan_id.as_ref().map(PlanId::as_str), Some("pro"));
+    assert_eq!(stored.stripe_customer_id.as_deref(), Some("cus_123"));
+
+    // Past due: allowed within grace, then not.
+    let pd = stripe_customer(SubscriptionStatus::PastDue, Some("pro"), 300, "evt_3");
+    assert!(db.store.apply_customer(&pd, 3600).await.unwrap());
+    assert_eq!(decide(&db, &id, &key, NOW.plus(3599)).await, Ok(()));
+    assert_eq!(decide(&db, &id, &key, NOW.plus(3600)).await, Err(Denial::SubscriptionInactive));
+
+    assert!(
+        db.store
+            .apply_customer(&stripe_customer(SubscriptionStatus::Canceled, Some("pro"), 400, "evt_4"), 3600)
+            .await
+            .unwrap()
+    );
+    assert_eq!(decide(&db, &id, &key, NOW).await, Err(Denial::SubscriptionInactive));
+    assert_eq!(db.store.get_customer(&cid("nobody")).await.unwrap(), None);
+}
+
+// ----- authorize and count ----------------------------------------------------------------
+
+#[tokio::test]
+async fn steady_state_is_one_request_and_a_rollover_at_most_two() {
+    let db = fresh_db().await;
+    let (id, key) = key_with_plan(&db, "acme", plan("pro", Some((100, 60)), Some((1000, Period::Month)))).await;
+    // First request ever: the counters' windows start (rollover).
+    db.requests.reset();
+    let first = db.store.authorize_and_count(&id, &key.hash(), NOW).await.unwrap();
+    assert!(first.is_allowed());
+    assert_eq!(db.requests.total(), 2, "{:?}", db.requests.snapshot());
+
+    for i in 0..10 {
+        db.requests.reset();
+        let d = db.store.authorize_and_count(&id, &key.hash(), NOW).await.unwrap();
+        assert!(d.is_allowed());
+        assert_eq!(db.requests.snapshot(), BTreeMap::from([("UpdateItem".to_owned(), 1)]), "request {i}");
+        assert_eq!(d.rate.unwrap().remaining(), 100 - 2 - i);
+        assert_eq!(d.quota.unwrap().remaining(), 1000 - 2 - i);
+    }
+
+    // Next window: one rollover (two requests), then one again.
+    db.requests.reset();
+    let d = db.store.authorize_and_count(&id, &key.hash(), NOW.plus(60)).await.unwrap();
+    assert_eq!(d.rate.unwrap().remaining(), 99);
+    assert_eq!(d.quota.unwrap().remaining(), 1000 - 12, "11 before, this one the 12th");
+    assert_eq!(db.requests.total(), 2);
+    db.requests.reset();
+    db.store.authorize_and_count(&id, &key.hash(), NOW.plus(61)).await.unwrap();
+    assert_eq!(db.requests.total(), 1);
+}
+
+#[tokio::test]
+async fn denials_follow_the_contract_order_and_are_counted_separately() {
+    let db = fresh_db().await;
+    let (id, key) = key_with_plan(&db, "acme", plan("tiny", Some((2, 60)), Some((3, Period::Day)))).await;
+    assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()));
+    assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()));
+    let limited = db.store.authorize_and_count(&id, &key.hash(), NOW).await.unwrap();
+    assert_eq!(limited.outcome, Err(Denial::RateLimited));
+    assert_eq!(limited.retry_after(NOW), Some(30));
+    assert_eq!(limited.rate.unwrap().remaining(), 0);
+    // Next window: one more fits the daily quota, then the quota stops it.
+    assert_eq!(decide(&db, &id, &key, NOW.plus(60)).await, Ok(()));
+    let q = db.store.authorize_and_count(&id, &key.hash(), NOW.plus(60)).await.unwrap();
+    assert_eq!(q.outcome, Err(Denial::QuotaExceeded));
+    let seconds_to_midnight =
+        Day::from_days_since_epoch(NOW.day().days_since_epoch() + 1).start().secs() - NOW.plus(60).secs();
+    assert_eq!(q.retry_after(NOW.plus(60)), Some(seconds_to_midnight as u64));
+    // Only allowed requests counted against limits.
+    let state = db.store.key_counters(&id).await.unwrap().unwrap();
+    assert_eq!(state.counters.period_count, 3);
+
+    let history = db.store.usage_history(&id, NOW.day()).await.unwrap();
+    assert_eq!(history, vec![UsageDay { day: NOW.day(), allowed: 3, denied: 2 }]);
+
+    // A wrong secret for a known key id.
+    let stranger = ApiKey::generate(KeyEnv::Live).unwrap();
+    assert_eq!(decide(&db, &id, &stranger, NOW).await, Err(Denial::InvalidKey));
+    // A key id with no item.
+    let ghost = db.store.authorize_and_count(&KeyId::generate(1), &key.hash(), NOW).await.unwrap();
+    assert_eq!(ghost.outcome, Err(Denial::InvalidKey));
+}
+
+#[tokio::test]
+async fn expiry_and_status_deny_before_limits() {
+    let db = fresh_db().await;
+    db.store.create_plan(&plan("pro", Some((100, 60)), None)).await.unwrap();
+    let (mut new, key) = new_key("acme", Some("pro"));
+    new.expires_at = Some(NOW.plus(10));
+    let id = db.store.create_key(new).await.unwrap().key_id;
+    assert_eq!(decide(&db, &id, &key, NOW.plus(9)).await, Ok(()));
+    assert_eq!(decide(&db, &id, &key, NOW.plus(10)).await, Err(Denial::KeyExpired));
+    db.store.update_key(&id, KeyPatch { expires_at: Some(None), ..Default::default() }, NOW).await.unwrap();
+    assert_eq!(decide(&db, &id, &key, NOW.plus(10)).await, Ok(()));
+}
+
+#[tokio::test]
+async fn unlimited_keys_are_allowed_and_still_counted() {
+    let db = fresh_db().await;
+    let (new, key) = new_key("acme", None);
+    let id = db.store.create_key(new).await.unwrap().key_id;
+    for _ in 0..5 {
+        db.requests.reset();
+        let d = db.store.authorize_and_count(&id, &key.hash(), NOW).await.unwrap();
+        assert!(d.is_allowed());
+        assert_eq!((d.rate, d.quota), (None, None));
+        assert_eq!(db.requests.total(), 1);
+    }
+    let history = db.store.usage_history(&id, NOW.day()).await.unwrap();
+    assert_eq!(history, vec![UsageDay { day: NOW.day(), allowed: 5, denied: 0 }]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_allow_exactly_the_limit() {
+    let db = fresh_db().await;
+    const LIMIT: u64 = 1_000;
+    const TASKS: usize = 64;
+    const PER_TASK: usize = 50;
+    let (id, key) = key_with_plan(&db, "acme", plan("burst", Some((LIMIT, 3600)), None)).await;
+    let allowed = Arc::new(AtomicU64::new(0));
+    let limited = Arc::new(AtomicU64::new(0));
+    let hash = key.hash();
+    let now = UnixTime(NOW.secs() - NOW.secs() % 3600 + 10);
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let (store, id, allowed, limited) = (db.store.clone(), id.clone(), allowed.clone(), limited.clone());
+            tokio::spawn(async move {
+                for _ in 0..PER_TASK {
+                    match store.authorize_and_count(&id, &hash, now).await.unwrap().outcome {
+                        Ok(()) => allowed.fetch_add(1, Ordering::Relaxed),
+                        Err(Denial::RateLimited) => limited.fetch_add(1, Ordering::Relaxed),
+                        Err(other) => panic!("unexpected {other:?}"),
+                    };
+                }
+            })
+        })
+        .collect();
+    for t in futures::future::join_all(tasks).await {
+        t.unwrap();
+    }
+    let total = (TASKS * PER_TASK) as u64;
+    assert_eq!(allowed.load(Ordering::Relaxed), LIMIT, "backend {}", db.backend());
+    assert_eq!(limited.load(Ordering::Relaxed), total - LIMIT);
+    let state = db.store.key_counters(&id).await.unwrap().unwrap();
+    assert_eq!(state.counters.window_count, LIMIT, "no lost or extra counts");
+    let history = db.store.usage_history(&id, now.day()).await.unwrap();
+    assert_eq!(history[0].allowed, LIMIT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_rollovers_start_one_window() {
+    let db = fresh_db().await;
+    let (id, key) = key_with_plan(&db, "acme", plan("small", Some((10, 60)), None)).await;
+    let hash = key.hash();
+    // Everyone arrives at the start of a fresh window at once.
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (store, id) = (db.store.clone(), id.clone());
+            tokio::spawn(async move { store.authorize_and_count(&id, &hash, NOW).await.unwrap().is_allowed() })
+        })
+        .collect();
+    let allowed = futures::future::join_all(tasks).await.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+    assert_eq!(allowed, 10);
+    assert_eq!(db.store.key_counters(&id).await.unwrap().unwrap().counters.window_count, 10);
+}
+
+// ----- idempotency ------------------------------------------------------------------------
+
+#[tokio::test]
+async fn idempotency_claims_leases_and_expiry() {
+    let db = fresh_db().await;
+    let exp = NOW.plus(86_400);
+    let s = &db.store;
+    assert_eq!(s.claim("keys", "abc", "fp1", 30, exp, NOW).await.unwrap(), Claim::Fresh);
+    assert_eq!(
+        s.claim("keys", "abc", "fp1", 30, exp, NOW).await.unwrap(),
+        Claim::InProgress { fingerprint: "fp1".into() }
+    );
+    // Other scopes are independent.
+    assert_eq!(s.claim("stripe", "abc", "fp9", 30, exp, NOW).await.unwrap(), Claim::Fresh);
+    s.finish("keys", "abc", "{\"key_id\":\"k\"}", exp).await.unwrap();
+    assert_eq!(
+        s.claim("keys", "abc", "fp2", 30, exp, NOW.plus(60)).await.unwrap(),
+        Claim::Done { fingerprint: "fp1".into(), result: "{\"key_id\":\"k\"}".into() }
+    );
+    // Finished records are not taken over when a lease would have run out...
+    assert!(matches!(s.claim("keys", "abc", "fp1", 30, exp, NOW.plus(3600)).await.unwrap(), Claim::Done { .. }));
+    // ...but are once the record itself expires (TTL deletion may lag).
+    assert_eq!(s.claim("keys", "abc", "fp1", 30, exp, exp).await.unwrap(), Claim::Fresh);
+
+    // A crashed holder's lease runs out; a released claim is free at once.
+    assert_eq!(s.claim("keys", "crash", "fp", 30, exp, NOW).await.unwrap(), Claim::Fresh);
+    assert!(matches!(s.claim("keys", "crash", "fp", 30, exp, NOW.plus(29)).await.unwrap(), Claim::InProgress { .. }));
+    assert_eq!(s.claim("keys", "crash", "fp", 30, exp, NOW.plus(30)).await.unwrap(), Claim::Fresh);
+    s.release("keys", "crash").await.unwrap();
+    assert_eq!(s.claim("keys", "crash", "fp", 30, exp, NOW.plus(31)).await.unwrap(), Claim::Fresh);
+    // Releasing a finished record does not delete it.
+    s.finish("keys", "crash", "r", exp).await.unwrap();
+    s.release("keys", "crash").await.unwrap();
+    assert!(matches!(s.claim("keys", "crash", "fp", 30, exp, NOW.plus(40)).await.unwrap(), Claim::Done { .. }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_one_concurrent_claim_wins() {
+    let db = fresh_db().await;
+    let exp = NOW.plus(86_400);
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = db.store.clone();
+            tokio::spawn(async move { store.claim("stripe", "evt_1", &format!("fp{i}"), 30, exp, NOW).await.unwrap() })
+        })
+        .collect();
+    let fresh =
+        futures::future::join_all(tasks).await.into_iter().filter(|c| *c.as_ref().unwrap() == Claim::Fresh).count();
+    assert_eq!(fresh, 1);
+}
+
+// ----- usage history ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn usage_history_merges_rolled_up_days_with_live_counters() {
+    let db = fresh_db().await;
+    let (id, key) = key_with_plan(&db, "acme", plan("pro", Some((100, 60)), None)).await;
+    let today = NOW.day();
+    let two_days_ago = today.minus(2);
+    db.store.put_usage_day(&id, UsageDay { day: two_days_ago, allowed: 40, denied: 2 }).await.unwrap();
+    // Writing the same day again replaces (absolute values: a retried rollup is harmless).
+    db.store.put_usage_day(&id, UsageDay { day: two_days_ago, allowed: 41, denied: 2 }).await.unwrap();
+    db.store.put_usage_day(&id, UsageDay { day: today.minus(100), allowed: 7, denied: 0 }).await.unwrap();
+    decide(&db, &id, &key, NOW).await.unwrap();
+    let history = db.store.usage_history(&id, today.minus(89)).await.unwrap();
+    assert_eq!(
+        history,
+        vec![UsageDay { day: two_days_ago, allowed: 41, denied: 2 }, UsageDay { day: today, allowed: 1, denied: 0 },]
+    );
+    assert!(db.store.usage_history(&KeyId::generate(1), today.minus(89)).await.unwrap().is_empty());
+}
