@@ -574,33 +574,43 @@ async fn idempotency_claims_leases_and_expiry() {
     let db = fresh_db().await;
     let exp = NOW.plus(86_400);
     let s = &db.store;
-    assert_eq!(s.claim("keys", "abc", "fp1", 30, exp, NOW).await.unwrap(), Claim::Fresh);
+    assert_eq!(s.claim("keys", "abc", "w1", "fp1", 30, exp, NOW).await.unwrap(), Claim::Fresh);
     assert_eq!(
-        s.claim("keys", "abc", "fp1", 30, exp, NOW).await.unwrap(),
+        s.claim("keys", "abc", "w1", "fp1", 30, exp, NOW).await.unwrap(),
         Claim::InProgress { fingerprint: "fp1".into() }
     );
     // Other scopes are independent.
-    assert_eq!(s.claim("stripe", "abc", "fp9", 30, exp, NOW).await.unwrap(), Claim::Fresh);
-    s.finish("keys", "abc", "{\"key_id\":\"k\"}", exp).await.unwrap();
+    assert_eq!(s.claim("stripe", "abc", "w9", "fp9", 30, exp, NOW).await.unwrap(), Claim::Fresh);
+    s.finish("keys", "abc", "w1", "{\"key_id\":\"k\"}", exp).await.unwrap();
     assert_eq!(
-        s.claim("keys", "abc", "fp2", 30, exp, NOW.plus(60)).await.unwrap(),
+        s.claim("keys", "abc", "w2", "fp2", 30, exp, NOW.plus(60)).await.unwrap(),
         Claim::Done { fingerprint: "fp1".into(), result: "{\"key_id\":\"k\"}".into() }
     );
     // Finished records are not taken over when a lease would have run out...
-    assert!(matches!(s.claim("keys", "abc", "fp1", 30, exp, NOW.plus(3600)).await.unwrap(), Claim::Done { .. }));
+    assert!(matches!(s.claim("keys", "abc", "w3", "fp1", 30, exp, NOW.plus(3600)).await.unwrap(), Claim::Done { .. }));
     // ...but are once the record itself expires (TTL deletion may lag).
-    assert_eq!(s.claim("keys", "abc", "fp1", 30, exp, exp).await.unwrap(), Claim::Fresh);
+    assert_eq!(s.claim("keys", "abc", "w4", "fp1", 30, exp, exp).await.unwrap(), Claim::Fresh);
 
     // A crashed holder's lease runs out; a released claim is free at once.
-    assert_eq!(s.claim("keys", "crash", "fp", 30, exp, NOW).await.unwrap(), Claim::Fresh);
-    assert!(matches!(s.claim("keys", "crash", "fp", 30, exp, NOW.plus(29)).await.unwrap(), Claim::InProgress { .. }));
-    assert_eq!(s.claim("keys", "crash", "fp", 30, exp, NOW.plus(30)).await.unwrap(), Claim::Fresh);
-    s.release("keys", "crash").await.unwrap();
-    assert_eq!(s.claim("keys", "crash", "fp", 30, exp, NOW.plus(31)).await.unwrap(), Claim::Fresh);
+    assert_eq!(s.claim("keys", "crash", "a", "fp", 30, exp, NOW).await.unwrap(), Claim::Fresh);
+    assert!(matches!(
+        s.claim("keys", "crash", "b", "fp", 30, exp, NOW.plus(29)).await.unwrap(),
+        Claim::InProgress { .. }
+    ));
+    assert_eq!(s.claim("keys", "crash", "c", "fp", 30, exp, NOW.plus(30)).await.unwrap(), Claim::Fresh);
+    // The crashed holder wakes up: it can neither finish nor release what is now c's.
+    assert!(matches!(s.finish("keys", "crash", "a", "late", exp).await, Err(StoreError::Conflict(_))));
+    s.release("keys", "crash", "a").await.unwrap();
+    assert!(matches!(
+        s.claim("keys", "crash", "d", "fp", 30, exp, NOW.plus(31)).await.unwrap(),
+        Claim::InProgress { .. }
+    ));
+    s.release("keys", "crash", "c").await.unwrap();
+    assert_eq!(s.claim("keys", "crash", "e", "fp", 30, exp, NOW.plus(31)).await.unwrap(), Claim::Fresh);
     // Releasing a finished record does not delete it.
-    s.finish("keys", "crash", "r", exp).await.unwrap();
-    s.release("keys", "crash").await.unwrap();
-    assert!(matches!(s.claim("keys", "crash", "fp", 30, exp, NOW.plus(40)).await.unwrap(), Claim::Done { .. }));
+    s.finish("keys", "crash", "e", "r", exp).await.unwrap();
+    s.release("keys", "crash", "e").await.unwrap();
+    assert!(matches!(s.claim("keys", "crash", "f", "fp", 30, exp, NOW.plus(40)).await.unwrap(), Claim::Done { .. }));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -610,7 +620,9 @@ async fn only_one_concurrent_claim_wins() {
     let tasks: Vec<_> = (0..16)
         .map(|i| {
             let store = db.store.clone();
-            tokio::spawn(async move { store.claim("stripe", "evt_1", &format!("fp{i}"), 30, exp, NOW).await.unwrap() })
+            tokio::spawn(async move {
+                store.claim("stripe", "evt_1", &format!("w{i}"), &format!("fp{i}"), 30, exp, NOW).await.unwrap()
+            })
         })
         .collect();
     let fresh =
@@ -637,4 +649,88 @@ async fn usage_history_merges_rolled_up_days_with_live_counters() {
         vec![UsageDay { day: two_days_ago, allowed: 41, denied: 2 }, UsageDay { day: today, allowed: 1, denied: 0 },]
     );
     assert!(db.store.usage_history(&KeyId::generate(1), today.minus(89)).await.unwrap().is_empty());
+}
+
+// ----- consistency regressions ----------------------------------------------------------
+
+#[tokio::test]
+async fn plan_updates_never_lose_reference_counts() {
+    let db = fresh_db().await;
+    let (a, _) = key_with_plan(&db, "acme", plan("pro", Some((10, 60)), None)).await;
+    let (b, _) = key_with_plan(&db, "acme", plan("pro", Some((10, 60)), None)).await;
+    db.store.update_plan(&plan("pro", Some((20, 60)), None)).await.unwrap();
+    db.store.revoke_key(&a, NOW).await.unwrap();
+    let pro = PlanId::parse("pro").unwrap();
+    assert!(matches!(db.store.delete_plan(&pro).await, Err(StoreError::Conflict(_))), "b still uses it");
+    db.store.revoke_key(&b, NOW).await.unwrap();
+    db.store.delete_plan(&pro).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_new_window_length_restarts_the_window() {
+    let db = fresh_db().await;
+    let (id, key) = key_with_plan(&db, "acme", plan("hourly", Some((2, 3600)), None)).await;
+    assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()));
+    assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()));
+    assert_eq!(decide(&db, &id, &key, NOW).await, Err(Denial::RateLimited));
+    // Same window length, higher limit: the count carries on.
+    db.store.update_plan(&plan("hourly", Some((3, 3600)), None)).await.unwrap();
+    assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()));
+    assert_eq!(decide(&db, &id, &key, NOW).await, Err(Denial::RateLimited));
+    // A minute window instead of an hour: the hour's count no longer applies.
+    db.store.update_plan(&plan("hourly", Some((3, 60)), None)).await.unwrap();
+    let d = db.store.authorize_and_count(&id, &key.hash(), NOW).await.unwrap();
+    assert!(d.is_allowed());
+    assert_eq!(d.rate.unwrap().remaining(), 2);
+    assert_eq!(d.rate.unwrap().reset, UnixTime(NOW.secs() - NOW.secs() % 60 + 60));
+}
+
+#[tokio::test]
+async fn a_replayed_event_repairs_an_interrupted_fan_out() {
+    let db = fresh_db().await;
+    db.store.create_plan(&plan("pro", Some((100, 60)), None)).await.unwrap();
+    let (new, key) = new_key("acme", None);
+    let id = db.store.create_key(new).await.unwrap().key_id;
+    let canceled = stripe_customer(SubscriptionStatus::Canceled, Some("pro"), 100, "evt_1");
+    assert!(db.store.apply_customer(&canceled, 3600).await.unwrap());
+    assert_eq!(decide(&db, &id, &key, NOW).await, Err(Denial::SubscriptionInactive));
+    // Simulate a crash after the customer write but before its keys were updated: put the
+    // key back to its old access by hand, then deliver the same event again.
+    use aws_sdk_dynamodb::types::AttributeValue;
+    db.store
+        .client()
+        .update_item()
+        .table_name(&db.table)
+        .key("pk", AttributeValue::S(format!("KEY#{}", id.as_str())))
+        .key("sk", AttributeValue::S("KEY".into()))
+        .update_expression("SET sub_status = :a REMOVE #plan, rl_limit, rl_window")
+        .expression_attribute_names("#plan", "plan")
+        .expression_attribute_values(":a", AttributeValue::S("active".into()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()), "the stale key authorizes");
+    assert!(!db.store.apply_customer(&canceled, 3600).await.unwrap(), "a replay changes no state");
+    assert_eq!(decide(&db, &id, &key, NOW).await, Err(Denial::SubscriptionInactive));
+    let k = db.store.get_key(&id).await.unwrap().unwrap();
+    assert_eq!(k.limits.plan_id.as_ref().map(PlanId::as_str), Some("pro"));
+}
+
+#[tokio::test]
+async fn a_patch_cannot_revoke_and_a_cursor_cannot_cross_listings() {
+    let db = fresh_db().await;
+    let (id, _) = key_with_plan(&db, "acme", plan("pro", Some((100, 60)), None)).await;
+    assert!(matches!(
+        db.store.update_key(&id, KeyPatch { status: Some(KeyStatus::Revoked), ..Default::default() }, NOW).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(db.store.get_key(&id).await.unwrap().unwrap().status, KeyStatus::Active);
+    for _ in 0..3 {
+        let (new, _) = new_key("acme", Some("pro"));
+        db.store.create_key(new).await.unwrap();
+    }
+    let page = db.store.list_keys(&KeyFilter::default(), 2, None).await.unwrap();
+    let cursor = page.next_cursor.unwrap();
+    let other = KeyFilter { customer_id: Some(cid("acme")), ..Default::default() };
+    assert!(matches!(db.store.list_keys(&other, 2, Some(&cursor)).await, Err(StoreError::InvalidCursor)));
 }

@@ -50,6 +50,8 @@ pub enum Denial {
     SubscriptionInactive,
     RateLimited,
     QuotaExceeded,
+    /// Storage could not be reached and the fail mode is `closed`.
+    Unavailable,
 }
 
 impl Denial {
@@ -63,6 +65,7 @@ impl Denial {
             Self::SubscriptionInactive => "subscription_inactive",
             Self::RateLimited => "rate_limited",
             Self::QuotaExceeded => "quota_exceeded",
+            Self::Unavailable => "authorization_unavailable",
         }
     }
 
@@ -73,6 +76,7 @@ impl Denial {
             Self::KeyDisabled => 403,
             Self::SubscriptionInactive => 402,
             Self::RateLimited | Self::QuotaExceeded => 429,
+            Self::Unavailable => 503,
         }
     }
 
@@ -88,6 +92,7 @@ impl Denial {
             Self::QuotaExceeded => {
                 "Quota exhausted for this period; upgrade your plan or wait for the period to reset."
             }
+            Self::Unavailable => "Authorization is temporarily unavailable; retry shortly.",
         }
     }
 
@@ -345,6 +350,7 @@ mod tests {
             (Denial::SubscriptionInactive, "subscription_inactive", 402),
             (Denial::RateLimited, "rate_limited", 429),
             (Denial::QuotaExceeded, "quota_exceeded", 429),
+            (Denial::Unavailable, "authorization_unavailable", 503),
         ];
         for (d, code, status) in table {
             assert_eq!((d.code(), d.status()), (code, status));

@@ -24,6 +24,18 @@ pub fn period_end(now: UnixTime, period: Period) -> UnixTime {
     }
 }
 
+/// Length in seconds of the UTC calendar period containing `now` (a month varies).
+pub fn period_length(now: UnixTime, period: Period) -> u64 {
+    match period {
+        Period::Day => 86_400,
+        Period::Month => {
+            let day = now.day();
+            let start = day.minus(i64::from(day.day_of_month()) - 1);
+            start.start().until(day.next_month_start().start())
+        }
+    }
+}
+
 /// Seconds a client should wait before a request can succeed again: at least 1, so that a
 /// reset landing in the current second is never advertised as "retry now".
 pub fn retry_after(now: UnixTime, reset: UnixTime) -> u64 {
@@ -37,8 +49,8 @@ pub struct LimitStatus {
     pub used: u64,
     /// When the current window or period ends.
     pub reset: UnixTime,
-    /// The window length for rate limits; `None` for calendar quotas.
-    pub window_s: Option<u64>,
+    /// The window length, or for a quota the length of the current calendar period.
+    pub window_s: u64,
 }
 
 impl LimitStatus {
@@ -50,13 +62,13 @@ impl LimitStatus {
     /// window that has already ended shows as fresh.
     pub fn for_rate(rate: &RateLimit, end: UnixTime, count: u64, now: UnixTime) -> Self {
         let (used, reset) = if end > now { (count, end) } else { (0, window_end(now, rate.window_s)) };
-        Self { limit: rate.limit, used, reset, window_s: Some(rate.window_s) }
+        Self { limit: rate.limit, used, reset, window_s: rate.window_s }
     }
 
     /// The state a quota shows for `count` requests in the period ending at `end`.
     pub fn for_quota(quota: &Quota, end: UnixTime, count: u64, now: UnixTime) -> Self {
         let (used, reset) = if end > now { (count, end) } else { (0, period_end(now, quota.period)) };
-        Self { limit: quota.limit, used, reset, window_s: None }
+        Self { limit: quota.limit, used, reset, window_s: period_length(now, quota.period) }
     }
 }
 
@@ -89,6 +101,14 @@ mod tests {
     }
 
     #[test]
+    fn period_lengths() {
+        assert_eq!(period_length(at("2026-11-23T10:00:00Z"), Period::Day), 86_400);
+        assert_eq!(period_length(at("2026-11-23T10:00:00Z"), Period::Month), 30 * 86_400);
+        assert_eq!(period_length(at("2028-02-10T00:00:00Z"), Period::Month), 29 * 86_400);
+        assert_eq!(period_length(at("2026-12-31T23:59:59Z"), Period::Month), 31 * 86_400);
+    }
+
+    #[test]
     fn retry_after_is_never_zero() {
         let now = at("2026-11-23T10:00:37Z");
         assert_eq!(retry_after(now, at("2026-11-23T10:01:00Z")), 23);
@@ -106,6 +126,6 @@ mod tests {
         assert_eq!((stale.used, stale.remaining(), stale.reset), (0, 100, at("2026-11-23T10:01:00Z")));
         let q = Quota { limit: 10, period: Period::Day };
         assert_eq!(LimitStatus::for_quota(&q, UnixTime(0), 10, now).remaining(), 10);
-        assert_eq!(LimitStatus { limit: 5, used: 9, reset: now, window_s: None }.remaining(), 0);
+        assert_eq!(LimitStatus { limit: 5, used: 9, reset: now, window_s: 60 }.remaining(), 0);
     }
 }

@@ -107,6 +107,11 @@ impl Day {
         }
     }
 
+    /// 1-31.
+    pub fn day_of_month(self) -> u8 {
+        self.date().map(|d| d.day()).unwrap_or(1)
+    }
+
     /// `YYYY-MM-DD`, the form the API shows.
     pub fn iso(self) -> String {
         match self.date() {

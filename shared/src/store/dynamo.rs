@@ -11,7 +11,7 @@ use super::{
 };
 use crate::config::Config;
 use crate::domain::customers::{Customer, CustomerAccess, CustomerId, EventStamp, SubscriptionStatus};
-use crate::domain::decision::{Counters, Decision, KeyState, Step, next_step, rolled};
+use crate::domain::decision::{Counters, Decision, Denial, KeyState, Step, next_step, rolled};
 use crate::domain::key_records::{EffectiveLimits, KeyRecord, KeyStatus, LimitOverrides, Rotation, governing_plan};
 use crate::domain::keys::{KeyEnv, KeyHash, KeyId};
 use crate::domain::plans::{Period, Plan, PlanId, Quota, RateLimit};
@@ -23,8 +23,8 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+    Projection, ProjectionType, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
     TimeToLiveSpecification, TransactWriteItem, Update,
 };
 use aws_smithy_types::retry::RetryConfig;
@@ -145,12 +145,21 @@ impl DynamoStore {
                 .build()
                 .map_err(|e| StoreError::Backend(e.into()))
         };
-        let gsi = |name: &str, pk: &str, sk: &str, projection: ProjectionType| -> StoreResult<GlobalSecondaryIndex> {
+        let gsi = |name: &str, pk: &str, sk: &str, include: Option<&[&str]>| -> StoreResult<GlobalSecondaryIndex> {
+            let projection = match include {
+                // Definition attributes only: counter updates on the hot path then never
+                // write to the index (it would triple their write cost).
+                Some(attrs) => Projection::builder()
+                    .projection_type(ProjectionType::Include)
+                    .set_non_key_attributes(Some(attrs.iter().map(|a| (*a).to_owned()).collect()))
+                    .build(),
+                None => Projection::builder().projection_type(ProjectionType::KeysOnly).build(),
+            };
             GlobalSecondaryIndex::builder()
                 .index_name(name)
                 .key_schema(key(pk, KeyType::Hash)?)
                 .key_schema(key(sk, KeyType::Range)?)
-                .projection(Projection::builder().projection_type(projection).build())
+                .projection(projection)
                 .build()
                 .map_err(|e| StoreError::Backend(e.into()))
         };
@@ -167,10 +176,10 @@ impl DynamoStore {
                     .map(attr)
                     .collect::<StoreResult<Vec<_>>>()?,
             ))
-            .global_secondary_indexes(gsi(GSI1, GSI1_PK, GSI1_SK, ProjectionType::All)?)
-            .global_secondary_indexes(gsi(GSI2, GSI2_PK, GSI2_SK, ProjectionType::KeysOnly)?)
-            .global_secondary_indexes(gsi(GSI3, GSI3_PK, GSI3_SK, ProjectionType::All)?)
-            .global_secondary_indexes(gsi(GSI_ACTIVITY, ACTIVITY_PK, ACTIVITY_SK, ProjectionType::KeysOnly)?)
+            .global_secondary_indexes(gsi(GSI1, GSI1_PK, GSI1_SK, Some(KEY_LISTING_ATTRS))?)
+            .global_secondary_indexes(gsi(GSI2, GSI2_PK, GSI2_SK, None)?)
+            .global_secondary_indexes(gsi(GSI3, GSI3_PK, GSI3_SK, Some(LISTING_ATTRS))?)
+            .global_secondary_indexes(gsi(GSI_ACTIVITY, ACTIVITY_PK, ACTIVITY_SK, None)?)
             .send()
             .await;
         match created {
@@ -247,44 +256,69 @@ impl DynamoStore {
         }
     }
 
-    /// Re-resolves a key's limits and customer access from its plan and customer, and moves
-    /// the plan reference count if the governing plan changed. Idempotent: called after any
-    /// change to a key, its plan or its customer.
-    async fn refresh_key(&self, id: &KeyId, now: UnixTime) -> StoreResult<Option<KeyRecord>> {
+    /// The one way a key's definition changes: read it, apply `edit`, re-resolve its limits
+    /// and customer access from its plan and customer, and write it back in one transaction
+    /// guarded by the key's version, moving the plan reference counts if the governing plan
+    /// (or whether the key counts at all) changed. `edit` returns false to leave the key as
+    /// it is. Retries when anything it read changed underneath.
+    async fn write_key(
+        &self,
+        id: &KeyId,
+        now: UnixTime,
+        edit: impl Fn(&mut KeyRecord) -> StoreResult<bool> + Send + Sync,
+    ) -> StoreResult<KeyRecord> {
         for _ in 0..MANAGEMENT_ATTEMPTS {
-            let Some(item) = self.get_key_item(id).await? else { return Ok(None) };
+            let item = self.get_key_item(id).await?.ok_or(StoreError::NotFound("key"))?;
             let record = key_record_from_item(&item)?;
             let ver = u64_or(&item, "ver", 0)?;
-            if record.status == KeyStatus::Revoked {
-                return Ok(Some(record));
+            let mut next = record.clone();
+            if !edit(&mut next)? {
+                return Ok(record);
             }
-            let customer = self.get_customer_versioned(&record.customer_id).await?;
+            let customer = self.get_customer_versioned(&next.customer_id).await?;
             let governing =
-                governing_plan(record.plan_id.as_ref(), customer.as_ref().and_then(|c| c.0.plan_id.as_ref()));
-            let plan = match governing {
+                governing_plan(next.plan_id.as_ref(), customer.as_ref().and_then(|c| c.0.plan_id.as_ref())).cloned();
+            let plan = match &governing {
                 Some(p) => self.get_plan_versioned(p).await?,
                 None => None,
             };
-            let limits = EffectiveLimits::resolve(plan.as_ref().map(|p| &p.0), &record.overrides);
-            let access = customer.as_ref().map(|c| c.1).unwrap_or_default();
-            if limits == record.limits && access == record.access {
-                return Ok(Some(record));
+            if next.plan_id.is_some() && plan.is_none() {
+                return Err(StoreError::UnknownReference("plan"));
             }
-            let mut next = record.clone();
-            next.limits = limits;
-            next.access = access;
+            next.limits = EffectiveLimits::resolve(plan.as_ref().map(|p| &p.0), &next.overrides);
+            next.access = customer.as_ref().map(|c| c.1).unwrap_or_default();
+            if next == record {
+                return Ok(record);
+            }
             next.updated_at = now;
-            let mut tx = vec![self.key_definition_update(&next, ver)?];
-            if record.limits.plan_id != next.limits.plan_id {
-                if let Some(old) = &record.limits.plan_id {
+            // A different window length or quota period restarts that counter: the old
+            // window's end and count mean nothing under the new shape.
+            let mut restart = vec![];
+            if record.limits.rate_limit.map(|r| r.window_s) != next.limits.rate_limit.map(|r| r.window_s) {
+                restart.push("win_end");
+            }
+            if record.limits.quota.map(|q| q.period) != next.limits.quota.map(|q| q.period) {
+                restart.push("q_end");
+            }
+            let mut tx = vec![self.key_definition_update(&next, ver, &restart)?];
+            let counted = |r: &KeyRecord| (r.status != KeyStatus::Revoked).then(|| r.limits.plan_id.clone()).flatten();
+            let (before, after) = (counted(&record), counted(&next));
+            if before != after {
+                if let Some(old) = &before {
                     tx.push(self.plan_refs_update(old, -1, None)?);
                 }
-                if let (Some(new), Some((_, pver))) = (&next.limits.plan_id, &plan) {
+                if let (Some(new), Some((_, pver))) = (&after, &plan) {
                     tx.push(self.plan_refs_update(new, 1, Some(*pver))?);
                 }
+            } else if let (Some(p), Some((_, pver))) = (&after, &plan) {
+                // Same plan, but prove the limits just copied from it are current.
+                tx.push(self.plan_refs_update(p, 0, Some(*pver))?);
+            }
+            if let Some((_, _, cver)) = &customer {
+                tx.push(self.customer_version_check(&next.customer_id, *cver)?);
             }
             match self.transact(tx).await {
-                Ok(()) => return Ok(Some(next)),
+                Ok(()) => return Ok(next),
                 Err(TxError::ConditionFailed(_)) => continue,
                 Err(TxError::Store(e)) => return Err(e),
             }
@@ -292,9 +326,15 @@ impl DynamoStore {
         Err(StoreError::Conflict("the key changed concurrently; try again".into()))
     }
 
+    /// Brings a key's enforced limits and access in line with its plan and customer.
+    /// Idempotent; revoked keys are left alone.
+    async fn refresh_key(&self, id: &KeyId, now: UnixTime) -> StoreResult<KeyRecord> {
+        self.write_key(id, now, |k| Ok(k.status != KeyStatus::Revoked)).await
+    }
+
     /// An update that writes every definition attribute of `record` (not its counters),
     /// guarded by the key's version.
-    fn key_definition_update(&self, record: &KeyRecord, ver: u64) -> StoreResult<TransactWriteItem> {
+    fn key_definition_update(&self, record: &KeyRecord, ver: u64, restart: &[&str]) -> StoreResult<TransactWriteItem> {
         let mut e = Expr::default();
         let mut sets = vec![];
         let mut removes = vec![];
@@ -304,6 +344,9 @@ impl DynamoStore {
                 Some(v) => sets.push(format!("{n} = {}", e.value(v))),
                 None => removes.push(n),
             }
+        }
+        for attr in restart {
+            removes.push(e.name(attr));
         }
         let vn = e.name("ver");
         sets.push(format!("{vn} = {}", e.value(n(ver + 1))));
@@ -428,8 +471,8 @@ enum TxError {
 
 impl AuthorizeStore for DynamoStore {
     async fn key_id_for_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyId>> {
-        // Eventually consistent is enough: the mapping never changes once written, and a key
-        // is created before its plaintext is returned.
+        // Strongly consistent: a key (or a rotated secret) is used the moment its plaintext is
+        // returned. Only cache misses come here; the mapping never changes once written.
         let out = self
             .client
             .get_item()
@@ -437,6 +480,7 @@ impl AuthorizeStore for DynamoStore {
             .key(PK, s(hash_pk(&hash.to_hex())))
             .key(SK, s(HASH_SK))
             .projection_expression("key_id")
+            .consistent_read(true)
             .send()
             .await
             .map_err(sdk_err)?;
@@ -498,7 +542,7 @@ impl AuthorizeStore for DynamoStore {
                         _ => None,
                     };
                     let Some(item) = old else {
-                        return Ok(Decision::denied(crate::domain::decision::Denial::InvalidKey));
+                        return Ok(Decision::denied(Denial::InvalidKey));
                     };
                     let state = key_state_from_item(item)?;
                     if s_opt(item, "last_req") == Some(request_id.as_str()) {
@@ -506,6 +550,9 @@ impl AuthorizeStore for DynamoStore {
                         return Ok(Decision::for_key(&state, Ok(()), &state.counters, now));
                     }
                     match next_step(&state, hash, now) {
+                        // A secret this key no longer accepts says nothing about the key to
+                        // the caller, and is not the key owner's traffic to count.
+                        Step::Deny(Denial::InvalidKey) => return Ok(Decision::denied(Denial::InvalidKey)),
                         Step::Deny(denial) => {
                             self.count_denial(key_id, day).await;
                             return Ok(Decision::for_key(&state, Err(denial), &state.counters, now));
@@ -690,7 +737,7 @@ impl KeyStore for DynamoStore {
             (None, Some(p)) => (GSI2, GSI2_PK, GSI2_SK, plan_pk(p.as_str())),
             (None, None) => (GSI3, GSI3_PK, GSI3_SK, TYPE_KEYS.to_owned()),
         };
-        let mut start = cursor.map(decode_cursor).transpose()?;
+        let mut start = cursor.map(|c| decode_cursor(c, pk_attr, sk_attr, &pk_value)).transpose()?;
         let mut items = vec![];
         let mut next_cursor = None;
         loop {
@@ -745,16 +792,10 @@ impl KeyStore for DynamoStore {
     }
 
     async fn update_key(&self, id: &KeyId, patch: KeyPatch, now: UnixTime) -> StoreResult<KeyRecord> {
-        if let Some(Some(plan)) = &patch.plan_id
-            && self.get_plan_versioned(plan).await?.is_none()
-        {
-            return Err(StoreError::UnknownReference("plan"));
+        if patch.status == Some(KeyStatus::Revoked) {
+            return Err(StoreError::Conflict("revoke a key with its revoke operation".into()));
         }
-        let mut done = false;
-        for _ in 0..MANAGEMENT_ATTEMPTS {
-            let item = self.get_key_item(id).await?.ok_or(StoreError::NotFound("key"))?;
-            let mut record = key_record_from_item(&item)?;
-            let ver = u64_or(&item, "ver", 0)?;
+        self.write_key(id, now, |record| {
             if record.status == KeyStatus::Revoked {
                 return Err(StoreError::Conflict("the key is revoked; revocation is permanent".into()));
             }
@@ -777,21 +818,9 @@ impl KeyStore for DynamoStore {
             if let Some(v) = patch.overrides {
                 record.overrides = v;
             }
-            record.updated_at = now;
-            match self.transact(vec![self.key_definition_update(&record, ver)?]).await {
-                Ok(()) => {
-                    done = true;
-                    break;
-                }
-                Err(TxError::ConditionFailed(_)) => continue,
-                Err(TxError::Store(e)) => return Err(e),
-            }
-        }
-        if !done {
-            return Err(StoreError::Conflict("the key changed concurrently; try again".into()));
-        }
-        // The plan or overrides may have changed: bring the enforced limits in line.
-        self.refresh_key(id, now).await?.ok_or(StoreError::NotFound("key"))
+            Ok(true)
+        })
+        .await
     }
 
     async fn rotate_key(
@@ -815,7 +844,7 @@ impl KeyStore for DynamoStore {
             record.display = new_display.clone();
             record.updated_at = now;
             let tx = vec![
-                self.key_definition_update(&record, ver)?,
+                self.key_definition_update(&record, ver, &[])?,
                 self.put_if_absent(HashMap::from([
                     (PK.to_owned(), s(hash_pk(&new_hash.to_hex()))),
                     (SK.to_owned(), s(HASH_SK)),
@@ -835,27 +864,15 @@ impl KeyStore for DynamoStore {
     }
 
     async fn revoke_key(&self, id: &KeyId, now: UnixTime) -> StoreResult<KeyRecord> {
-        for _ in 0..MANAGEMENT_ATTEMPTS {
-            let item = self.get_key_item(id).await?.ok_or(StoreError::NotFound("key"))?;
-            let mut record = key_record_from_item(&item)?;
-            let ver = u64_or(&item, "ver", 0)?;
+        self.write_key(id, now, |record| {
             if record.status == KeyStatus::Revoked {
-                return Ok(record);
+                return Ok(false);
             }
             record.status = KeyStatus::Revoked;
             record.rotation = None;
-            record.updated_at = now;
-            let mut tx = vec![self.key_definition_update(&record, ver)?];
-            if let Some(p) = &record.limits.plan_id {
-                tx.push(self.plan_refs_update(p, -1, None)?);
-            }
-            match self.transact(tx).await {
-                Ok(()) => return Ok(record),
-                Err(TxError::ConditionFailed(_)) => continue,
-                Err(TxError::Store(e)) => return Err(e),
-            }
-        }
-        Err(StoreError::Conflict("the key changed concurrently; try again".into()))
+            Ok(true)
+        })
+        .await
     }
 }
 
@@ -913,39 +930,46 @@ impl PlanStore for DynamoStore {
     }
 
     async fn update_plan(&self, plan: &Plan) -> StoreResult<()> {
-        let mut written = false;
-        for _ in 0..MANAGEMENT_ATTEMPTS {
-            let existing = self.get(plan_pk(plan.id.as_str()), PLAN_SK).await?.ok_or(StoreError::NotFound("plan"))?;
-            let ver = u64_or(&existing, "ver", 0)?;
-            let mut item = plan_item(plan);
-            // Identity and bookkeeping stay with the stored plan.
-            for keep in ["created_at", "refs"] {
-                if let Some(v) = existing.get(keep) {
-                    item.insert(keep.into(), v.clone());
-                }
+        // Only the definition changes: `created_at` and the reference count `refs` (moved by
+        // key transactions at any moment) are never written here.
+        let mut e = Expr::default();
+        let mut sets = vec![];
+        let mut removes = vec![];
+        for (name, value) in plan_definition(plan) {
+            if name == "created_at" {
+                continue;
             }
-            item.insert("ver".into(), n(ver + 1));
-            let res = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression("#v = :v")
-                .expression_attribute_names("#v", "ver")
-                .expression_attribute_values(":v", n(ver))
-                .send()
-                .await;
-            match res {
-                Ok(_) => {
-                    written = true;
-                    break;
-                }
-                Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => continue,
-                Err(e) => return Err(sdk_err(e)),
+            let n_ = e.name(name);
+            match value {
+                Some(v) => sets.push(format!("{n_} = {}", e.value(v))),
+                None => removes.push(n_),
             }
         }
-        if !written {
-            return Err(StoreError::Conflict("the plan changed concurrently; try again".into()));
+        let vn = e.name("ver");
+        sets.push(format!("{vn} = if_not_exists({vn}, {}) + {}", e.value(n(0)), e.value(n(1))));
+        let mut update = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            update.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        let cond = format!("attribute_exists({})", e.name(PK));
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(plan_pk(plan.id.as_str())))
+            .key(SK, s(PLAN_SK))
+            .update_expression(update)
+            .condition_expression(cond)
+            .set_expression_attribute_names(Some(e.names))
+            .set_expression_attribute_values(Some(e.values))
+            .send()
+            .await;
+        match res {
+            Ok(_) => {}
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                return Err(StoreError::NotFound("plan"));
+            }
+            Err(err) => return Err(sdk_err(err)),
         }
         // Fan out the new limits to every key the plan governs.
         let now = UnixTime::now();
@@ -986,7 +1010,9 @@ impl PlanStore for DynamoStore {
     }
 
     async fn delete_plan(&self, id: &PlanId) -> StoreResult<()> {
-        let del = Delete::builder()
+        let res = self
+            .client
+            .delete_item()
             .table_name(&self.table)
             .key(PK, s(plan_pk(id.as_str())))
             .key(SK, s(PLAN_SK))
@@ -994,15 +1020,25 @@ impl PlanStore for DynamoStore {
             .expression_attribute_names("#pk", PK)
             .expression_attribute_names("#r", "refs")
             .expression_attribute_values(":zero", n(0))
-            .build()
-            .map_err(|e| StoreError::Backend(e.into()))?;
-        match self.transact(vec![TransactWriteItem::builder().delete(del).build()]).await {
-            Ok(()) => Ok(()),
-            Err(TxError::ConditionFailed(_)) => match self.get_plan_versioned(id).await? {
-                None => Err(StoreError::NotFound("plan")),
-                Some(_) => Err(StoreError::Conflict("the plan is in use by one or more keys".into())),
-            },
-            Err(TxError::Store(e)) => Err(e),
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => {
+                let existed = match se.err() {
+                    aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(c) => {
+                        c.item().is_some()
+                    }
+                    _ => false,
+                };
+                if existed {
+                    Err(StoreError::Conflict("the plan is in use by one or more keys".into()))
+                } else {
+                    Err(StoreError::NotFound("plan"))
+                }
+            }
+            Err(e) => Err(sdk_err(e)),
         }
     }
 }
@@ -1048,46 +1084,62 @@ impl CustomerStore for DynamoStore {
 
     async fn apply_customer(&self, customer: &Customer, past_due_grace_s: u64) -> StoreResult<bool> {
         let access = customer.access(past_due_grace_s);
-        let existing = self.get(customer_pk(customer.customer_id.as_str()), CUSTOMER_SK).await?;
-        let ver = existing.as_ref().map(|i| u64_or(i, "ver", 0)).transpose()?;
-        let mut item = customer_item(customer, Some(access));
-        if let Some(created) = existing.as_ref().and_then(|i| i.get("created_at")) {
-            item.insert("created_at".into(), created.clone());
-        }
-        item.insert("ver".into(), n(ver.unwrap_or(0) + 1));
-        let mut e = Expr::default();
-        let mut cond = match ver {
-            Some(v) => format!("{} = {}", e.name("ver"), e.value(n(v))),
-            None => format!("attribute_not_exists({})", e.name(PK)),
-        };
-        // Order safety: never overwrite state from a newer Stripe event.
-        if let Some(stamp) = &customer.last_event {
-            let (c, id) = (e.name("ev_created"), e.name("ev_id"));
-            let (cv, iv) = (e.value(n(stamp.created)), e.value(s(stamp.event_id.clone())));
-            cond = format!("{cond} AND (attribute_not_exists({c}) OR {c} < {cv} OR ({c} = {cv} AND {id} < {iv}))");
-        }
-        let res = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression(cond)
-            .set_expression_attribute_names(Some(e.names))
-            .set_expression_attribute_values(Some(e.values))
-            .send()
-            .await;
-        match res {
-            Ok(_) => {}
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                return Ok(false);
+        let mut applied = None;
+        for _ in 0..MANAGEMENT_ATTEMPTS {
+            let existing = self.get(customer_pk(customer.customer_id.as_str()), CUSTOMER_SK).await?;
+            let stored = existing.as_ref().map(customer_from_item).transpose()?;
+            // Order safety: state from a newer Stripe event is never overwritten. The same
+            // event again (a retry) writes nothing but still re-runs the fan-out below, in
+            // case the first delivery stopped half-way through it.
+            if let (Some(incoming), Some(current)) =
+                (&customer.last_event, stored.as_ref().and_then(|c| c.last_event.as_ref()))
+                && current >= incoming
+            {
+                applied = Some(false);
+                if current > incoming {
+                    return Ok(false);
+                }
+                break;
             }
-            Err(err) => return Err(sdk_err(err)),
+            let ver = existing.as_ref().map(|i| u64_or(i, "ver", 0)).transpose()?;
+            let mut item = customer_item(customer, Some(access));
+            if let Some(created) = existing.as_ref().and_then(|i| i.get("created_at")) {
+                item.insert("created_at".into(), created.clone());
+            }
+            item.insert("ver".into(), n(ver.unwrap_or(0) + 1));
+            let mut e = Expr::default();
+            let cond = match ver {
+                Some(v) => format!("{} = {}", e.name("ver"), e.value(n(v))),
+                None => format!("attribute_not_exists({})", e.name(PK)),
+            };
+            let res = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression(cond)
+                .set_expression_attribute_names(Some(e.names))
+                .set_expression_attribute_values(Some(e.values))
+                .send()
+                .await;
+            match res {
+                Ok(_) => {
+                    applied = Some(true);
+                    break;
+                }
+                // Someone else wrote the customer meanwhile: look again.
+                Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                Err(err) => return Err(sdk_err(err)),
+            }
         }
+        let Some(applied) = applied else {
+            return Err(StoreError::Conflict("the customer changed concurrently; try again".into()));
+        };
         let now = UnixTime::now();
         for key_id in self.customer_key_ids(&customer.customer_id).await? {
             self.refresh_key(&key_id, now).await?;
         }
-        Ok(true)
+        Ok(applied)
     }
 
     async fn customer_key_ids(&self, id: &CustomerId) -> StoreResult<Vec<KeyId>> {
@@ -1104,6 +1156,7 @@ impl IdempotencyStore for DynamoStore {
         &self,
         scope: &str,
         id: &str,
+        owner: &str,
         fingerprint: &str,
         lease_s: u64,
         expires_at: UnixTime,
@@ -1113,6 +1166,7 @@ impl IdempotencyStore for DynamoStore {
             (PK.to_owned(), s(idempotency_pk(scope, id))),
             (SK.to_owned(), s(IDEMPOTENCY_SK)),
             ("state".to_owned(), s("pending")),
+            ("owner".to_owned(), s(owner)),
             ("fingerprint".to_owned(), s(fingerprint)),
             ("lease_until".to_owned(), n(now.plus(lease_s as i64).secs())),
             ("expires_at".to_owned(), n(expires_at.secs())),
@@ -1160,36 +1214,48 @@ impl IdempotencyStore for DynamoStore {
         }
     }
 
-    async fn finish(&self, scope: &str, id: &str, result: &str, expires_at: UnixTime) -> StoreResult<()> {
-        self.client
+    async fn finish(&self, scope: &str, id: &str, owner: &str, result: &str, expires_at: UnixTime) -> StoreResult<()> {
+        let res = self
+            .client
             .update_item()
             .table_name(&self.table)
             .key(PK, s(idempotency_pk(scope, id)))
             .key(SK, s(IDEMPOTENCY_SK))
             .update_expression("SET #st = :done, #res = :res, #exp = :exp, #ttl = :exp REMOVE #lease")
+            .condition_expression("#st = :pending AND #owner = :owner")
             .expression_attribute_names("#st", "state")
             .expression_attribute_names("#res", "result")
             .expression_attribute_names("#exp", "expires_at")
             .expression_attribute_names("#ttl", TTL)
             .expression_attribute_names("#lease", "lease_until")
+            .expression_attribute_names("#owner", "owner")
             .expression_attribute_values(":done", s("done"))
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":owner", s(owner))
             .expression_attribute_values(":res", s(result))
             .expression_attribute_values(":exp", n(expires_at.secs()))
             .send()
-            .await
-            .map(|_| ())
-            .map_err(sdk_err)
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(StoreError::Conflict("the idempotency claim was lost to another attempt".into()))
+            }
+            Err(e) => Err(sdk_err(e)),
+        }
     }
 
-    async fn release(&self, scope: &str, id: &str) -> StoreResult<()> {
+    async fn release(&self, scope: &str, id: &str, owner: &str) -> StoreResult<()> {
         self.client
             .delete_item()
             .table_name(&self.table)
             .key(PK, s(idempotency_pk(scope, id)))
             .key(SK, s(IDEMPOTENCY_SK))
-            .condition_expression("#st = :pending")
+            .condition_expression("#st = :pending AND #owner = :owner")
             .expression_attribute_names("#st", "state")
+            .expression_attribute_names("#owner", "owner")
             .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":owner", s(owner))
             .send()
             .await
             .map(|_| ())
@@ -1488,35 +1554,33 @@ fn key_state_from_item(item: &Item) -> StoreResult<KeyState> {
     })
 }
 
+/// The attributes that define a plan, each `None` when absent (create and update share it).
+fn plan_definition(p: &Plan) -> Vec<(&'static str, Option<AttributeValue>)> {
+    vec![
+        ("plan_id", Some(s(p.id.as_str()))),
+        ("name", Some(s(p.name.clone()))),
+        ("created_at", Some(n(p.created_at.secs()))),
+        ("updated_at", Some(n(p.updated_at.secs()))),
+        ("rl_limit", p.rate_limit.map(|r| n(r.limit))),
+        ("rl_window", p.rate_limit.map(|r| n(r.window_s))),
+        ("q_limit", p.quota.map(|q| n(q.limit))),
+        ("q_period", p.quota.map(|q| s(q.period.as_str()))),
+        (
+            "stripe_price_ids",
+            (!p.stripe_price_ids.is_empty())
+                .then(|| AttributeValue::L(p.stripe_price_ids.iter().map(|v| s(v.clone())).collect())),
+        ),
+        ("meter_event_name", p.meter_event_name.clone().map(s)),
+    ]
+}
+
 fn plan_item(p: &Plan) -> Item {
-    let mut item = HashMap::from([
-        (PK.to_owned(), s(plan_pk(p.id.as_str()))),
-        (SK.to_owned(), s(PLAN_SK)),
-        ("type".to_owned(), s("plan")),
-        ("plan_id".to_owned(), s(p.id.as_str())),
-        ("name".to_owned(), s(p.name.clone())),
-        ("created_at".to_owned(), n(p.created_at.secs())),
-        ("updated_at".to_owned(), n(p.updated_at.secs())),
-        (GSI3_PK.to_owned(), s(TYPE_PLANS)),
-        (GSI3_SK.to_owned(), s(p.id.as_str())),
-    ]);
-    if let Some(r) = p.rate_limit {
-        item.insert("rl_limit".into(), n(r.limit));
-        item.insert("rl_window".into(), n(r.window_s));
-    }
-    if let Some(q) = p.quota {
-        item.insert("q_limit".into(), n(q.limit));
-        item.insert("q_period".into(), s(q.period.as_str()));
-    }
-    if !p.stripe_price_ids.is_empty() {
-        item.insert(
-            "stripe_price_ids".into(),
-            AttributeValue::L(p.stripe_price_ids.iter().map(|v| s(v.clone())).collect()),
-        );
-    }
-    if let Some(m) = &p.meter_event_name {
-        item.insert("meter_event_name".into(), s(m.clone()));
-    }
+    let mut item: Item = plan_definition(p).into_iter().filter_map(|(k, v)| Some((k.to_owned(), v?))).collect();
+    item.insert(PK.to_owned(), s(plan_pk(p.id.as_str())));
+    item.insert(SK.to_owned(), s(PLAN_SK));
+    item.insert("type".to_owned(), s("plan"));
+    item.insert(GSI3_PK.to_owned(), s(TYPE_PLANS));
+    item.insert(GSI3_SK.to_owned(), s(p.id.as_str()));
     item
 }
 
@@ -1609,11 +1673,20 @@ fn encode_cursor(key: &BTreeMap<String, String>) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
 }
 
-fn decode_cursor(raw: &str) -> StoreResult<Item> {
+/// A cursor is only valid for the listing that issued it: same index, same partition.
+fn decode_cursor(raw: &str, pk_attr: &str, sk_attr: &str, pk_value: &str) -> StoreResult<Item> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw).map_err(|_| StoreError::InvalidCursor)?;
     let map: BTreeMap<String, String> = serde_json::from_slice(&bytes).map_err(|_| StoreError::InvalidCursor)?;
-    let allowed = [PK, SK, GSI1_PK, GSI1_SK, GSI2_PK, GSI2_SK, GSI3_PK, GSI3_SK];
-    if map.len() != 4 || map.keys().any(|k| !allowed.contains(&k.as_str())) || map.values().any(|v| v.len() > 300) {
+    let expected = [PK, SK, pk_attr, sk_attr];
+    let valid = map.len() == expected.len()
+        && expected.iter().all(|k| map.contains_key(*k))
+        && map.get(pk_attr).is_some_and(|v| v == pk_value)
+        && map.get(SK).is_some_and(|v| v == KEY_SK)
+        && map
+            .get(sk_attr)
+            .and_then(|v| KeyId::parse(v).ok())
+            .is_some_and(|id| map.get(PK) == Some(&key_pk(id.as_str())));
+    if !valid {
         return Err(StoreError::InvalidCursor);
     }
     Ok(map.into_iter().map(|(k, v)| (k, s(v))).collect())
@@ -1696,5 +1769,73 @@ impl<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug +
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::customers::CustomerId;
+
+    #[test]
+    fn listing_indexes_project_every_definition_attribute_and_no_counter() {
+        let record = KeyRecord {
+            key_id: KeyId::parse("key_01JD0000000000000000000000").unwrap(),
+            customer_id: CustomerId::parse("acme").unwrap(),
+            plan_id: None,
+            name: None,
+            env: KeyEnv::Live,
+            status: KeyStatus::Active,
+            hash: KeyHash::from_hex(&"ab".repeat(32)).unwrap(),
+            display: "tg_live_...abcd".into(),
+            created_at: UnixTime(0),
+            updated_at: UnixTime(0),
+            expires_at: None,
+            scopes: vec![],
+            metadata: BTreeMap::new(),
+            overrides: LimitOverrides::default(),
+            rotation: None,
+            limits: EffectiveLimits::default(),
+            access: CustomerAccess::default(),
+        };
+        for (name, _) in key_definition(&record) {
+            if name == GSI2_PK || name == GSI2_SK {
+                continue;
+            }
+            assert!(KEY_LISTING_ATTRS.contains(&name), "gsi1 must project {name}");
+            assert!(LISTING_ATTRS.contains(&name), "gsi3 must project {name}");
+        }
+        let plan = Plan {
+            id: PlanId::parse("p").unwrap(),
+            name: "P".into(),
+            rate_limit: None,
+            quota: None,
+            stripe_price_ids: vec![],
+            meter_event_name: None,
+            created_at: UnixTime(0),
+            updated_at: UnixTime(0),
+        };
+        for (name, _) in plan_definition(&plan) {
+            assert!(LISTING_ATTRS.contains(&name), "gsi3 must project {name}");
+        }
+        for counter in ["win_end", "win_count", "q_end", "q_count", "n_allowed", "n_denied", "last_req", ACTIVITY_PK] {
+            assert!(!LISTING_ATTRS.contains(&counter) && !KEY_LISTING_ATTRS.contains(&counter), "{counter}");
+        }
+    }
+
+    #[test]
+    fn cursors_only_resume_their_own_listing() {
+        let id = "key_01JD0000000000000000000000";
+        let key = BTreeMap::from([
+            (PK.to_owned(), key_pk(id)),
+            (SK.to_owned(), KEY_SK.to_owned()),
+            (GSI1_PK.to_owned(), "CUST#acme".to_owned()),
+            (GSI1_SK.to_owned(), id.to_owned()),
+        ]);
+        let c = encode_cursor(&key);
+        assert!(decode_cursor(&c, GSI1_PK, GSI1_SK, "CUST#acme").is_ok());
+        assert!(matches!(decode_cursor(&c, GSI1_PK, GSI1_SK, "CUST#other"), Err(StoreError::InvalidCursor)));
+        assert!(matches!(decode_cursor(&c, GSI3_PK, GSI3_SK, TYPE_KEYS), Err(StoreError::InvalidCursor)));
+        assert!(matches!(decode_cursor("%%%", GSI1_PK, GSI1_SK, "CUST#acme"), Err(StoreError::InvalidCursor)));
     }
 }

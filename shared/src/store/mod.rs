@@ -167,25 +167,31 @@ pub enum Claim {
 }
 
 pub trait IdempotencyStore: Send + Sync {
-    /// Claims `scope`/`id` for `lease_s` seconds; the record lives until `expires_at`.
+    /// Claims `scope`/`id` for `lease_s` seconds on behalf of `owner` (a token unique to this
+    /// attempt); the record lives until `expires_at`.
+    #[allow(clippy::too_many_arguments)]
     fn claim(
         &self,
         scope: &str,
         id: &str,
+        owner: &str,
         fingerprint: &str,
         lease_s: u64,
         expires_at: UnixTime,
         now: UnixTime,
     ) -> impl Future<Output = StoreResult<Claim>> + Send;
+    /// Records the result. `Conflict` if `owner` no longer holds the claim (its lease ran out
+    /// and another attempt took over).
     fn finish(
         &self,
         scope: &str,
         id: &str,
+        owner: &str,
         result: &str,
         expires_at: UnixTime,
     ) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Gives up a claim so a retry can do the work.
-    fn release(&self, scope: &str, id: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Gives up `owner`'s claim so a retry can do the work; a no-op if it is not theirs.
+    fn release(&self, scope: &str, id: &str, owner: &str) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
 pub trait UsageStore: Send + Sync {

@@ -20,6 +20,66 @@ pub const GSI_ACTIVITY: &str = "activity";
 pub const ACTIVITY_PK: &str = "act";
 pub const ACTIVITY_SK: &str = "key_id";
 pub const ACTIVITY_SHARDS: u32 = 8;
+/// The key attributes listings read (gsi1 projects these). Counters are deliberately absent.
+pub const KEY_LISTING_ATTRS: &[&str] = &[
+    "key_id",
+    "customer_id",
+    "plan_id",
+    "name",
+    "env",
+    "status",
+    "hash",
+    "display",
+    "created_at",
+    "updated_at",
+    "expires_at",
+    "scopes",
+    "metadata",
+    "ovr_rl_limit",
+    "ovr_rl_window",
+    "ovr_q_limit",
+    "ovr_q_period",
+    "prev_hash",
+    "prev_until",
+    "plan",
+    "rl_limit",
+    "rl_window",
+    "q_limit",
+    "q_period",
+    "sub_status",
+    "sub_grace_until",
+];
+/// gsi3 lists keys and plans: the key attributes plus the plan-only ones.
+pub const LISTING_ATTRS: &[&str] = &[
+    "key_id",
+    "customer_id",
+    "plan_id",
+    "name",
+    "env",
+    "status",
+    "hash",
+    "display",
+    "created_at",
+    "updated_at",
+    "expires_at",
+    "scopes",
+    "metadata",
+    "ovr_rl_limit",
+    "ovr_rl_window",
+    "ovr_q_limit",
+    "ovr_q_period",
+    "prev_hash",
+    "prev_until",
+    "plan",
+    "rl_limit",
+    "rl_window",
+    "q_limit",
+    "q_period",
+    "sub_status",
+    "sub_grace_until",
+    "stripe_price_ids",
+    "meter_event_name",
+];
 /// DynamoDB's TTL attribute (epoch seconds).
 pub const TTL: &str = "expires_ttl";
 
