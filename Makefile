@@ -7,10 +7,10 @@ SHELL := bash
 NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
 ifeq ($(NEXTEST),yes)
 TEST_ALL := cargo nextest run --workspace --no-fail-fast
-TEST_CONTRACT := cargo nextest run -p tollgate-tests --test contract --no-fail-fast
+TEST_CONTRACT := cargo nextest run -p tollgate-tests --test contract --test authorizer --no-fail-fast
 else
 TEST_ALL := cargo test --workspace --no-fail-fast
-TEST_CONTRACT := cargo test -p tollgate-tests --test contract --no-fail-fast
+TEST_CONTRACT := cargo test -p tollgate-tests --test contract --test authorizer --no-fail-fast
 endif
 
 .PHONY: help test lint test-dynoxide test-moto dev build deploy bench
@@ -32,7 +32,7 @@ lint:
 test-dynoxide:
 	$(TEST_ALL)
 
-# The storage contract again, against moto's DynamoDB server (an independent implementation
+# The storage contract and the authorizer decision tests again, against moto's DynamoDB server (an independent implementation
 # of the protocol), started single-threaded on a free port and stopped on every exit path.
 test-moto:
 	bash scripts/with-moto.sh $(TEST_CONTRACT)

@@ -137,7 +137,7 @@ impl<S: AuthorizeStore> Authorizer<S> {
 
 /// What the authorizer tells the gateway, in both API Gateway shapes and the local stack.
 /// Flat, primitive values only: API Gateway rejects nested context values.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthorizerContext {
     /// `ok`, or the denial code.
     pub code: String,

@@ -49,37 +49,12 @@ pub const KEY_LISTING_ATTRS: &[&str] = &[
     "sub_status",
     "sub_grace_until",
 ];
-/// gsi3 lists keys and plans: the key attributes plus the plan-only ones.
-pub const LISTING_ATTRS: &[&str] = &[
-    "key_id",
-    "customer_id",
-    "plan_id",
-    "name",
-    "env",
-    "status",
-    "hash",
-    "display",
-    "created_at",
-    "updated_at",
-    "expires_at",
-    "scopes",
-    "metadata",
-    "ovr_rl_limit",
-    "ovr_rl_window",
-    "ovr_q_limit",
-    "ovr_q_period",
-    "prev_hash",
-    "prev_until",
-    "plan",
-    "rl_limit",
-    "rl_window",
-    "q_limit",
-    "q_period",
-    "sub_status",
-    "sub_grace_until",
-    "stripe_price_ids",
-    "meter_event_name",
-];
+/// Plan attributes keys do not have; gsi3 lists keys and plans, so it projects both.
+pub const PLAN_ONLY_LISTING_ATTRS: &[&str] = &["stripe_price_ids", "meter_event_name"];
+
+pub fn listing_attrs() -> Vec<&'static str> {
+    KEY_LISTING_ATTRS.iter().chain(PLAN_ONLY_LISTING_ATTRS).copied().collect()
+}
 /// DynamoDB's TTL attribute (epoch seconds).
 pub const TTL: &str = "expires_ttl";
 

@@ -1,0 +1,170 @@
+//! From an API Gateway authorizer event to its response, for both API types:
+//!
+//! - HTTP API, payload format 2.0, simple responses: `{isAuthorized, context}`.
+//! - REST API, TOKEN and REQUEST authorizers: an IAM policy with the same context. 401-class
+//!   denials fail the invocation with `Unauthorized`, which API Gateway turns into 401.
+//!
+//! Storage trouble in fail-closed mode fails the invocation, so the gateway answers 500 rather
+//! than a misleading 401/403.
+
+use aws_lambda_events::apigw::{
+    ApiGatewayCustomAuthorizerPolicy, ApiGatewayCustomAuthorizerRequest, ApiGatewayCustomAuthorizerRequestTypeRequest,
+    ApiGatewayCustomAuthorizerResponse, ApiGatewayV2CustomAuthorizerSimpleResponse,
+    ApiGatewayV2CustomAuthorizerV2Request,
+};
+use aws_lambda_events::http::HeaderMap;
+use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
+use serde_json::Value;
+use shared::authorize::{Authorizer, AuthorizerContext, bearer_token, presented_key};
+use shared::domain::decision::Denial;
+use shared::domain::time::UnixTime;
+use shared::store::AuthorizeStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The exact message API Gateway's REST authorizers map to 401.
+    #[error("Unauthorized")]
+    Unauthorized,
+    #[error("authorization is temporarily unavailable")]
+    Unavailable,
+    #[error("unrecognised authorizer event: {0}")]
+    BadEvent(String),
+}
+
+impl From<HandlerError> for lambda_runtime::Diagnostic {
+    fn from(e: HandlerError) -> Self {
+        let error_type = match e {
+            HandlerError::Unauthorized => "Unauthorized",
+            HandlerError::Unavailable => "Unavailable",
+            HandlerError::BadEvent(_) => "BadEvent",
+        };
+        lambda_runtime::Diagnostic { error_type: error_type.into(), error_message: e.to_string() }
+    }
+}
+
+/// The three event shapes API Gateway sends a Lambda authorizer.
+#[derive(Debug)]
+pub enum AuthorizerEvent {
+    HttpApi(Box<ApiGatewayV2CustomAuthorizerV2Request>),
+    Token(Box<ApiGatewayCustomAuthorizerRequest>),
+    Request(Box<ApiGatewayCustomAuthorizerRequestTypeRequest>),
+}
+
+impl AuthorizerEvent {
+    pub fn parse(event: Value) -> Result<Self, HandlerError> {
+        let version = event.get("version").and_then(Value::as_str);
+        let kind = event.get("type").and_then(Value::as_str);
+        let bad = |e: serde_json::Error| HandlerError::BadEvent(e.to_string());
+        match (version, kind) {
+            (Some("2.0"), _) => Ok(Self::HttpApi(Box::new(serde_json::from_value(event).map_err(bad)?))),
+            (_, Some("TOKEN")) => Ok(Self::Token(Box::new(serde_json::from_value(event).map_err(bad)?))),
+            (_, Some("REQUEST")) => Ok(Self::Request(Box::new(serde_json::from_value(event).map_err(bad)?))),
+            _ => Err(HandlerError::BadEvent("expected an HTTP API 2.0, TOKEN or REQUEST authorizer event".into())),
+        }
+    }
+
+    /// The API key the client presented, if any.
+    fn presented(&self) -> Option<&str> {
+        match self {
+            Self::HttpApi(e) => key_from_headers(&e.headers),
+            Self::Request(e) => key_from_headers(&e.headers).or_else(|| key_from_headers(&e.multi_value_headers)),
+            // A TOKEN authorizer gets only the identity source's value: the key itself, or a
+            // full `Bearer <key>` when the identity source is the Authorization header.
+            Self::Token(e) => e.authorization_token.as_deref().map(|t| bearer_token(t).unwrap_or(t.trim())),
+        }
+    }
+
+    fn method_arn(&self) -> Option<&str> {
+        match self {
+            Self::HttpApi(e) => e.route_arn.as_deref(),
+            Self::Token(e) => e.method_arn.as_deref(),
+            Self::Request(e) => e.method_arn.as_deref(),
+        }
+    }
+}
+
+fn key_from_headers(headers: &HeaderMap) -> Option<&str> {
+    presented_key(headers.iter().filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))))
+}
+
+/// Widens `arn:aws:execute-api:region:account:api/stage/METHOD/path` to every method and path
+/// of the stage, so a cached Allow for one route does not deny the API's others.
+pub fn stage_wide_resource(method_arn: &str) -> String {
+    let mut parts = method_arn.splitn(3, '/');
+    match (parts.next(), parts.next()) {
+        (Some(api), Some(stage)) => format!("{api}/{stage}/*"),
+        _ => method_arn.to_owned(),
+    }
+}
+
+pub async fn handle<S: AuthorizeStore>(
+    authorizer: &Authorizer<S>,
+    event: Value,
+    now: UnixTime,
+) -> Result<Value, HandlerError> {
+    let event = AuthorizerEvent::parse(event)?;
+    let decision = authorizer.decide(event.presented(), now).await;
+    let context = AuthorizerContext::from_decision(&decision, now);
+    if decision.outcome == Err(Denial::Unavailable) {
+        return Err(HandlerError::Unavailable);
+    }
+    match &decision.outcome {
+        Ok(()) => {
+            tracing::info!(key_id = ?context.key_id, customer_id = ?context.customer_id, degraded = decision.degraded, "allowed")
+        }
+        Err(d) => {
+            tracing::info!(key_id = ?context.key_id, customer_id = ?context.customer_id, code = d.code(), "denied")
+        }
+    }
+    let response = match &event {
+        AuthorizerEvent::HttpApi(_) => {
+            let mut r = ApiGatewayV2CustomAuthorizerSimpleResponse::<AuthorizerContext>::default();
+            r.is_authorized = decision.is_allowed();
+            r.context = context;
+            serde_json::to_value(r)
+        }
+        AuthorizerEvent::Token(_) | AuthorizerEvent::Request(_) => {
+            if decision.outcome.is_err_and(|d| d.status() == 401) {
+                return Err(HandlerError::Unauthorized);
+            }
+            let mut statement = IamPolicyStatement::default();
+            statement.action = vec!["execute-api:Invoke".into()];
+            statement.effect = if decision.is_allowed() { IamPolicyEffect::Allow } else { IamPolicyEffect::Deny };
+            statement.resource = vec![event.method_arn().map(stage_wide_resource).unwrap_or_else(|| "*".into())];
+            let mut policy = ApiGatewayCustomAuthorizerPolicy::default();
+            policy.version = Some("2012-10-17".into());
+            policy.statement = vec![statement];
+            let mut r = ApiGatewayCustomAuthorizerResponse::<AuthorizerContext>::default();
+            r.principal_id = Some(context.customer_id.clone().unwrap_or_else(|| "anonymous".into()));
+            r.policy_document = policy;
+            // Lets API Gateway usage plans (API key source AUTHORIZER) attribute the call.
+            r.usage_identifier_key = context.key_id.clone().filter(|_| decision.is_allowed());
+            r.context = context;
+            serde_json::to_value(r)
+        }
+    };
+    response.map_err(|e| HandlerError::BadEvent(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_cover_the_whole_stage() {
+        assert_eq!(
+            stage_wide_resource("arn:aws:execute-api:us-east-1:123456789012:abcdef1234/prod/GET/pets/1"),
+            "arn:aws:execute-api:us-east-1:123456789012:abcdef1234/prod/*"
+        );
+        assert_eq!(stage_wide_resource("not-an-arn"), "not-an-arn");
+    }
+
+    #[test]
+    fn unknown_events_are_rejected() {
+        assert!(matches!(AuthorizerEvent::parse(serde_json::json!({"hello": 1})), Err(HandlerError::BadEvent(_))));
+        assert!(matches!(
+            AuthorizerEvent::parse(serde_json::json!({"type": "TOKEN", "authorizationToken": 7})),
+            Err(HandlerError::BadEvent(_))
+        ));
+    }
+}

@@ -1,0 +1,27 @@
+//! The authorizer Lambda: configuration, client and cache built once per cold start, then
+//! one decision per invocation.
+
+use authorizer::handler;
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::Value;
+use shared::authorize::Authorizer;
+use shared::config::Config;
+use shared::domain::time::UnixTime;
+use shared::store::dynamo::DynamoStore;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::telemetry::init();
+    let config = Config::from_env()?;
+    let store = DynamoStore::connect(&config, None).await;
+    // Pay for DNS, TCP and TLS during init, not on the first request.
+    if let Err(e) = store.warm().await {
+        tracing::warn!(error = %e, "could not warm the DynamoDB connection");
+    }
+    let authorizer = Authorizer::new(store, config.fail_mode);
+    let authorizer = &authorizer;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        handler::handle(authorizer, event.payload, UnixTime::now()).await
+    }))
+    .await
+}

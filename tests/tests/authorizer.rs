@@ -1,0 +1,163 @@
+//! The authorizer handler on every fixture in events/, against the real store on a
+//! DynamoDB-protocol server: the same code path the Lambda runs.
+
+use authorizer::handler::{HandlerError, handle};
+use serde_json::Value;
+use shared::authorize::Authorizer;
+use shared::config::FailMode;
+use shared::domain::key_records::{KeyStatus, LimitOverrides};
+use shared::domain::keys::{ApiKey, KeyEnv, KeyId};
+use shared::domain::plans::{Plan, PlanId, RateLimit};
+use shared::domain::time::UnixTime;
+use shared::store::dynamo::{ClientOptions, DynamoStore, build_client};
+use shared::store::{KeyPatch, KeyStore, NewKey, PlanStore};
+use std::collections::BTreeMap;
+use tollgate_tests::{TestDb, fresh_db};
+
+/// The test-only key the fixtures carry (see events/README.md).
+const FIXTURE_KEY: &str = "tg_test_0Eoh211G4c8wtVWM00my5rsNSFlKgaWqQ4mb8gdEqno1nomcz";
+const NOW: UnixTime = UnixTime(1_795_428_030);
+
+fn fixture(name: &str) -> Value {
+    // HTTP API fixtures are named by how the key is sent; REST ones by authorizer type.
+    let name = if name.starts_with("rest-") { name.to_owned() } else { format!("http-{name}") };
+    let path = format!("{}/../events/authorizer-{name}.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
+}
+
+/// A store holding the fixture key on a plan allowing `limit` requests a minute.
+async fn setup(limit: u64) -> (TestDb, Authorizer<DynamoStore>, KeyId) {
+    let db = fresh_db().await;
+    let plan = Plan {
+        id: PlanId::parse("pro").unwrap(),
+        name: "Pro".into(),
+        rate_limit: Some(RateLimit { limit, window_s: 60 }),
+        quota: None,
+        stripe_price_ids: vec![],
+        meter_event_name: None,
+        created_at: NOW,
+        updated_at: NOW,
+    };
+    db.store.create_plan(&plan).await.unwrap();
+    let key = ApiKey::parse(FIXTURE_KEY).unwrap();
+    let record = db
+        .store
+        .create_key(NewKey {
+            key_id: KeyId::generate(1_795_428_000_000),
+            customer_id: shared::domain::customers::CustomerId::parse("acme").unwrap(),
+            plan_id: Some(plan.id.clone()),
+            name: None,
+            env: KeyEnv::Test,
+            hash: key.hash(),
+            display: key.display(),
+            expires_at: None,
+            scopes: vec![],
+            metadata: BTreeMap::new(),
+            overrides: LimitOverrides::default(),
+            now: NOW,
+        })
+        .await
+        .unwrap();
+    let auth = Authorizer::new(db.store.clone(), FailMode::Closed);
+    db.requests.reset();
+    (db, auth, record.key_id)
+}
+
+#[tokio::test]
+async fn http_api_allows_with_context_and_counts_one_request_when_warm() {
+    let (db, auth, key_id) = setup(100).await;
+    for name in ["api-key", "bearer"] {
+        let r = handle(&auth, fixture(name), NOW).await.unwrap();
+        assert_eq!(r["isAuthorized"], true, "{name}: {r}");
+        let ctx = &r["context"];
+        assert_eq!(ctx["code"], "ok");
+        assert_eq!(ctx["key_id"], key_id.as_str());
+        assert_eq!(ctx["customer_id"], "acme");
+        assert_eq!(ctx["plan_id"], "pro");
+        assert_eq!(ctx["limit"], 100);
+        assert_eq!(ctx["reset"], 30);
+        assert!(ctx.as_object().unwrap().values().all(|v| !v.is_null() && !v.is_object()));
+    }
+    // Warm: the hash -> key id mapping is cached, so one DynamoDB request per decision.
+    db.requests.reset();
+    let r = handle(&auth, fixture("api-key"), NOW).await.unwrap();
+    assert_eq!(r["context"]["remaining"], 100 - 3);
+    assert_eq!(db.requests.snapshot(), BTreeMap::from([("UpdateItem".to_owned(), 1)]));
+}
+
+#[tokio::test]
+async fn missing_and_malformed_keys_never_touch_storage() {
+    let (db, auth, _) = setup(100).await;
+    let r = handle(&auth, fixture("missing"), NOW).await.unwrap();
+    assert_eq!((r["isAuthorized"].as_bool(), r["context"]["code"].as_str()), (Some(false), Some("missing_api_key")));
+    let r = handle(&auth, fixture("malformed"), NOW).await.unwrap();
+    assert_eq!((r["isAuthorized"].as_bool(), r["context"]["code"].as_str()), (Some(false), Some("invalid_api_key")));
+    assert_eq!(r["context"]["status"], 401);
+    assert_eq!(db.requests.total(), 0);
+}
+
+#[tokio::test]
+async fn http_api_denials_carry_their_code_status_and_retry_after() {
+    let (db, auth, key_id) = setup(2).await;
+    for _ in 0..2 {
+        assert_eq!(handle(&auth, fixture("api-key"), NOW).await.unwrap()["isAuthorized"], true);
+    }
+    let r = handle(&auth, fixture("api-key"), NOW).await.unwrap();
+    assert_eq!(r["isAuthorized"], false);
+    let ctx = &r["context"];
+    assert_eq!((ctx["code"].as_str(), ctx["status"].as_u64()), (Some("rate_limited"), Some(429)));
+    assert_eq!((ctx["retry_after"].as_u64(), ctx["remaining"].as_u64()), (Some(30), Some(0)));
+
+    db.store
+        .update_key(&key_id, KeyPatch { status: Some(KeyStatus::Disabled), ..Default::default() }, NOW)
+        .await
+        .unwrap();
+    let r = handle(&auth, fixture("api-key"), NOW).await.unwrap();
+    assert_eq!((r["context"]["code"].as_str(), r["context"]["status"].as_u64()), (Some("key_disabled"), Some(403)));
+    assert!(r["context"].get("limit").is_none(), "limits are shown only for allowed and 429");
+
+    db.store.revoke_key(&key_id, NOW).await.unwrap();
+    let r = handle(&auth, fixture("bearer"), NOW).await.unwrap();
+    assert_eq!((r["context"]["code"].as_str(), r["context"]["status"].as_u64()), (Some("key_revoked"), Some(401)));
+}
+
+#[tokio::test]
+async fn rest_api_gets_a_stage_wide_policy_with_the_same_context() {
+    let (db, auth, key_id) = setup(1).await;
+    for name in ["rest-token", "rest-request"] {
+        let r = handle(&auth, fixture(name), NOW.plus(if name == "rest-token" { 0 } else { 60 })).await.unwrap();
+        assert_eq!(r["principalId"], "acme", "{name}: {r}");
+        let statement = &r["policyDocument"]["Statement"][0];
+        assert_eq!(statement["Effect"], "Allow");
+        assert_eq!(statement["Action"][0], "execute-api:Invoke");
+        assert_eq!(statement["Resource"][0], "arn:aws:execute-api:us-east-1:123456789012:abcdef1234/prod/*");
+        assert_eq!(r["usageIdentifierKey"], key_id.as_str());
+        assert_eq!(r["context"]["code"], "ok");
+    }
+    // Over the limit: an explicit Deny carrying the code for the gateway response mapping.
+    let r = handle(&auth, fixture("rest-token"), NOW.plus(60)).await.unwrap();
+    assert_eq!(r["policyDocument"]["Statement"][0]["Effect"], "Deny");
+    assert_eq!(r["context"]["code"], "rate_limited");
+    assert_eq!(r["context"]["retry_after"], 30);
+    // 401-class denials fail the invocation with exactly "Unauthorized".
+    db.store.revoke_key(&key_id, NOW).await.unwrap();
+    let err = handle(&auth, fixture("rest-request"), NOW).await.unwrap_err();
+    assert!(matches!(err, HandlerError::Unauthorized));
+    assert_eq!(lambda_runtime::Diagnostic::from(err).error_message, "Unauthorized");
+}
+
+#[tokio::test]
+async fn unreachable_storage_fails_closed_or_open_as_configured() {
+    // Nothing listens on port 9 of loopback: connections are refused at once.
+    let client =
+        build_client(ClientOptions { endpoint: Some("http://127.0.0.1:9".into()), ..Default::default() }).await;
+    let store = DynamoStore::new(client, "unreachable");
+    let started = std::time::Instant::now();
+    let closed = Authorizer::new(store.clone(), FailMode::Closed);
+    assert!(matches!(handle(&closed, fixture("api-key"), NOW).await, Err(HandlerError::Unavailable)));
+    let open = Authorizer::new(store, FailMode::Open);
+    let r = handle(&open, fixture("api-key"), NOW).await.unwrap();
+    assert_eq!((r["isAuthorized"].as_bool(), r["context"]["degraded"].as_bool()), (Some(true), Some(true)));
+    // Bounded: both decisions together, each with its retries, well within a few seconds.
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+}
