@@ -7,17 +7,21 @@ SHELL := bash
 NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
 ifeq ($(NEXTEST),yes)
 TEST_ALL := cargo nextest run --workspace --no-fail-fast
-TEST_CONTRACT := cargo nextest run -p tollgate-tests --test contract --test authorizer --no-fail-fast
+TEST_CONTRACT := cargo nextest run -p tollgate-tests --test contract --test authorizer --test local_stack --no-fail-fast
 else
 TEST_ALL := cargo test --workspace --no-fail-fast
-TEST_CONTRACT := cargo test -p tollgate-tests --test contract --test authorizer --no-fail-fast
+TEST_CONTRACT := cargo test -p tollgate-tests --test contract --test authorizer --test local_stack --no-fail-fast
 endif
 
 .PHONY: help test lint test-dynoxide test-moto dev build deploy bench
 
+# The local stack: every handler behind one server on in-process Dynoxide; --seed prints a demo key.
+dev:
+	cargo run -p tollgate-dev --bin tollgate -- --seed
+
 help:
 	@echo "make test    formatting, clippy, every test on in-process Dynoxide, the storage contract on moto"
-	@echo "make dev     the local stack (arrives with the authorizer issue)"
+	@echo "make dev     the local stack on http://127.0.0.1:3000 with a demo plan and key (Ctrl-C stops it)"
 	@echo "make build   cargo lambda build --release --arm64 (arrives with the function crates)"
 	@echo "make deploy  sam build && sam deploy --guided (arrives with the SAM template)"
 	@echo "make bench   the benchmarks (arrive with the authorizer issue)"
@@ -37,5 +41,5 @@ test-dynoxide:
 test-moto:
 	bash scripts/with-moto.sh $(TEST_CONTRACT)
 
-dev build deploy bench:
+build deploy bench:
 	@echo "make $@ is not available yet: see README.md, 'Status'." >&2; exit 2

@@ -6,5 +6,6 @@
 pub mod authorize;
 pub mod config;
 pub mod domain;
+pub mod http_client;
 pub mod store;
 pub mod telemetry;

@@ -4,11 +4,16 @@
 use tracing_subscriber::EnvFilter;
 
 pub fn init() {
+    init_with_default("info");
+}
+
+/// Like [`init`], with `default` as the filter when neither variable is set.
+pub fn init_with_default(default: &str) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .or_else(|| std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().map(|l| l.to_lowercase()))
         .and_then(|s| EnvFilter::try_new(s).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .unwrap_or_else(|| EnvFilter::new(default));
     let in_lambda = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();
     let json = match std::env::var("AWS_LAMBDA_LOG_FORMAT").ok().as_deref() {
         Some(f) => f.eq_ignore_ascii_case("json"),

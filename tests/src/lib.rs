@@ -44,3 +44,86 @@ pub async fn fresh_db() -> TestDb {
     requests.reset();
     TestDb { store, requests, endpoint, table, _embedded: embedded }
 }
+
+/// The local stack on a free loopback port, on the test server (Dynoxide in-process, or
+/// `TOLLGATE_TEST_DYNAMODB_ENDPOINT`) with a fresh table.
+pub async fn local_stack(upstream: Option<String>) -> tollgate_dev::LocalStack {
+    let endpoint = std::env::var(ENDPOINT_VAR).ok().filter(|v| !v.is_empty());
+    let table = format!("tollgate-e2e-{}", uuid::Uuid::new_v4().simple());
+    let settings = tollgate_dev::Settings::from_lookup(|k| match k {
+        "TOLLGATE_ADDR" => Some("127.0.0.1:0".into()),
+        "TOLLGATE_TABLE" => Some(table.clone()),
+        "TOLLGATE_DYNAMODB_ENDPOINT" => endpoint.clone(),
+        "TOLLGATE_ADMIN_TOKEN" => Some(ADMIN_TOKEN.into()),
+        "TOLLGATE_UPSTREAM" => upstream.clone(),
+        _ => None,
+    })
+    .expect("local stack settings");
+    tollgate_dev::LocalStack::start(settings).await.expect("start the local stack")
+}
+
+pub const ADMIN_TOKEN: &str = "tga_test_admin_token";
+
+/// A plain HTTP client for talking to the local stack as a user would.
+pub struct Client {
+    http: shared::http_client::HttpClient,
+    base: String,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl Client {
+    pub fn new(base: impl Into<String>) -> Self {
+        Self {
+            http: shared::http_client::HttpClient::new(std::time::Duration::from_secs(60)).expect("http client"),
+            base: base.into(),
+        }
+    }
+
+    pub async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Reply {
+        let mut req = http::Request::builder().method(method).uri(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req.body(bytes::Bytes::from(body.unwrap_or("").to_owned())).expect("request");
+        let resp = self.http.send(req).await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let (parts, body) = resp.into_parts();
+        let body = if body.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&body).unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned().into())
+        };
+        Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+    }
+
+    /// A management call with the admin token.
+    pub async fn admin(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Reply {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let body = body.map(|b| b.to_string());
+        self.send(method, path, &[("authorization", &auth)], body.as_deref()).await
+    }
+
+    /// A call through the gateway with `key` in `x-api-key`.
+    pub async fn proxy(&self, path: &str, key: &str) -> Reply {
+        self.send("GET", &format!("/proxy{path}"), &[("x-api-key", key)], None).await
+    }
+}

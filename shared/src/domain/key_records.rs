@@ -3,7 +3,7 @@
 
 use super::customers::{CustomerAccess, CustomerId};
 use super::keys::{KeyEnv, KeyHash, KeyId};
-use super::plans::{Plan, PlanId, Quota, RateLimit};
+use super::plans::{Plan, PlanId, Quota, RateLimit, ValidationError};
 use super::time::UnixTime;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -110,3 +110,86 @@ pub const MAX_METADATA_ENTRIES: usize = 10;
 pub const MAX_METADATA_KEY_LEN: usize = 40;
 pub const MAX_METADATA_VALUE_LEN: usize = 200;
 pub const MAX_GRACE_S: u64 = 30 * 86_400;
+
+/// A key's display name: 1–100 characters, no control characters.
+pub fn validate_name(name: &str) -> Result<(), ValidationError> {
+    let len = name.chars().count();
+    if !(1..=MAX_NAME_LEN).contains(&len) || name.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            "name",
+            format!("must be 1-{MAX_NAME_LEN} characters, no control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Scopes: at most 20, each 1–64 characters of `A-Z a-z 0-9 _ - . : /`.
+pub fn validate_scopes(scopes: &[String]) -> Result<(), ValidationError> {
+    if scopes.len() > MAX_SCOPES {
+        return Err(ValidationError::new("scopes", format!("at most {MAX_SCOPES} scopes")));
+    }
+    for s in scopes {
+        let ok = (1..=MAX_SCOPE_LEN).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:/".contains(&b));
+        if !ok {
+            return Err(ValidationError::new(
+                "scopes",
+                format!("each scope must be 1-{MAX_SCOPE_LEN} characters of A-Z, a-z, 0-9, '_', '-', '.', ':' or '/'"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Metadata: at most 10 string entries; keys 1–40 characters, values up to 200.
+pub fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ValidationError> {
+    if metadata.len() > MAX_METADATA_ENTRIES {
+        return Err(ValidationError::new("metadata", format!("at most {MAX_METADATA_ENTRIES} entries")));
+    }
+    for (k, v) in metadata {
+        if !(1..=MAX_METADATA_KEY_LEN).contains(&k.chars().count()) || k.chars().any(char::is_control) {
+            return Err(ValidationError::new("metadata", format!("keys must be 1-{MAX_METADATA_KEY_LEN} characters")));
+        }
+        if v.chars().count() > MAX_METADATA_VALUE_LEN || v.chars().any(char::is_control) {
+            return Err(ValidationError::new(
+                format!("metadata.{k}"),
+                format!("values must be at most {MAX_METADATA_VALUE_LEN} characters, no control characters"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Per-key overrides obey the same bounds as a plan's limits.
+pub fn validate_overrides(overrides: &LimitOverrides) -> Result<(), ValidationError> {
+    if let Some(r) = &overrides.rate_limit {
+        r.validate("rate_limit")?;
+    }
+    if let Some(q) = &overrides.quota {
+        q.validate("quota")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_form_fields_are_bounded() {
+        assert!(validate_name("Production server").is_ok());
+        assert_eq!(validate_name("").unwrap_err().field, "name");
+        assert_eq!(validate_name(&"x".repeat(MAX_NAME_LEN + 1)).unwrap_err().field, "name");
+        assert!(validate_name("tab\there").is_err());
+        assert!(validate_scopes(&["read:pets".into(), "write/v2".into()]).is_ok());
+        assert!(validate_scopes(&["has space".into()]).is_err());
+        assert!(validate_scopes(&vec!["a".to_string(); MAX_SCOPES + 1]).is_err());
+        let mut m = BTreeMap::new();
+        m.insert("team".to_string(), "billing".to_string());
+        assert!(validate_metadata(&m).is_ok());
+        m.insert("big".to_string(), "v".repeat(MAX_METADATA_VALUE_LEN + 1));
+        assert_eq!(validate_metadata(&m).unwrap_err().field, "metadata.big");
+        let too_many: BTreeMap<_, _> = (0..=MAX_METADATA_ENTRIES).map(|i| (i.to_string(), String::new())).collect();
+        assert_eq!(validate_metadata(&too_many).unwrap_err().field, "metadata");
+    }
+}

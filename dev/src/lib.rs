@@ -1,0 +1,361 @@
+//! The local stack: the handlers the Lambdas run, behind one HTTP server, on in-process
+//! Dynoxide (or any DynamoDB endpoint). `make dev` runs it; the end-to-end tests start it on a
+//! free port.
+
+pub mod gateway;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use bytes::Bytes;
+use gateway::{Gateway, ProxyRequest, Upstream};
+use issue_key::error::ApiError;
+use issue_key::handler::{ApiRequest, ManagementApi};
+use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
+use shared::authorize::Authorizer;
+use shared::config::{Config, ConfigError, FailMode};
+use shared::domain::customers::CustomerId;
+use shared::domain::key_records::LimitOverrides;
+use shared::domain::keys::{ApiKey, KeyEnv, KeyId};
+use shared::domain::plans::{Period, Plan, PlanId, Quota, RateLimit};
+use shared::domain::time::UnixTime;
+use shared::http_client::HttpClient;
+use shared::store::dynamo::{ClientOptions, DynamoStore, build_client};
+use shared::store::embedded::EmbeddedDynamo;
+use shared::store::{KeyStore, NewKey, PlanStore, StoreError};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const DEFAULT_ADDR: &str = "127.0.0.1:3000";
+pub const DEFAULT_TABLE: &str = "tollgate";
+/// Largest request body the local gateway accepts (API Gateway HTTP APIs allow 10 MB).
+const MAX_PROXY_BODY: usize = 10 * 1024 * 1024;
+const MAX_MANAGEMENT_BODY: usize = 1024 * 1024;
+/// Emulators serve many clients one request at a time: give a decision longer than Lambda's
+/// 0.9 s before it counts as unavailable.
+const LOCAL_DECISION_BUDGET: Duration = Duration::from_secs(10);
+
+/// Where the local stack keeps its data.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// In-process Dynoxide: in memory, or in a SQLite file under the directory.
+    Embedded { data_dir: Option<PathBuf> },
+    /// `TOLLGATE_DYNAMODB_ENDPOINT` (moto, DynamoDB Local, another Dynoxide).
+    Endpoint(String),
+    /// Real DynamoDB, from the usual AWS environment (`TOLLGATE_STORAGE=aws`).
+    Aws,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub addr: SocketAddr,
+    pub storage: Storage,
+    pub table: String,
+    pub admin_token: SecretString,
+    /// Generated for this run when not configured.
+    pub admin_token_generated: bool,
+    pub webhook_secret: SecretString,
+    pub upstream: Upstream,
+    pub fail_mode: FailMode,
+    pub past_due_grace_s: u64,
+    pub seed: bool,
+}
+
+impl Settings {
+    /// From the environment, with local defaults: `TOLLGATE_ADDR`, `TOLLGATE_DATA_DIR`,
+    /// `TOLLGATE_DYNAMODB_ENDPOINT`, `TOLLGATE_TABLE`, `TOLLGATE_ADMIN_TOKEN`,
+    /// `STRIPE_WEBHOOK_SECRET`, `TOLLGATE_UPSTREAM`, and the shared variables.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let config = Config::from_lookup(|k| match k {
+            "TOLLGATE_TABLE" => Some(get(k).unwrap_or_else(|| DEFAULT_TABLE.into())),
+            _ => get(k),
+        })?;
+        let addr = get("TOLLGATE_ADDR").unwrap_or_else(|| DEFAULT_ADDR.into());
+        let addr = addr.parse().map_err(|_| ConfigError::Invalid {
+            name: "TOLLGATE_ADDR",
+            reason: format!("`{addr}` is not an address like {DEFAULT_ADDR}"),
+        })?;
+        let storage = match (config.dynamodb_endpoint.clone(), get("TOLLGATE_STORAGE").as_deref()) {
+            (Some(endpoint), _) => Storage::Endpoint(endpoint),
+            (None, Some("aws")) => Storage::Aws,
+            (None, None | Some("embedded")) => {
+                Storage::Embedded { data_dir: get("TOLLGATE_DATA_DIR").map(PathBuf::from) }
+            }
+            (None, Some(other)) => {
+                return Err(ConfigError::Invalid {
+                    name: "TOLLGATE_STORAGE",
+                    reason: format!("expected `embedded` or `aws`, got `{other}`"),
+                });
+            }
+        };
+        let upstream = match get("TOLLGATE_UPSTREAM") {
+            None => Upstream::Echo,
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => Upstream::Url(u),
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    name: "TOLLGATE_UPSTREAM",
+                    reason: "must be an http:// or https:// URL".into(),
+                });
+            }
+        };
+        let (admin_token, admin_token_generated) = match config.admin_token {
+            Some(t) => (t, false),
+            None => (SecretString::from(format!("tga_{}", random_token())), true),
+        };
+        let webhook_secret = config
+            .stripe_webhook_secrets
+            .iter()
+            .next()
+            .map(|s| SecretString::from(s.to_owned()))
+            .unwrap_or_else(|| SecretString::from(format!("whsec_{}", random_token())));
+        Ok(Self {
+            addr,
+            storage,
+            table: config.table,
+            admin_token,
+            admin_token_generated,
+            webhook_secret,
+            upstream,
+            fail_mode: config.fail_mode,
+            past_due_grace_s: config.past_due_grace_s,
+            seed: false,
+        })
+    }
+}
+
+fn random_token() -> String {
+    let mut rng = rand::rng();
+    (0..32).map(|_| char::from(b"0123456789abcdefghijklmnopqrstuvwxyz"[rng.random_range(0..36)])).collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Embedded(#[from] shared::store::embedded::EmbeddedError),
+    #[error("could not listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("storage is not usable: {0}")]
+    Storage(#[from] StoreError),
+    #[error("could not set up the HTTP client: {0}")]
+    Http(#[from] shared::http_client::HttpError),
+}
+
+/// The demo plan and key `--seed` creates.
+pub struct Demo {
+    pub plan_id: String,
+    pub key_id: String,
+    pub key: String,
+}
+
+pub struct LocalStack {
+    pub addr: SocketAddr,
+    pub settings: Settings,
+    pub demo: Option<Demo>,
+    pub storage_description: String,
+    store: DynamoStore,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    embedded: Option<EmbeddedDynamo>,
+}
+
+struct App {
+    gateway: Gateway<DynamoStore>,
+    api: ManagementApi<DynamoStore>,
+}
+
+impl LocalStack {
+    pub async fn start(settings: Settings) -> Result<Self, StartError> {
+        let (endpoint, embedded, storage_description) = match &settings.storage {
+            Storage::Embedded { data_dir: None } => {
+                let db = EmbeddedDynamo::start_in_memory().await?;
+                (Some(db.endpoint().to_owned()), Some(db), "embedded Dynoxide, in memory".to_owned())
+            }
+            Storage::Embedded { data_dir: Some(dir) } => {
+                let file = dir.join("tollgate.sqlite3");
+                let db = EmbeddedDynamo::start_persistent(&file).await?;
+                let description = format!("embedded Dynoxide, persisted in {}", file.display());
+                (Some(db.endpoint().to_owned()), Some(db), description)
+            }
+            Storage::Endpoint(e) => (Some(e.clone()), None, format!("DynamoDB endpoint {e}")),
+            Storage::Aws => (None, None, "DynamoDB in the configured AWS account".to_owned()),
+        };
+        let client = match &endpoint {
+            Some(e) => build_client(ClientOptions::local(e.clone())).await,
+            None => build_client(ClientOptions::default()).await,
+        };
+        let store = DynamoStore::new(client, settings.table.clone()).with_decision_budget(LOCAL_DECISION_BUDGET);
+        store.create_table_if_missing().await?;
+        let demo = if settings.seed { Some(seed(&store).await?) } else { None };
+
+        let http = HttpClient::new(Duration::from_secs(30))?;
+        let app = Arc::new(App {
+            gateway: Gateway::new(Authorizer::new(store.clone(), settings.fail_mode), settings.upstream.clone(), http),
+            api: ManagementApi::new(store.clone(), Some(settings.admin_token.clone())),
+        });
+        let router = Router::new()
+            .route("/proxy", any(proxy))
+            .route("/proxy/{*path}", any(proxy))
+            .route("/v1", any(manage))
+            .route("/v1/{*path}", any(manage))
+            .route("/health", get(|| async { "ok" }))
+            .fallback(not_found)
+            .with_state(app);
+        let listener = tokio::net::TcpListener::bind(settings.addr)
+            .await
+            .map_err(|source| StartError::Bind { addr: settings.addr, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: settings.addr, source })?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        Ok(Self {
+            addr,
+            settings,
+            demo,
+            storage_description,
+            store,
+            shutdown: Some(tx),
+            server: Some(server),
+            embedded,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The store the handlers use (tests arrange state through it).
+    pub fn store(&self) -> &DynamoStore {
+        &self.store
+    }
+
+    pub fn admin_token(&self) -> &str {
+        self.settings.admin_token.expose_secret()
+    }
+
+    /// Stops accepting requests, lets those in flight finish, then stops the database.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            match server.await {
+                Ok(Err(e)) => tracing::error!(error = %e, "server error"),
+                Err(e) => tracing::error!(error = %e, "server task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+        if let Some(db) = self.embedded.take() {
+            db.stop().await;
+        }
+    }
+}
+
+/// The demo plan (5 requests a minute, so the walk-through reaches 429 quickly; 1,000 a day)
+/// and a fresh demo key. Re-seeding a persisted store keeps the plan and issues another key.
+async fn seed(store: &DynamoStore) -> Result<Demo, StoreError> {
+    let now = UnixTime::now();
+    let plan_id = PlanId::parse("demo").map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let plan = Plan {
+        id: plan_id.clone(),
+        name: "Demo".into(),
+        rate_limit: Some(RateLimit { limit: 5, window_s: 60 }),
+        quota: Some(Quota { limit: 1_000, period: Period::Day }),
+        stripe_price_ids: vec![],
+        meter_event_name: Some("api_requests".into()),
+        created_at: now,
+        updated_at: now,
+    };
+    match store.create_plan(&plan).await {
+        Ok(()) | Err(StoreError::AlreadyExists(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let key = ApiKey::generate(KeyEnv::Test).map_err(|e| StoreError::Backend(Box::new(e)))?;
+    let record = store
+        .create_key(NewKey {
+            key_id: KeyId::generate(now.secs() as u64 * 1000),
+            customer_id: CustomerId::parse("demo-customer").map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            plan_id: Some(plan_id),
+            name: Some("Demo key".into()),
+            env: KeyEnv::Test,
+            hash: key.hash(),
+            display: key.display(),
+            expires_at: None,
+            scopes: vec![],
+            metadata: Default::default(),
+            overrides: LimitOverrides::default(),
+            now,
+        })
+        .await?;
+    Ok(Demo { plan_id: "demo".into(), key_id: record.key_id.as_str().to_owned(), key: key.expose_secret().to_owned() })
+}
+
+fn request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+async fn proxy(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
+    let request_id = request_id();
+    let (parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, MAX_PROXY_BODY).await else {
+        let msg = format!("The request body is larger than {MAX_PROXY_BODY} bytes.");
+        return into_axum(gateway::error_response(413, "body_too_large", &msg, &request_id));
+    };
+    let path = parts.uri.path().strip_prefix("/proxy").unwrap_or("").to_owned();
+    let req = ProxyRequest {
+        method: parts.method,
+        path: if path.is_empty() { "/".into() } else { path },
+        query: parts.uri.query().unwrap_or_default().to_owned(),
+        headers: parts.headers,
+        body,
+        source_ip: peer,
+        request_id,
+    };
+    into_axum(app.gateway.handle(req, UnixTime::now()).await)
+}
+
+async fn manage(State(app): State<Arc<App>>, req: Request) -> Response {
+    let request_id = request_id();
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_MANAGEMENT_BODY).await {
+        Ok(b) => b.to_vec(),
+        Err(_) => {
+            let e = ApiError::BodyTooLarge(issue_key::json::MAX_BODY_BYTES);
+            return into_axum(gateway::error_response(e.status(), e.code(), &e.to_string(), &request_id));
+        }
+    };
+    let req = ApiRequest {
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().unwrap_or_default().to_owned(),
+        headers: parts.headers,
+        body,
+        request_id,
+    };
+    app.api.handle(req, UnixTime::now()).await.map(Body::from).into_response()
+}
+
+async fn not_found() -> Response {
+    let msg = "No such route: the local stack serves /proxy/..., /v1/... and /health.";
+    into_axum(gateway::error_response(404, "not_found", msg, &request_id()))
+}
+
+fn into_axum(resp: http::Response<Bytes>) -> Response {
+    resp.map(Body::from).into_response()
+}

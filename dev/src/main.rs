@@ -1,0 +1,122 @@
+//! `tollgate`: the local stack. `make dev` runs `tollgate --seed`.
+
+use shared::config::FailMode;
+use tollgate_dev::{LocalStack, Settings, Storage};
+
+const USAGE: &str = "usage: tollgate [--seed]
+
+Runs Tollgate's handlers behind one HTTP server with no AWS account:
+  ANY /proxy/{path}   the API Gateway authorizer in front of TOLLGATE_UPSTREAM (default: an echo)
+  /v1/...             the management API (Authorization: Bearer $TOLLGATE_ADMIN_TOKEN)
+
+  --seed   create a demo plan (5 requests/minute, 1,000/day) and print a demo key
+
+Environment: TOLLGATE_ADDR (127.0.0.1:3000), TOLLGATE_DATA_DIR (persist data), TOLLGATE_DYNAMODB_ENDPOINT
+and TOLLGATE_TABLE (use another DynamoDB), TOLLGATE_ADMIN_TOKEN, STRIPE_WEBHOOK_SECRET, TOLLGATE_UPSTREAM,
+TOLLGATE_FAIL_MODE, TOLLGATE_PAST_DUE_GRACE_S, RUST_LOG. See README.md.";
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    // The embedded emulator logs every failed condition check (each denial) as a warning.
+    shared::telemetry::init_with_default("info,dynoxide=error");
+    let mut seed = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--seed" => seed = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return std::process::ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("tollgate: unknown argument `{other}`\n\n{USAGE}");
+                return std::process::ExitCode::from(2);
+            }
+        }
+    }
+    let mut settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tollgate: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    settings.seed = seed;
+    let stack = match LocalStack::start(settings).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tollgate: could not start: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    print_banner(&stack);
+    shutdown_signal().await;
+    eprintln!("\ntollgate: shutting down");
+    stack.stop().await;
+    std::process::ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn print_banner(stack: &LocalStack) {
+    use secrecy::ExposeSecret;
+    let url = stack.url();
+    let s = &stack.settings;
+    let token = stack.admin_token();
+    println!("Tollgate local stack listening on {url}");
+    println!("  storage         {}", stack.storage_description);
+    println!(
+        "  upstream        {}",
+        match &s.upstream {
+            tollgate_dev::gateway::Upstream::Echo => "built-in echo".to_owned(),
+            tollgate_dev::gateway::Upstream::Url(u) => u.clone(),
+        }
+    );
+    println!("  fail mode       {}", if s.fail_mode == FailMode::Open { "open" } else { "closed" });
+    println!(
+        "  admin token     {token}{}",
+        if s.admin_token_generated { "   (generated; set TOLLGATE_ADMIN_TOKEN to fix it)" } else { "" }
+    );
+    println!("  webhook secret  {}", s.webhook_secret.expose_secret());
+    if matches!(s.storage, Storage::Embedded { data_dir: None }) {
+        println!("  (in memory: set TOLLGATE_DATA_DIR to keep keys across restarts)");
+    }
+    println!();
+    let key = match &stack.demo {
+        Some(demo) => {
+            println!("Demo plan `{}` (5 requests/minute, 1,000/day) and key {}:", demo.plan_id, demo.key_id);
+            println!("  {}", demo.key);
+            println!("  (shown once: Tollgate stores only its SHA-256)");
+            println!();
+            demo.key.clone()
+        }
+        None => "<key>".to_owned(),
+    };
+    println!("Try it:");
+    println!("  export TOLLGATE_KEY={key}");
+    println!("  curl -i {url}/proxy/hello -H \"x-api-key: $TOLLGATE_KEY\"          # 200 + RateLimit headers");
+    println!(
+        "  for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}}\\n' {url}/proxy/hello -H \"x-api-key: $TOLLGATE_KEY\"; done   # ... 429"
+    );
+    println!("  curl -i {url}/proxy/hello -H 'x-api-key: tg_test_garbage'           # 401");
+    println!("  curl -s {url}/v1/keys -H 'authorization: Bearer {token}'            # list keys");
+    println!();
+    println!("Press Ctrl-C to stop.");
+}

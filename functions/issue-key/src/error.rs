@@ -1,0 +1,120 @@
+//! Every way a management request can fail, and the one place each becomes a status and a
+//! JSON error body: `{"error":{"code","message","field"?},"request_id"}`.
+
+use shared::domain::plans::ValidationError;
+use shared::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or wrong admin token")]
+    Unauthorized,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("no such route")]
+    NoRoute,
+    #[error("method not allowed")]
+    MethodNotAllowed(&'static str),
+    #[error("the body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("the body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A field (or query parameter) with the wrong type, an unknown name, or an out-of-range value.
+    #[error("{}: {}", .0.field, .0.message)]
+    Invalid(ValidationError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{message}")]
+    AlreadyClaimed { message: String, key_id: String, display: String },
+    #[error("{0}")]
+    PaymentRequired(String),
+    #[error("storage is unavailable")]
+    Unavailable(#[source] StoreError),
+    #[error("the payment provider is unavailable: {0}")]
+    Upstream(String),
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid(ValidationError::new(field, message))
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Unauthorized => 401,
+            Self::PaymentRequired(_) => 402,
+            Self::NotFound(_) | Self::NoRoute => 404,
+            Self::MethodNotAllowed(_) => 405,
+            Self::Conflict(_) | Self::AlreadyClaimed { .. } => 409,
+            Self::UnsupportedMediaType(_) => 415,
+            Self::InvalidJson(_) | Self::BodyTooLarge(_) => 400,
+            Self::Invalid(_) => 422,
+            Self::Internal(_) => 500,
+            Self::Upstream(_) => 502,
+            Self::Unavailable(_) => 503,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::PaymentRequired(_) => "payment_required",
+            Self::NotFound(_) | Self::NoRoute => "not_found",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::Conflict(_) => "conflict",
+            Self::AlreadyClaimed { .. } => "already_claimed",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::InvalidJson(_) => "invalid_json",
+            Self::BodyTooLarge(_) => "body_too_large",
+            Self::Invalid(_) => "invalid_field",
+            Self::Internal(_) => "internal_error",
+            Self::Upstream(_) => "upstream_error",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// The JSON body. Internal details stay in the logs, never in a response.
+    pub fn body(&self, request_id: &str) -> serde_json::Value {
+        let message = match self {
+            Self::Internal(_) => "An internal error occurred; the request id identifies it in the logs.".to_owned(),
+            Self::Unavailable(_) => "Storage is temporarily unavailable; retry shortly.".to_owned(),
+            Self::Unauthorized => "Send Authorization: Bearer <admin token>.".to_owned(),
+            other => other.to_string(),
+        };
+        let mut error = serde_json::json!({ "code": self.code(), "message": message });
+        match self {
+            Self::Invalid(v) => error["field"] = v.field.clone().into(),
+            Self::AlreadyClaimed { key_id, display, .. } => {
+                error["key_id"] = key_id.clone().into();
+                error["display"] = display.clone().into();
+            }
+            _ => {}
+        }
+        serde_json::json!({ "error": error, "request_id": request_id })
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        Self::Invalid(e)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => Self::NotFound(what),
+            StoreError::AlreadyExists(what) => Self::Conflict(format!("{what} already exists")),
+            StoreError::Conflict(msg) => Self::Conflict(msg),
+            StoreError::UnknownReference(what) => {
+                Self::invalid(format!("{what}_id"), format!("no {what} with this id exists"))
+            }
+            StoreError::InvalidCursor => Self::invalid("cursor", "not a cursor this API returned"),
+            e @ StoreError::Unavailable(_) => Self::Unavailable(e),
+            e @ (StoreError::Backend(_) | StoreError::Corrupt(_)) => Self::Internal(Box::new(e)),
+        }
+    }
+}

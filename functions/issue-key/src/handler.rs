@@ -1,0 +1,521 @@
+//! The management API: one request in, one JSON response out, generic over the storage
+//! traits so the Lambda (lambda_http) and the local stack (axum) run the same code.
+
+use crate::error::ApiError;
+use crate::json::{
+    CreateKeyInput, CustomerView, EmptyInput, IssuedKeyView, KeyView, PatchKeyInput, PlanInput, PlanView, RotateInput,
+    overrides, parse_body,
+};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use shared::authorize::bearer_token;
+use shared::domain::customers::CustomerId;
+use shared::domain::decision::KeyState;
+use shared::domain::key_records::{
+    KeyRecord, KeyStatus, MAX_GRACE_S, validate_metadata, validate_name, validate_overrides, validate_scopes,
+};
+use shared::domain::keys::{ApiKey, KeyEnv, KeyId};
+use shared::domain::limits::{period_end, window_end};
+use shared::domain::plans::{Plan, PlanId, ValidationError};
+use shared::domain::time::UnixTime;
+use shared::domain::usage::HISTORY_DAYS;
+use shared::store::{
+    Claim, CustomerStore, IdempotencyStore, KeyFilter, KeyPatch, KeyStore, NewKey, PlanStore, UsageStore,
+};
+use subtle::ConstantTimeEq;
+
+/// Everything the management API's storage must do.
+pub trait ManagementStore: KeyStore + PlanStore + CustomerStore + UsageStore + IdempotencyStore {}
+impl<T: KeyStore + PlanStore + CustomerStore + UsageStore + IdempotencyStore> ManagementStore for T {}
+
+/// One HTTP request, independent of where it came from.
+#[derive(Debug, Clone)]
+pub struct ApiRequest {
+    pub method: Method,
+    /// The path from `/v1` on (a REST API stage prefix is ignored).
+    pub path: String,
+    /// The raw query string, without `?`.
+    pub query: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+    pub request_id: String,
+}
+
+pub const DEFAULT_GRACE_S: u64 = 86_400;
+pub const DEFAULT_PAGE: usize = 50;
+pub const MAX_PAGE: usize = 100;
+/// How long a create with an `Idempotency-Key` is remembered.
+const IDEMPOTENCY_TTL_S: i64 = 86_400;
+/// How long one attempt holds an idempotency claim before a retry may take over.
+const IDEMPOTENCY_LEASE_S: u64 = 30;
+
+pub struct ManagementApi<S> {
+    store: S,
+    /// When set, every route but the public claim needs `Authorization: Bearer <token>`. In AWS
+    /// it is unset and API Gateway's IAM authorization guards the routes instead.
+    admin_token: Option<SecretString>,
+}
+
+/// A successful answer: status, JSON body (`Null` for none) and any extra headers.
+struct Answer {
+    status: StatusCode,
+    body: serde_json::Value,
+    headers: Vec<(&'static str, &'static str)>,
+}
+
+type Reply = Result<Answer, ApiError>;
+
+fn ok(status: StatusCode, body: serde_json::Value) -> Reply {
+    Ok(Answer { status, body, headers: vec![] })
+}
+
+impl<S: ManagementStore> ManagementApi<S> {
+    pub fn new(store: S, admin_token: Option<SecretString>) -> Self {
+        Self { store, admin_token }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Answers one request. Never fails: every error becomes its status and JSON body.
+    pub async fn handle(&self, req: ApiRequest, now: UnixTime) -> Response<String> {
+        let span =
+            tracing::info_span!("management", request_id = %req.request_id, method = %req.method, path = %req.path);
+        let _guard = span.enter();
+        let answer = match self.route(&req, now).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                match &e {
+                    ApiError::Internal(_) | ApiError::Unavailable(_) | ApiError::Upstream(_) => {
+                        tracing::error!(error = %e, source = ?std::error::Error::source(&e), "request failed")
+                    }
+                    _ => tracing::info!(code = e.code(), error = %e, "request rejected"),
+                }
+                let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let mut resp = respond(status, &e.body(&req.request_id), &req.request_id);
+                if let ApiError::MethodNotAllowed(allow) = e {
+                    resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+                }
+                return resp;
+            }
+        };
+        tracing::info!(status = answer.status.as_u16(), "request served");
+        let mut resp = respond(answer.status, &answer.body, &req.request_id);
+        for (name, value) in answer.headers {
+            resp.headers_mut().insert(name, HeaderValue::from_static(value));
+        }
+        resp
+    }
+
+    async fn route(&self, req: &ApiRequest, now: UnixTime) -> Reply {
+        let path = req.path.trim_end_matches('/');
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        let public = segments == ["v1", "claim"];
+        if !public {
+            self.check_admin(&req.headers)?;
+        }
+        let m = &req.method;
+        match segments.as_slice() {
+            ["v1", "plans"] => match *m {
+                Method::GET => self.list_plans().await,
+                Method::POST => self.create_plan(req, now).await,
+                _ => Err(ApiError::MethodNotAllowed("GET, POST")),
+            },
+            ["v1", "plans", id] => match *m {
+                Method::GET => self.get_plan(id).await,
+                Method::PUT => self.put_plan(id, req, now).await,
+                Method::DELETE => self.delete_plan(id).await,
+                _ => Err(ApiError::MethodNotAllowed("GET, PUT, DELETE")),
+            },
+            ["v1", "keys"] => match *m {
+                Method::GET => self.list_keys(&req.query, now).await,
+                Method::POST => self.create_key_idempotently(req, now).await,
+                _ => Err(ApiError::MethodNotAllowed("GET, POST")),
+            },
+            ["v1", "keys", id] => match *m {
+                Method::GET => self.get_key(id, now).await,
+                Method::PATCH => self.patch_key(id, req, now).await,
+                _ => Err(ApiError::MethodNotAllowed("GET, PATCH")),
+            },
+            ["v1", "keys", id, "rotate"] => match *m {
+                Method::POST => self.rotate_key(id, req, now).await,
+                _ => Err(ApiError::MethodNotAllowed("POST")),
+            },
+            ["v1", "keys", id, "revoke"] => match *m {
+                Method::POST => self.revoke_key(id, req, now).await,
+                _ => Err(ApiError::MethodNotAllowed("POST")),
+            },
+            ["v1", "keys", id, "usage"] => match *m {
+                Method::GET => self.key_usage(id, &req.query, now).await,
+                _ => Err(ApiError::MethodNotAllowed("GET")),
+            },
+            ["v1", "customers", id] => match *m {
+                Method::GET => self.get_customer(id).await,
+                _ => Err(ApiError::MethodNotAllowed("GET")),
+            },
+            _ => Err(ApiError::NoRoute),
+        }
+    }
+
+    fn check_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(expected) = &self.admin_token else { return Ok(()) };
+        let presented = headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(bearer_token)
+            .unwrap_or("");
+        // Compare digests so neither the content nor the length leaks through timing.
+        let a = Sha256::digest(presented.as_bytes());
+        let b = Sha256::digest(expected.expose_secret().as_bytes());
+        if bool::from(a.ct_eq(&b)) { Ok(()) } else { Err(ApiError::Unauthorized) }
+    }
+
+    // ---- plans ----
+
+    async fn list_plans(&self) -> Reply {
+        let plans = self.store.list_plans().await?;
+        ok(StatusCode::OK, json!({ "items": plans.iter().map(PlanView::from).collect::<Vec<_>>() }))
+    }
+
+    async fn create_plan(&self, req: &ApiRequest, now: UnixTime) -> Reply {
+        let input: PlanInput = parse_body(&req.body, false)?;
+        let id = input.id.as_deref().ok_or_else(|| ApiError::invalid("id", "missing field `id`"))?;
+        let plan = plan_from(parse_plan_id(id, "id")?, input, now, now)?;
+        self.store.create_plan(&plan).await.map_err(|e| match e {
+            shared::store::StoreError::AlreadyExists(_) => {
+                ApiError::Conflict(format!("plan {} already exists", plan.id))
+            }
+            e => e.into(),
+        })?;
+        ok(StatusCode::CREATED, to_json(&PlanView::from(&plan)))
+    }
+
+    async fn get_plan(&self, id: &str) -> Reply {
+        let plan = self.store.get_plan(&parse_plan_id(id, "plan_id")?).await?.ok_or(ApiError::NotFound("plan"))?;
+        ok(StatusCode::OK, to_json(&PlanView::from(&plan)))
+    }
+
+    async fn put_plan(&self, id: &str, req: &ApiRequest, now: UnixTime) -> Reply {
+        let id = parse_plan_id(id, "plan_id")?;
+        let input: PlanInput = parse_body(&req.body, false)?;
+        if input.id.as_deref().is_some_and(|body_id| body_id != id.as_str()) {
+            return Err(ApiError::invalid("id", "must match the plan id in the path (plan ids cannot change)"));
+        }
+        let existing = self.store.get_plan(&id).await?.ok_or(ApiError::NotFound("plan"))?;
+        let plan = plan_from(id, input, existing.created_at, now)?;
+        self.store.update_plan(&plan).await?;
+        ok(StatusCode::OK, to_json(&PlanView::from(&plan)))
+    }
+
+    async fn delete_plan(&self, id: &str) -> Reply {
+        self.store.delete_plan(&parse_plan_id(id, "plan_id")?).await?;
+        ok(StatusCode::NO_CONTENT, serde_json::Value::Null)
+    }
+
+    // ---- keys ----
+
+    async fn create_key_idempotently(&self, req: &ApiRequest, now: UnixTime) -> Reply {
+        let Some(idem) = req.headers.get("idempotency-key") else {
+            return self.create_key(req, now).await;
+        };
+        let idem = idem
+            .to_str()
+            .ok()
+            .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+            .ok_or_else(|| ApiError::invalid("Idempotency-Key", "must be 1-255 visible ASCII characters"))?;
+        // Validate before claiming, so a bad request does not hold the key.
+        let _: CreateKeyInput = parse_body(&req.body, false)?;
+        let fingerprint = hex::encode(Sha256::digest(&req.body));
+        let owner = uuid::Uuid::new_v4().to_string();
+        let expires = now.plus(IDEMPOTENCY_TTL_S);
+        match self.store.claim("create-key", idem, &owner, &fingerprint, IDEMPOTENCY_LEASE_S, expires, now).await? {
+            Claim::Fresh => {}
+            Claim::InProgress { .. } => {
+                return Err(ApiError::Conflict("a request with this Idempotency-Key is still in progress".into()));
+            }
+            Claim::Done { fingerprint: stored, result } => {
+                if stored != fingerprint {
+                    return Err(ApiError::invalid("Idempotency-Key", "was already used with a different request body"));
+                }
+                // The plaintext was shown once and is not kept: answer with the key as it is now.
+                let key_id = KeyId::parse(&result).map_err(|e| ApiError::Internal(Box::new(e)))?;
+                let key = self.store.get_key(&key_id).await?.ok_or(ApiError::NotFound("key"))?;
+                return Ok(Answer {
+                    status: StatusCode::OK,
+                    body: to_json(&KeyView::new(&key, now)),
+                    headers: vec![("idempotent-replayed", "true")],
+                });
+            }
+        }
+        match self.create_key(req, now).await {
+            Ok(answer) => {
+                let key_id = answer.body["key_id"].as_str().unwrap_or_default().to_owned();
+                if let Err(e) = self.store.finish("create-key", idem, &owner, &key_id, expires).await {
+                    // The key exists; a retry would find the claim expired and create another.
+                    tracing::error!(error = %e, key_id, "could not record the idempotent create");
+                }
+                Ok(answer)
+            }
+            Err(e) => {
+                if let Err(release) = self.store.release("create-key", idem, &owner).await {
+                    tracing::warn!(error = %release, "could not release the idempotency claim");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_key(&self, req: &ApiRequest, now: UnixTime) -> Reply {
+        let input: CreateKeyInput = parse_body(&req.body, false)?;
+        let customer_id = CustomerId::parse(&input.customer_id)?;
+        let plan_id = input.plan_id.as_deref().map(|p| parse_plan_id(p, "plan_id")).transpose()?;
+        if let Some(name) = &input.name {
+            validate_name(name)?;
+        }
+        let expires_at = input.expires_at.as_deref().map(|t| parse_future_time(t, "expires_at", now)).transpose()?;
+        validate_scopes(&input.scopes)?;
+        validate_metadata(&input.metadata)?;
+        let limit_overrides = overrides(input.rate_limit, input.quota);
+        validate_overrides(&limit_overrides)?;
+        let env = input.env.unwrap_or(KeyEnv::Live);
+        let key = ApiKey::generate(env).map_err(|e| ApiError::Internal(Box::new(e)))?;
+        let record = self
+            .store
+            .create_key(NewKey {
+                key_id: KeyId::generate(now.secs().max(0) as u64 * 1000),
+                customer_id,
+                plan_id,
+                name: input.name,
+                env,
+                hash: key.hash(),
+                display: key.display(),
+                expires_at,
+                scopes: input.scopes,
+                metadata: input.metadata,
+                overrides: limit_overrides,
+                now,
+            })
+            .await?;
+        tracing::info!(key_id = %record.key_id, customer_id = %record.customer_id, "key created");
+        ok(StatusCode::CREATED, issued(&key, &record, now))
+    }
+
+    async fn list_keys(&self, query: &str, now: UnixTime) -> Reply {
+        let mut filter = KeyFilter::default();
+        let mut limit = DEFAULT_PAGE;
+        let mut cursor = None;
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            match name.as_ref() {
+                "customer_id" => filter.customer_id = Some(CustomerId::parse(&value)?),
+                "plan_id" => filter.plan_id = Some(parse_plan_id(&value, "plan_id")?),
+                "status" => {
+                    filter.status = Some(
+                        KeyStatus::parse(&value)
+                            .ok_or_else(|| ApiError::invalid("status", "must be active, disabled or revoked"))?,
+                    )
+                }
+                "limit" => {
+                    limit = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_PAGE).contains(n))
+                        .ok_or_else(|| ApiError::invalid("limit", format!("must be an integer 1..={MAX_PAGE}")))?
+                }
+                "cursor" => cursor = Some(value.into_owned()),
+                other => return Err(ApiError::invalid(other, "unknown query parameter")),
+            }
+        }
+        let page = self.store.list_keys(&filter, limit, cursor.as_deref()).await?;
+        let items: Vec<_> = page.items.iter().map(|k| KeyView::new(k, now)).collect();
+        ok(StatusCode::OK, json!({ "items": items, "next_cursor": page.next_cursor }))
+    }
+
+    async fn load_key(&self, id: &str) -> Result<KeyRecord, ApiError> {
+        let id = parse_key_id(id)?;
+        self.store.get_key(&id).await?.ok_or(ApiError::NotFound("key"))
+    }
+
+    async fn get_key(&self, id: &str, now: UnixTime) -> Reply {
+        let key = self.load_key(id).await?;
+        ok(StatusCode::OK, to_json(&KeyView::new(&key, now)))
+    }
+
+    async fn patch_key(&self, id: &str, req: &ApiRequest, now: UnixTime) -> Reply {
+        let key_id = parse_key_id(id)?;
+        let input: PatchKeyInput = parse_body(&req.body, false)?;
+        let status = match input.status.as_deref() {
+            None => None,
+            Some("active") => Some(KeyStatus::Active),
+            Some("disabled") => Some(KeyStatus::Disabled),
+            Some("revoked") => {
+                return Err(ApiError::invalid("status", "revoke a key with POST /v1/keys/{id}/revoke"));
+            }
+            Some(_) => return Err(ApiError::invalid("status", "must be active or disabled")),
+        };
+        if let Some(Some(name)) = &input.name {
+            validate_name(name)?;
+        }
+        let expires_at = match &input.expires_at {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(t)) => Some(Some(parse_future_time(t, "expires_at", now)?)),
+        };
+        let plan_id = match &input.plan_id {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(p)) => Some(Some(parse_plan_id(p, "plan_id")?)),
+        };
+        if let Some(m) = &input.metadata {
+            validate_metadata(m)?;
+        }
+        // Overrides are stored together; a PATCH naming one keeps the other.
+        let limit_overrides = if input.rate_limit.is_some() || input.quota.is_some() {
+            let current = self.store.get_key(&key_id).await?.ok_or(ApiError::NotFound("key"))?.overrides;
+            let merged =
+                overrides(input.rate_limit.unwrap_or(current.rate_limit), input.quota.unwrap_or(current.quota));
+            validate_overrides(&merged)?;
+            Some(merged)
+        } else {
+            None
+        };
+        let patch = KeyPatch {
+            name: input.name,
+            status,
+            expires_at,
+            plan_id,
+            metadata: input.metadata,
+            overrides: limit_overrides,
+        };
+        let key = self.store.update_key(&key_id, patch, now).await?;
+        tracing::info!(key_id = %key.key_id, status = key.status.as_str(), "key updated");
+        ok(StatusCode::OK, to_json(&KeyView::new(&key, now)))
+    }
+
+    async fn rotate_key(&self, id: &str, req: &ApiRequest, now: UnixTime) -> Reply {
+        let input: RotateInput = parse_body(&req.body, true)?;
+        let grace_s = input.grace_s.unwrap_or(DEFAULT_GRACE_S);
+        if grace_s > MAX_GRACE_S {
+            return Err(ApiError::invalid("grace_s", format!("must be 0..={MAX_GRACE_S} seconds")));
+        }
+        let current = self.load_key(id).await?;
+        let key = ApiKey::generate(current.env).map_err(|e| ApiError::Internal(Box::new(e)))?;
+        let record =
+            self.store.rotate_key(&current.key_id, key.hash(), key.display(), now.plus(grace_s as i64), now).await?;
+        tracing::info!(key_id = %record.key_id, grace_s, "key rotated");
+        ok(StatusCode::OK, issued(&key, &record, now))
+    }
+
+    async fn revoke_key(&self, id: &str, req: &ApiRequest, now: UnixTime) -> Reply {
+        let _: EmptyInput = parse_body(&req.body, true)?;
+        let key = self.store.revoke_key(&parse_key_id(id)?, now).await?;
+        tracing::info!(key_id = %key.key_id, "key revoked");
+        ok(StatusCode::OK, to_json(&KeyView::new(&key, now)))
+    }
+
+    async fn key_usage(&self, id: &str, query: &str, now: UnixTime) -> Reply {
+        let mut days = 30;
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            match name.as_ref() {
+                "days" => {
+                    days =
+                        value.parse().ok().filter(|n| (1..=HISTORY_DAYS).contains(n)).ok_or_else(|| {
+                            ApiError::invalid("days", format!("must be an integer 1..={HISTORY_DAYS}"))
+                        })?
+                }
+                other => return Err(ApiError::invalid(other, "unknown query parameter")),
+            }
+        }
+        let key_id = parse_key_id(id)?;
+        let state = self.store.key_counters(&key_id).await?.ok_or(ApiError::NotFound("key"))?;
+        let history = self.store.usage_history(&key_id, now.day().minus(days - 1)).await?;
+        let mut body = usage_json(&state, now);
+        body["key_id"] = key_id.as_str().into();
+        body["history"] =
+            history.iter().map(|d| json!({ "day": d.day.iso(), "allowed": d.allowed, "denied": d.denied })).collect();
+        ok(StatusCode::OK, body)
+    }
+
+    // ---- customers ----
+
+    async fn get_customer(&self, id: &str) -> Reply {
+        let id = CustomerId::parse(id)?;
+        let customer = self.store.get_customer(&id).await?.ok_or(ApiError::NotFound("customer"))?;
+        let keys = self.store.customer_key_ids(&id).await?;
+        ok(StatusCode::OK, to_json(&CustomerView::new(&customer, &keys)))
+    }
+}
+
+/// The live limit state of a key: the window and period counters read as of `now`.
+pub fn usage_json(state: &KeyState, now: UnixTime) -> serde_json::Value {
+    let c = &state.counters;
+    let rate = state.rate_limit.map(|r| {
+        let (used, end) = if c.window_end > now { (c.window_count, c.window_end) } else { (0, window_end(now, r.window_s)) };
+        json!({ "limit": r.limit, "window_s": r.window_s, "used": used, "remaining": r.limit.saturating_sub(used), "reset": end.to_rfc3339() })
+    });
+    let quota = state.quota.map(|q| {
+        let (used, end) =
+            if c.period_end > now { (c.period_count, c.period_end) } else { (0, period_end(now, q.period)) };
+        json!({ "limit": q.limit, "period": q.period.as_str(), "used": used, "remaining": q.limit.saturating_sub(used), "reset": end.to_rfc3339() })
+    });
+    json!({ "rate_limit": rate, "quota": quota })
+}
+
+fn plan_from(id: PlanId, input: PlanInput, created_at: UnixTime, now: UnixTime) -> Result<Plan, ApiError> {
+    let plan = Plan {
+        id,
+        name: input.name,
+        rate_limit: input.rate_limit,
+        quota: input.quota,
+        stripe_price_ids: input.stripe_price_ids,
+        meter_event_name: input.meter_event_name,
+        created_at,
+        updated_at: now,
+    };
+    plan.validate()?;
+    Ok(plan)
+}
+
+fn parse_plan_id(s: &str, field: &str) -> Result<PlanId, ApiError> {
+    PlanId::parse(s).map_err(|e| ApiError::Invalid(ValidationError::new(field, e.message)))
+}
+
+fn parse_key_id(s: &str) -> Result<KeyId, ApiError> {
+    KeyId::parse(s).map_err(|e| ApiError::invalid("key_id", e.to_string()))
+}
+
+fn parse_future_time(s: &str, field: &str, now: UnixTime) -> Result<UnixTime, ApiError> {
+    let t = UnixTime::parse_rfc3339(s)
+        .map_err(|_| ApiError::invalid(field, "must be an RFC 3339 timestamp, e.g. 2027-01-31T00:00:00Z"))?;
+    if t <= now {
+        return Err(ApiError::invalid(field, "must be in the future"));
+    }
+    Ok(t)
+}
+
+fn issued(key: &ApiKey, record: &KeyRecord, now: UnixTime) -> serde_json::Value {
+    to_json(&IssuedKeyView { key: key.expose_secret(), record: KeyView::new(record, now) })
+}
+
+fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
+    // Views are plain data (strings, numbers, maps with string keys): serialising cannot fail.
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+fn respond(status: StatusCode, body: &serde_json::Value, request_id: &str) -> Response<String> {
+    let mut resp = Response::new(if body.is_null() { String::new() } else { body.to_string() });
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    if !body.is_null() {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", v);
+    }
+    resp
+}

@@ -1,0 +1,303 @@
+//! The API's JSON: request bodies (strict: unknown fields are errors) and response views
+//! (timestamps as RFC 3339; never a secret or a hash).
+
+use crate::error::ApiError;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+use shared::domain::customers::Customer;
+use shared::domain::key_records::{KeyRecord, LimitOverrides};
+use shared::domain::keys::{KeyEnv, KeyId};
+use shared::domain::plans::{Plan, Quota, RateLimit};
+use shared::domain::time::UnixTime;
+use std::collections::BTreeMap;
+
+/// Management bodies are small; anything bigger is a mistake or an attack.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Parses a JSON body into `T`, naming the offending field on error. An empty body counts as
+/// `{}` where `empty_ok`.
+pub fn parse_body<T: DeserializeOwned>(body: &[u8], empty_ok: bool) -> Result<T, ApiError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiError::BodyTooLarge(MAX_BODY_BYTES));
+    }
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        if !empty_ok {
+            return Err(ApiError::InvalidJson("the body is empty; send a JSON object".into()));
+        }
+        b"{}"
+    } else {
+        body
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let inner = e.inner();
+        if !inner.is_data() {
+            return ApiError::InvalidJson(strip_position(&inner.to_string()));
+        }
+        let message = strip_position(&inner.to_string());
+        let path = e.path().to_string();
+        // serde reports a missing field at its parent; name the field itself.
+        let field = match message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+            Some(missing) if path == "." => missing.to_owned(),
+            Some(missing) => format!("{path}.{missing}"),
+            None if path == "." => "body".to_owned(),
+            None => path,
+        };
+        ApiError::invalid(field, message)
+    })?;
+    de.end().map_err(|e| ApiError::InvalidJson(strip_position(&e.to_string())))?;
+    Ok(value)
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+/// Distinguishes "absent" (`None`) from "null" (`Some(None)`) in PATCH bodies.
+fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanInput {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    pub quota: Option<Quota>,
+    #[serde(default)]
+    pub stripe_price_ids: Vec<String>,
+    #[serde(default)]
+    pub meter_event_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyInput {
+    pub customer_id: String,
+    #[serde(default)]
+    pub plan_id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub env: Option<KeyEnv>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    pub quota: Option<Quota>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchKeyInput {
+    #[serde(default, deserialize_with = "double_option")]
+    pub name: Option<Option<String>>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub expires_at: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub plan_id: Option<Option<String>>,
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub rate_limit: Option<Option<RateLimit>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub quota: Option<Option<Quota>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateInput {
+    #[serde(default)]
+    pub grace_s: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmptyInput {}
+
+#[derive(Debug, Serialize)]
+pub struct PlanView<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub rate_limit: Option<RateLimit>,
+    pub quota: Option<Quota>,
+    pub stripe_price_ids: &'a [String],
+    pub meter_event_name: Option<&'a str>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl<'a> From<&'a Plan> for PlanView<'a> {
+    fn from(p: &'a Plan) -> Self {
+        Self {
+            id: p.id.as_str(),
+            name: &p.name,
+            rate_limit: p.rate_limit,
+            quota: p.quota,
+            stripe_price_ids: &p.stripe_price_ids,
+            meter_event_name: p.meter_event_name.as_deref(),
+            created_at: p.created_at.to_rfc3339(),
+            updated_at: p.updated_at.to_rfc3339(),
+        }
+    }
+}
+
+/// The limits the authorizer enforces for a key, and the plan they come from.
+#[derive(Debug, Serialize)]
+pub struct EffectiveLimitsView<'a> {
+    pub plan_id: Option<&'a str>,
+    pub rate_limit: Option<RateLimit>,
+    pub quota: Option<Quota>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RotationView {
+    pub previous_secret_valid_until: String,
+}
+
+/// A key as the API shows it: no secret, no hash.
+#[derive(Debug, Serialize)]
+pub struct KeyView<'a> {
+    pub key_id: &'a str,
+    pub display: &'a str,
+    pub customer_id: &'a str,
+    /// The key's own plan; `null` means it follows its customer's plan.
+    pub plan_id: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub env: KeyEnv,
+    pub status: &'static str,
+    pub created_at: String,
+    pub updated_at: String,
+    pub expires_at: Option<String>,
+    pub scopes: &'a [String],
+    pub metadata: &'a BTreeMap<String, String>,
+    /// Per-key overrides of the plan's limits.
+    pub rate_limit: Option<RateLimit>,
+    pub quota: Option<Quota>,
+    pub limits: EffectiveLimitsView<'a>,
+    pub rotation: Option<RotationView>,
+}
+
+impl<'a> KeyView<'a> {
+    pub fn new(k: &'a KeyRecord, now: UnixTime) -> Self {
+        Self {
+            key_id: k.key_id.as_str(),
+            display: &k.display,
+            customer_id: k.customer_id.as_str(),
+            plan_id: k.plan_id.as_ref().map(|p| p.as_str()),
+            name: k.name.as_deref(),
+            env: k.env,
+            status: k.status.as_str(),
+            created_at: k.created_at.to_rfc3339(),
+            updated_at: k.updated_at.to_rfc3339(),
+            expires_at: k.expires_at.map(UnixTime::to_rfc3339),
+            scopes: &k.scopes,
+            metadata: &k.metadata,
+            rate_limit: k.overrides.rate_limit,
+            quota: k.overrides.quota,
+            limits: EffectiveLimitsView {
+                plan_id: k.limits.plan_id.as_ref().map(|p| p.as_str()),
+                rate_limit: k.limits.rate_limit,
+                quota: k.limits.quota,
+            },
+            rotation: k
+                .rotation
+                .filter(|r| r.grace_until > now)
+                .map(|r| RotationView { previous_secret_valid_until: r.grace_until.to_rfc3339() }),
+        }
+    }
+}
+
+/// A key together with its plaintext: only in the answer to create, rotate and claim.
+#[derive(Debug, Serialize)]
+pub struct IssuedKeyView<'a> {
+    pub key: &'a str,
+    #[serde(flatten)]
+    pub record: KeyView<'a>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CustomerView<'a> {
+    pub customer_id: &'a str,
+    pub stripe_customer_id: Option<&'a str>,
+    pub stripe_subscription_id: Option<&'a str>,
+    pub subscription_status: Option<&'static str>,
+    pub plan_id: Option<&'a str>,
+    pub current_period_end: Option<String>,
+    /// A Stripe price no plan claims: the operator should map it to a plan.
+    pub unknown_price_id: Option<&'a str>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub keys: Vec<&'a str>,
+}
+
+impl<'a> CustomerView<'a> {
+    pub fn new(c: &'a Customer, keys: &'a [KeyId]) -> Self {
+        Self {
+            customer_id: c.customer_id.as_str(),
+            stripe_customer_id: c.stripe_customer_id.as_deref(),
+            stripe_subscription_id: c.stripe_subscription_id.as_deref(),
+            subscription_status: c.subscription_status.map(|s| s.as_str()),
+            plan_id: c.plan_id.as_ref().map(|p| p.as_str()),
+            current_period_end: c.current_period_end.map(UnixTime::to_rfc3339),
+            unknown_price_id: c.unknown_price_id.as_deref(),
+            created_at: c.created_at.to_rfc3339(),
+            updated_at: c.updated_at.to_rfc3339(),
+            keys: keys.iter().map(KeyId::as_str).collect(),
+        }
+    }
+}
+
+/// Overrides as a key stores them, from the two optional body fields.
+pub fn overrides(rate_limit: Option<RateLimit>, quota: Option<Quota>) -> LimitOverrides {
+    LimitOverrides { rate_limit, quota }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(body: &str) -> (u16, String) {
+        match parse_body::<PlanInput>(body.as_bytes(), false) {
+            Err(ApiError::Invalid(v)) => (422, v.field),
+            Err(e) => (e.status(), e.code().to_owned()),
+            Ok(_) => (200, String::new()),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(err(r#"{"name":"x","colour":1}"#), (422, "colour".into()));
+        assert_eq!(err(r#"{"name":"x","rate_limit":{"limit":-1,"window_s":1}}"#), (422, "rate_limit.limit".into()));
+        assert_eq!(err(r#"{"name":"x","rate_limit":{"limit":1}}"#), (422, "rate_limit.window_s".into()));
+        assert_eq!(err(r#"{"name":5}"#), (422, "name".into()));
+        assert_eq!(err(r#"{}"#), (422, "name".into()));
+        assert_eq!(err(r#"{"name":"x""#), (400, "invalid_json".into()));
+        assert_eq!(err(r#"{"name":"x"} trailing"#), (400, "invalid_json".into()));
+        assert_eq!(err(""), (400, "invalid_json".into()));
+        assert_eq!(err(&format!(r#"{{"name":"{}"}}"#, "x".repeat(MAX_BODY_BYTES))), (400, "body_too_large".into()));
+        assert_eq!(err(r#"{"name":"x","quota":{"limit":5,"period":"week"}}"#), (422, "quota.period".into()));
+    }
+
+    #[test]
+    fn patch_tells_null_from_absent() {
+        let p: PatchKeyInput = parse_body(br#"{"name":null,"plan_id":"pro"}"#, false).unwrap();
+        assert_eq!(p.name, Some(None));
+        assert_eq!(p.plan_id, Some(Some("pro".into())));
+        assert!(p.expires_at.is_none());
+    }
+}

@@ -1,0 +1,6 @@
+//! The management API's handler, as a library so the local stack and the tests run the very
+//! code the Lambda runs.
+
+pub mod error;
+pub mod handler;
+pub mod json;

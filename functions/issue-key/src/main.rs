@@ -1,0 +1,44 @@
+//! The management API Lambda (behind API Gateway with IAM authorization): configuration and
+//! client built once per cold start, then one request per invocation.
+
+use issue_key::handler::{ApiRequest, ManagementApi};
+use lambda_http::{Body, Request, RequestExt, service_fn};
+use shared::config::Config;
+use shared::domain::time::UnixTime;
+use shared::store::dynamo::DynamoStore;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_http::Error> {
+    shared::telemetry::init();
+    let config = Config::from_env()?;
+    let store = DynamoStore::connect(&config, None).await;
+    if let Err(e) = store.warm().await {
+        tracing::warn!(error = %e, "could not warm the DynamoDB connection");
+    }
+    let api = ManagementApi::new(store, config.admin_token.clone());
+    let api = &api;
+    lambda_http::run(service_fn(move |req: Request| async move {
+        let request_id = req.lambda_context_ref().map(|c| c.request_id.clone()).unwrap_or_default();
+        let query = req.uri().query().unwrap_or_default().to_owned();
+        let (parts, body) = req.into_parts();
+        let req = ApiRequest {
+            method: parts.method,
+            path: management_path(parts.uri.path()),
+            query,
+            headers: parts.headers,
+            body: body.to_vec(),
+            request_id,
+        };
+        let resp = api.handle(req, UnixTime::now()).await;
+        Ok::<_, lambda_http::Error>(resp.map(Body::from))
+    }))
+    .await
+}
+
+/// The path from `/v1` on: a REST API may prefix it with its stage.
+fn management_path(path: &str) -> String {
+    match path.find("/v1") {
+        Some(i) => path[i..].to_owned(),
+        None => path.to_owned(),
+    }
+}

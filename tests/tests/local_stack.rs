@@ -1,0 +1,240 @@
+//! End to end, as a user meets Tollgate: the local stack on a free port, plans and keys made
+//! through the management API, requests through `/proxy`. Runs on in-process Dynoxide, and
+//! on moto under `make test`.
+
+use serde_json::json;
+use shared::domain::customers::{Customer, CustomerId, EventStamp, SubscriptionStatus};
+use shared::domain::time::UnixTime;
+use shared::store::CustomerStore;
+use tollgate_tests::{Client, local_stack};
+
+async fn create_plan(c: &Client, id: &str, rate: Option<(u64, u64)>, quota_per_day: Option<u64>) {
+    let mut plan = json!({ "id": id, "name": id });
+    if let Some((limit, window_s)) = rate {
+        plan["rate_limit"] = json!({ "limit": limit, "window_s": window_s });
+    }
+    if let Some(limit) = quota_per_day {
+        plan["quota"] = json!({ "limit": limit, "period": "day" });
+    }
+    let r = c.admin("POST", "/v1/plans", Some(plan)).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+}
+
+/// Creates a key and returns (key_id, plaintext).
+async fn create_key(c: &Client, customer: &str, plan: &str) -> (String, String) {
+    let r = c.admin("POST", "/v1/keys", Some(json!({ "customer_id": customer, "plan_id": plan, "env": "test" }))).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    (r.body["key_id"].as_str().unwrap().to_owned(), r.body["key"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn allowed_requests_carry_the_rate_limit_headers_and_reach_the_echo() {
+    let stack = local_stack(None).await;
+    let c = Client::new(stack.url());
+    create_plan(&c, "pro", Some((3, 3600)), Some(1000)).await;
+    let (key_id, key) = create_key(&c, "acme", "pro").await;
+
+    let r = c.proxy("/pets/7?colour=red", &key).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["path"], "/pets/7");
+    assert_eq!(r.body["query"], "colour=red");
+    assert_eq!(r.body["authorizer"]["key_id"], key_id.as_str());
+    assert_eq!(r.body["authorizer"]["customer_id"], "acme");
+    assert_eq!(r.body["authorizer"]["plan_id"], "pro");
+    assert_eq!(r.header("ratelimit-policy"), Some("\"default\";q=3;w=3600"));
+    let reset: u64 = r.header("x-ratelimit-reset").unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&reset));
+    assert_eq!(r.header("ratelimit"), Some(format!("\"default\";r=2;t={reset}").as_str()));
+    assert_eq!(r.header("x-ratelimit-limit"), Some("3"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("2"));
+    assert!(r.header("retry-after").is_none());
+    assert!(r.header("x-request-id").is_some());
+
+    // Bearer works as well as x-api-key.
+    let bearer = format!("Bearer {key}");
+    let r = c.send("POST", "/proxy/orders", &[("Authorization", &bearer)], Some("{}")).await;
+    assert_eq!((r.status, r.header("x-ratelimit-remaining")), (200, Some("1")));
+    assert_eq!(r.body["method"], "POST");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_the_rate_limit_is_429_with_retry_after() {
+    let stack = local_stack(None).await;
+    let c = Client::new(stack.url());
+    create_plan(&c, "tiny", Some((2, 3600)), None).await;
+    let (_, key) = create_key(&c, "acme", "tiny").await;
+    for _ in 0..2 {
+        assert_eq!(c.proxy("/x", &key).await.status, 200);
+    }
+    let r = c.proxy("/x", &key).await;
+    assert_eq!((r.status, r.code()), (429, "rate_limited"), "{:?}", r.body);
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&retry));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(r.header("ratelimit"), Some(format!("\"default\";r=0;t={retry}").as_str()));
+    assert!(r.body["request_id"].is_string());
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_the_quota_is_429_until_the_end_of_the_utc_day() {
+    let stack = local_stack(None).await;
+    let c = Client::new(stack.url());
+    create_plan(&c, "daily", None, Some(2)).await;
+    let (_, key) = create_key(&c, "acme", "daily").await;
+    for _ in 0..2 {
+        assert_eq!(c.proxy("/x", &key).await.status, 200);
+    }
+    let r = c.proxy("/x", &key).await;
+    assert_eq!((r.status, r.code()), (429, "quota_exceeded"));
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("upgrade"), "the body names the upgrade path");
+    let now = UnixTime::now();
+    let to_midnight = now.until(now.day().next().start());
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry.abs_diff(to_midnight) <= 2, "Retry-After {retry} vs {to_midnight} s to midnight UTC");
+    assert_eq!(r.header("ratelimit-policy"), Some("\"default\";q=2;w=86400"));
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_denial_has_its_status_and_body() {
+    let stack = local_stack(None).await;
+    let c = Client::new(stack.url());
+    create_plan(&c, "pro", Some((100, 60)), None).await;
+
+    let r = c.send("GET", "/proxy/x", &[], None).await;
+    assert_eq!((r.status, r.code()), (401, "missing_api_key"));
+    assert!(r.header("ratelimit").is_none(), "no limit headers for an unknown caller");
+    let r = c.proxy("/x", "tg_test_garbage").await;
+    assert_eq!((r.status, r.code()), (401, "invalid_api_key"));
+    // Well-formed and correctly checksummed, but never issued.
+    let unknown = shared::domain::keys::ApiKey::generate(shared::domain::keys::KeyEnv::Test).unwrap();
+    let r = c.proxy("/x", unknown.expose_secret()).await;
+    assert_eq!((r.status, r.code()), (401, "invalid_api_key"));
+
+    let (revoked_id, revoked) = create_key(&c, "acme", "pro").await;
+    assert_eq!(c.admin("POST", &format!("/v1/keys/{revoked_id}/revoke"), None).await.status, 200);
+    let r = c.proxy("/x", &revoked).await;
+    assert_eq!((r.status, r.code()), (401, "key_revoked"));
+
+    let (disabled_id, disabled) = create_key(&c, "acme", "pro").await;
+    let r = c.admin("PATCH", &format!("/v1/keys/{disabled_id}"), Some(json!({"status": "disabled"}))).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = c.proxy("/x", &disabled).await;
+    assert_eq!((r.status, r.code()), (403, "key_disabled"));
+    // And back.
+    c.admin("PATCH", &format!("/v1/keys/{disabled_id}"), Some(json!({"status": "active"}))).await;
+    assert_eq!(c.proxy("/x", &disabled).await.status, 200);
+
+    let expires = UnixTime::now().plus(2).to_rfc3339();
+    let r = c
+        .admin("POST", "/v1/keys", Some(json!({"customer_id": "acme", "plan_id": "pro", "expires_at": expires})))
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let expiring = r.body["key"].as_str().unwrap().to_owned();
+    assert_eq!(c.proxy("/x", &expiring).await.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(3_100)).await;
+    let r = c.proxy("/x", &expiring).await;
+    assert_eq!((r.status, r.code()), (401, "key_expired"));
+
+    // A cancelled subscription (as the Stripe webhook records it) stops the customer's keys.
+    let (_, lapsed) = create_key(&c, "lapsed-co", "pro").await;
+    assert_eq!(c.proxy("/x", &lapsed).await.status, 200);
+    let now = UnixTime::now();
+    let mut customer = stack.store().get_customer(&CustomerId::parse("lapsed-co").unwrap()).await.unwrap().unwrap();
+    customer.subscription_status = Some(SubscriptionStatus::Canceled);
+    customer.last_event = Some(EventStamp { created: now.secs(), event_id: "evt_test_cancel".into() });
+    customer.updated_at = now;
+    assert!(stack.store().apply_customer(&Customer { ..customer }, 0).await.unwrap());
+    let r = c.proxy("/x", &lapsed).await;
+    assert_eq!((r.status, r.code()), (402, "subscription_inactive"));
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_clients_get_exactly_the_limit() {
+    let stack = local_stack(None).await;
+    let c = std::sync::Arc::new(Client::new(stack.url()));
+    create_plan(&c, "fifty", Some((50, 3600)), None).await;
+    let (_, over) = create_key(&c, "acme", "fifty").await;
+    let (_, under) = create_key(&c, "acme", "fifty").await;
+    for (key, n, expected) in [(over, 120, 50), (under, 30, 30)] {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let (c, key) = (c.clone(), key.clone());
+                tokio::spawn(async move { c.proxy("/x", &key).await.status })
+            })
+            .collect();
+        let mut allowed = 0;
+        let mut limited = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                200 => allowed += 1,
+                429 => limited += 1,
+                other => panic!("unexpected status {other}"),
+            }
+        }
+        assert_eq!((allowed, limited), (expected, n - expected), "N={n}, L=50: exactly min(N, L) allowed");
+    }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn allowed_requests_are_forwarded_to_the_upstream() {
+    // A stand-in upstream that reports what it received.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(|req: axum::extract::Request| async move {
+        let (parts, body) = req.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        (
+            http::StatusCode::CREATED,
+            [("x-upstream", "yes")],
+            axum::Json(json!({
+                "method": parts.method.as_str(),
+                "uri": parts.uri.to_string(),
+                "body": String::from_utf8_lossy(&body),
+                "key_id": header("x-tollgate-key-id"),
+                "customer_id": header("x-tollgate-customer-id"),
+            })),
+        )
+    });
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let stack = local_stack(Some(upstream)).await;
+    let c = Client::new(stack.url());
+    create_plan(&c, "pro", Some((10, 60)), None).await;
+    let (key_id, key) = create_key(&c, "acme", "pro").await;
+    let r = c.send("PUT", "/proxy/v2/things/1?x=1", &[("x-api-key", &key)], Some(r#"{"a":1}"#)).await;
+    assert_eq!(r.status, 201, "the upstream's status: {:?}", r.body);
+    assert_eq!(r.header("x-upstream"), Some("yes"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("9"));
+    assert_eq!(r.body["method"], "PUT");
+    assert_eq!(r.body["uri"], "/v2/things/1?x=1");
+    assert_eq!(r.body["body"], r#"{"a":1}"#);
+    assert_eq!(r.body["key_id"], key_id.as_str());
+    assert_eq!(r.body["customer_id"], "acme");
+    // Denied requests never reach it.
+    let r = c.send("PUT", "/proxy/v2/things/1", &[], None).await;
+    assert_eq!(r.status, 401);
+    stack.stop().await;
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_management_api_needs_the_admin_token() {
+    let stack = local_stack(None).await;
+    let c = Client::new(stack.url());
+    let r = c.send("POST", "/v1/plans", &[], Some(r#"{"id":"x","name":"X"}"#)).await;
+    assert_eq!((r.status, r.code()), (401, "unauthorized"));
+    let r = c.send("GET", "/v1/plans", &[("authorization", "Bearer wrong")], None).await;
+    assert_eq!((r.status, r.code()), (401, "unauthorized"));
+    // Nothing was created.
+    let r = c.admin("GET", "/v1/plans", None).await;
+    assert_eq!((r.status, r.body["items"].as_array().map(Vec::len)), (200, Some(0)));
+    let r = c.send("GET", "/nowhere", &[], None).await;
+    assert_eq!((r.status, r.code()), (404, "not_found"));
+    stack.stop().await;
+}
