@@ -43,6 +43,10 @@ const MANAGEMENT_ATTEMPTS: usize = 4;
 #[derive(Clone, Debug)]
 pub struct DynamoStore {
     client: Client,
+    /// The same client with the SDK's retries off: decisions retry themselves, guarded by a
+    /// request id, because a blind retry of a counted write could count twice. Built once:
+    /// a per-request config override rebuilds the client's runtime plugins on every call.
+    decision_client: Client,
     table: String,
     decision_budget: Duration,
 }
@@ -84,7 +88,9 @@ impl ClientOptions {
 
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into(), decision_budget: DECISION_BUDGET }
+        let decision_client =
+            Client::from_conf(client.config().to_builder().retry_config(RetryConfig::disabled()).build());
+        Self { client, decision_client, table: table.into(), decision_budget: DECISION_BUDGET }
     }
 
     /// How long one authorization may keep retrying (default 0.9 s).
@@ -511,23 +517,7 @@ impl AuthorizeStore for DynamoStore {
                 },
                 None => count_update(None, hash, now, day, key_id, &request_id),
             };
-            let result = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key(PK, s(key_pk(key_id.as_str())))
-                .key(SK, s(KEY_SK))
-                .update_expression(plan.update)
-                .condition_expression(plan.condition)
-                .set_expression_attribute_names(Some(plan.expr.names))
-                .set_expression_attribute_values(Some(plan.expr.values))
-                .return_values(ReturnValue::AllNew)
-                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-                .customize()
-                // Retries are ours (below), with the request-id guard; the SDK's could count twice.
-                .config_override(aws_sdk_dynamodb::config::Builder::new().retry_config(RetryConfig::disabled()))
-                .send()
-                .await;
+            let result = self.count_request(key_id, plan).send().await;
             match result {
                 Ok(out) => {
                     let item = out.attributes.unwrap_or_default();
@@ -573,6 +563,39 @@ impl AuthorizeStore for DynamoStore {
             }
         }
         Err(last_error.unwrap_or_else(|| StoreError::Unavailable("authorization contention: gave up".into())))
+    }
+}
+
+impl DynamoStore {
+    fn count_request(
+        &self,
+        key_id: &KeyId,
+        plan: CountPlan,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.decision_client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(key_pk(key_id.as_str())))
+            .key(SK, s(KEY_SK))
+            .update_expression(plan.update)
+            .condition_expression(plan.condition)
+            .set_expression_attribute_names(Some(plan.expr.names))
+            .set_expression_attribute_values(Some(plan.expr.values))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+    }
+
+    /// The steady-state counting write of one decision, built but not sent. Benchmarks time
+    /// it alone to split a decision's latency into the database's share and the code's.
+    #[doc(hidden)]
+    pub fn steady_state_count_request(
+        &self,
+        key_id: &KeyId,
+        hash: &KeyHash,
+        now: UnixTime,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        let request_id = format!("{:032x}", rand::random::<u128>());
+        self.count_request(key_id, count_update(None, hash, now, now.day(), key_id, &request_id))
     }
 }
 
