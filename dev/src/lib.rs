@@ -26,6 +26,7 @@ use shared::http_client::HttpClient;
 use shared::store::dynamo::{ClientOptions, DynamoStore, build_client};
 use shared::store::embedded::EmbeddedDynamo;
 use shared::store::{KeyStore, NewKey, PlanStore, StoreError};
+use shared::stripe::api::StripeApi;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,6 +66,8 @@ pub struct Settings {
     pub upstream: Upstream,
     pub fail_mode: FailMode,
     pub past_due_grace_s: u64,
+    /// `STRIPE_API_KEY` and `STRIPE_API_BASE`, for the Checkout claim.
+    pub stripe: Option<(String, SecretString)>,
     pub seed: bool,
 }
 
@@ -130,6 +133,7 @@ impl Settings {
             upstream,
             fail_mode: config.fail_mode,
             past_due_grace_s: config.past_due_grace_s,
+            stripe: config.stripe_api_key.map(|k| (config.stripe_api_base, k)),
             seed: false,
         })
     }
@@ -200,9 +204,14 @@ impl LocalStack {
         let demo = if settings.seed { Some(seed(&store).await?) } else { None };
 
         let http = HttpClient::new(Duration::from_secs(30))?;
+        let mut api = ManagementApi::new(store.clone(), Some(settings.admin_token.clone()));
+        if let Some((base, key)) = &settings.stripe {
+            api =
+                api.with_stripe(StripeApi::new(base, key.clone(), Duration::from_secs(10))?, settings.past_due_grace_s);
+        }
         let app = Arc::new(App {
             gateway: Gateway::new(Authorizer::new(store.clone(), settings.fail_mode), settings.upstream.clone(), http),
-            api: ManagementApi::new(store.clone(), Some(settings.admin_token.clone())),
+            api,
         });
         let router = Router::new()
             .route("/proxy", any(proxy))

@@ -8,4 +8,5 @@ pub mod config;
 pub mod domain;
 pub mod http_client;
 pub mod store;
+pub mod stripe;
 pub mod telemetry;

@@ -127,3 +127,5 @@ impl Client {
         self.send("GET", &format!("/proxy{path}"), &[("x-api-key", key)], None).await
     }
 }
+
+pub mod stripe;

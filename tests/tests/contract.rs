@@ -360,6 +360,18 @@ fn stripe_customer(status: SubscriptionStatus, plan: Option<&str>, created: i64,
 }
 
 #[tokio::test]
+async fn a_customer_stripe_reports_first_is_created() {
+    let db = fresh_db().await;
+    let c = stripe_customer(SubscriptionStatus::Active, None, 100, "evt_first");
+    assert!(db.store.apply_customer(&c, 3600).await.unwrap());
+    let stored = db.store.get_customer(&cid("acme")).await.unwrap().unwrap();
+    assert_eq!(stored.stripe_customer_id.as_deref(), Some("cus_123"));
+    assert_eq!(stored.subscription_status, Some(SubscriptionStatus::Active));
+    assert_eq!(stored.last_event, c.last_event);
+    assert!(db.store.customer_key_ids(&cid("acme")).await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn customer_state_is_order_safe_and_drives_its_keys() {
     let db = fresh_db().await;
     db.store.create_plan(&plan("basic", Some((1, 60)), None)).await.unwrap();

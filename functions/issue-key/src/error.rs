@@ -33,6 +33,8 @@ pub enum ApiError {
     Unavailable(#[source] StoreError),
     #[error("the payment provider is unavailable: {0}")]
     Upstream(String),
+    #[error("{0}")]
+    NotConfigured(&'static str),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -53,6 +55,7 @@ impl ApiError {
             Self::InvalidJson(_) | Self::BodyTooLarge(_) => 400,
             Self::Invalid(_) => 422,
             Self::Internal(_) => 500,
+            Self::NotConfigured(_) => 501,
             Self::Upstream(_) => 502,
             Self::Unavailable(_) => 503,
         }
@@ -71,6 +74,7 @@ impl ApiError {
             Self::BodyTooLarge(_) => "body_too_large",
             Self::Invalid(_) => "invalid_field",
             Self::Internal(_) => "internal_error",
+            Self::NotConfigured(_) => "not_configured",
             Self::Upstream(_) => "upstream_error",
             Self::Unavailable(_) => "unavailable",
         }

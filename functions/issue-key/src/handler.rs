@@ -12,19 +12,20 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use shared::authorize::bearer_token;
-use shared::domain::customers::CustomerId;
+use shared::domain::customers::{Customer, CustomerId, EventStamp};
 use shared::domain::decision::KeyState;
 use shared::domain::key_records::{
     KeyRecord, KeyStatus, MAX_GRACE_S, validate_metadata, validate_name, validate_overrides, validate_scopes,
 };
 use shared::domain::keys::{ApiKey, KeyEnv, KeyId};
 use shared::domain::limits::{period_end, window_end};
-use shared::domain::plans::{Plan, PlanId, ValidationError};
+use shared::domain::plans::{Plan, PlanId, ValidationError, is_stripe_id};
 use shared::domain::time::UnixTime;
 use shared::domain::usage::HISTORY_DAYS;
 use shared::store::{
     Claim, CustomerStore, IdempotencyStore, KeyFilter, KeyPatch, KeyStore, NewKey, PlanStore, UsageStore,
 };
+use shared::stripe::api::{CheckoutSession, StripeApi, StripeError};
 use subtle::ConstantTimeEq;
 
 /// Everything the management API's storage must do.
@@ -49,11 +50,16 @@ pub const DEFAULT_PAGE: usize = 50;
 pub const MAX_PAGE: usize = 100;
 /// How long a create with an `Idempotency-Key` is remembered.
 const IDEMPOTENCY_TTL_S: i64 = 86_400;
+/// Checkout claims are remembered for ten years: a session can be claimed once, ever.
+const CLAIM_RECORD_TTL_S: i64 = 10 * 365 * 86_400;
 /// How long one attempt holds an idempotency claim before a retry may take over.
 const IDEMPOTENCY_LEASE_S: u64 = 30;
 
 pub struct ManagementApi<S> {
     store: S,
+    /// For the Checkout claim; without it `GET /v1/claim` answers 501.
+    stripe: Option<StripeApi>,
+    past_due_grace_s: u64,
     /// When set, every route but the public claim needs `Authorization: Bearer <token>`. In AWS
     /// it is unset and API Gateway's IAM authorization guards the routes instead.
     admin_token: Option<SecretString>,
@@ -74,7 +80,14 @@ fn ok(status: StatusCode, body: serde_json::Value) -> Reply {
 
 impl<S: ManagementStore> ManagementApi<S> {
     pub fn new(store: S, admin_token: Option<SecretString>) -> Self {
-        Self { store, admin_token }
+        Self { store, admin_token, stripe: None, past_due_grace_s: shared::config::DEFAULT_PAST_DUE_GRACE_S }
+    }
+
+    /// Enables the Checkout claim.
+    pub fn with_stripe(mut self, stripe: StripeApi, past_due_grace_s: u64) -> Self {
+        self.stripe = Some(stripe);
+        self.past_due_grace_s = past_due_grace_s;
+        self
     }
 
     pub fn store(&self) -> &S {
@@ -151,6 +164,10 @@ impl<S: ManagementStore> ManagementApi<S> {
             },
             ["v1", "keys", id, "usage"] => match *m {
                 Method::GET => self.key_usage(id, &req.query, now).await,
+                _ => Err(ApiError::MethodNotAllowed("GET")),
+            },
+            ["v1", "claim"] => match *m {
+                Method::GET => self.claim(&req.query, now).await,
                 _ => Err(ApiError::MethodNotAllowed("GET")),
             },
             ["v1", "customers", id] => match *m {
@@ -302,7 +319,7 @@ impl<S: ManagementStore> ManagementApi<S> {
             })
             .await?;
         tracing::info!(key_id = %record.key_id, customer_id = %record.customer_id, "key created");
-        ok(StatusCode::CREATED, issued(&key, &record, now))
+        ok(StatusCode::CREATED, issued_json(&key, &record, now))
     }
 
     async fn list_keys(&self, query: &str, now: UnixTime) -> Reply {
@@ -407,7 +424,7 @@ impl<S: ManagementStore> ManagementApi<S> {
         let record =
             self.store.rotate_key(&current.key_id, key.hash(), key.display(), now.plus(grace_s as i64), now).await?;
         tracing::info!(key_id = %record.key_id, grace_s, "key rotated");
-        ok(StatusCode::OK, issued(&key, &record, now))
+        ok(StatusCode::OK, issued_json(&key, &record, now))
     }
 
     async fn revoke_key(&self, id: &str, req: &ApiRequest, now: UnixTime) -> Reply {
@@ -438,6 +455,133 @@ impl<S: ManagementStore> ManagementApi<S> {
         body["history"] =
             history.iter().map(|d| json!({ "day": d.day.iso(), "allowed": d.allowed, "denied": d.denied })).collect();
         ok(StatusCode::OK, body)
+    }
+
+    // ---- the Checkout claim ----
+
+    /// Hands a paying customer their first key, exactly once per Checkout session. Public: the
+    /// session id (from Stripe's success URL) is the credential, and Stripe confirms it.
+    async fn claim(&self, query: &str, now: UnixTime) -> Reply {
+        let mut session_id = None;
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            match name.as_ref() {
+                "session_id" => session_id = Some(value.into_owned()),
+                other => return Err(ApiError::invalid(other, "unknown query parameter")),
+            }
+        }
+        let session_id = session_id.ok_or_else(|| ApiError::invalid("session_id", "required"))?;
+        if !is_stripe_id(&session_id, "cs_") {
+            return Err(ApiError::invalid("session_id", "must be a Checkout session id (cs_...)"));
+        }
+        let stripe = self
+            .stripe
+            .as_ref()
+            .ok_or(ApiError::NotConfigured("The claim flow needs STRIPE_API_KEY; this deployment has none."))?;
+        let session = stripe.checkout_session(&session_id).await.map_err(|e| match e {
+            StripeError::NotFound => ApiError::NotFound("checkout session"),
+            e => ApiError::Upstream(e.to_string()),
+        })?;
+        if !session.is_paid() {
+            return Err(ApiError::PaymentRequired(format!(
+                "The Checkout session is not complete and paid (status {}, payment {}).",
+                session.status.as_deref().unwrap_or("unknown"),
+                session.payment_status.as_deref().unwrap_or("unknown")
+            )));
+        }
+        let stripe_customer = session
+            .customer
+            .as_ref()
+            .map(|c| c.id().to_owned())
+            .ok_or_else(|| ApiError::Conflict("The Checkout session has no Stripe customer.".into()))?;
+        let customer_id = CustomerId::for_checkout(session.client_reference_id.as_deref(), &stripe_customer)?;
+
+        let owner = uuid::Uuid::new_v4().to_string();
+        let expires = now.plus(CLAIM_RECORD_TTL_S);
+        match self
+            .store
+            .claim("checkout-claim", &session_id, &owner, &session_id, IDEMPOTENCY_LEASE_S, expires, now)
+            .await?
+        {
+            Claim::Fresh => {}
+            Claim::InProgress { .. } => {
+                return Err(ApiError::Conflict("This session is being claimed right now; retry in a moment.".into()));
+            }
+            Claim::Done { result, .. } => {
+                let key_id = KeyId::parse(&result).map_err(|e| ApiError::Internal(Box::new(e)))?;
+                let key = self.store.get_key(&key_id).await?.ok_or(ApiError::NotFound("key"))?;
+                return Err(ApiError::AlreadyClaimed {
+                    message: "This Checkout session's key was already issued; it is shown only once.".into(),
+                    key_id: key.key_id.as_str().to_owned(),
+                    display: key.display,
+                });
+            }
+        }
+        let issued = self.issue_claimed_key(&session, &session_id, customer_id, stripe_customer, now).await;
+        match issued {
+            Ok((key, record)) => {
+                if let Err(e) =
+                    self.store.finish("checkout-claim", &session_id, &owner, record.key_id.as_str(), expires).await
+                {
+                    tracing::error!(error = %e, key_id = %record.key_id, "could not record the claim");
+                }
+                tracing::info!(key_id = %record.key_id, customer_id = %record.customer_id, "checkout claimed");
+                ok(StatusCode::CREATED, issued_json(&key, &record, now))
+            }
+            Err(e) => {
+                if let Err(release) = self.store.release("checkout-claim", &session_id, &owner).await {
+                    tracing::warn!(error = %release, "could not release the claim");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn issue_claimed_key(
+        &self,
+        session: &CheckoutSession,
+        session_id: &str,
+        customer_id: CustomerId,
+        stripe_customer: String,
+        now: UnixTime,
+    ) -> Result<(ApiKey, KeyRecord), ApiError> {
+        // Record the Stripe ids unless the webhook already did. The stamp sorts before every
+        // real Stripe event, so this never overwrites state a webhook applied.
+        let stored = self.store.get_customer(&customer_id).await?;
+        if stored.as_ref().is_none_or(|c| c.last_event.is_none()) {
+            let mut customer = stored.unwrap_or_else(|| Customer::new(customer_id.clone(), now));
+            customer.stripe_customer_id.get_or_insert(stripe_customer);
+            if let Some(sub) = &session.subscription {
+                customer.stripe_subscription_id.get_or_insert_with(|| sub.id().to_owned());
+            }
+            customer.last_event = Some(EventStamp { created: 0, event_id: format!("claim:{session_id}") });
+            customer.updated_at = now;
+            self.store.apply_customer(&customer, self.past_due_grace_s).await?;
+        }
+        let env = if session_id.starts_with("cs_live_") || session.livemode == Some(true) {
+            KeyEnv::Live
+        } else {
+            KeyEnv::Test
+        };
+        let key = ApiKey::generate(env).map_err(|e| ApiError::Internal(Box::new(e)))?;
+        let record = self
+            .store
+            .create_key(NewKey {
+                key_id: KeyId::generate(now.secs().max(0) as u64 * 1000),
+                customer_id,
+                // Follows the customer's plan, which the subscription's price decides.
+                plan_id: None,
+                name: Some("Stripe Checkout".into()),
+                env,
+                hash: key.hash(),
+                display: key.display(),
+                expires_at: None,
+                scopes: vec![],
+                metadata: [("checkout_session".to_owned(), session_id.to_owned())].into_iter().collect(),
+                overrides: Default::default(),
+                now,
+            })
+            .await?;
+        Ok((key, record))
     }
 
     // ---- customers ----
@@ -497,7 +641,7 @@ fn parse_future_time(s: &str, field: &str, now: UnixTime) -> Result<UnixTime, Ap
     Ok(t)
 }
 
-fn issued(key: &ApiKey, record: &KeyRecord, now: UnixTime) -> serde_json::Value {
+fn issued_json(key: &ApiKey, record: &KeyRecord, now: UnixTime) -> serde_json::Value {
     to_json(&IssuedKeyView { key: key.expose_secret(), record: KeyView::new(record, now) })
 }
 

@@ -6,6 +6,8 @@ use lambda_http::{Body, Request, RequestExt, service_fn};
 use shared::config::Config;
 use shared::domain::time::UnixTime;
 use shared::store::dynamo::DynamoStore;
+use shared::stripe::api::StripeApi;
+use std::time::Duration;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -15,7 +17,12 @@ async fn main() -> Result<(), lambda_http::Error> {
     if let Err(e) = store.warm().await {
         tracing::warn!(error = %e, "could not warm the DynamoDB connection");
     }
-    let api = ManagementApi::new(store, config.admin_token.clone());
+    let mut api = ManagementApi::new(store, config.admin_token.clone());
+    // Optional: without a Stripe key the management API works and the claim answers 501.
+    if let Some(key) = &config.stripe_api_key {
+        let stripe = StripeApi::new(&config.stripe_api_base, key.clone(), Duration::from_secs(10))?;
+        api = api.with_stripe(stripe, config.past_due_grace_s);
+    }
     let api = &api;
     lambda_http::run(service_fn(move |req: Request| async move {
         let request_id = req.lambda_context_ref().map(|c| c.request_id.clone()).unwrap_or_default();

@@ -367,8 +367,8 @@ impl DynamoStore {
             .key(SK, s(KEY_SK))
             .update_expression(update)
             .condition_expression(cond)
-            .set_expression_attribute_names(Some(e.names))
-            .set_expression_attribute_values(Some(e.values))
+            .set_expression_attribute_names((!e.names.is_empty()).then_some(e.names))
+            .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
             .build()
             .map_err(|e| StoreError::Backend(e.into()))?;
         Ok(TransactWriteItem::builder().update(u).build())
@@ -391,8 +391,8 @@ impl DynamoStore {
             .key(SK, s(PLAN_SK))
             .update_expression(update)
             .condition_expression(cond)
-            .set_expression_attribute_names(Some(e.names))
-            .set_expression_attribute_values(Some(e.values))
+            .set_expression_attribute_names((!e.names.is_empty()).then_some(e.names))
+            .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
             .build()
             .map_err(|e| StoreError::Backend(e.into()))?;
         Ok(TransactWriteItem::builder().update(u).build())
@@ -419,8 +419,8 @@ impl DynamoStore {
             .key(SK, s(KEY_SK))
             .update_expression(update)
             .condition_expression(cond)
-            .set_expression_attribute_names(Some(e.names))
-            .set_expression_attribute_values(Some(e.values))
+            .set_expression_attribute_names((!e.names.is_empty()).then_some(e.names))
+            .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
             .send()
             .await;
         if let Err(err) = res {
@@ -776,7 +776,9 @@ impl KeyStore for DynamoStore {
                 .limit(i32::try_from(limit + 1).unwrap_or(101));
             let out = {
                 // GSI2 holds keys only: its results are fetched by id below.
-                q = q.set_expression_attribute_names(Some(e.names)).set_expression_attribute_values(Some(e.values));
+                q = q
+                    .set_expression_attribute_names((!e.names.is_empty()).then_some(e.names))
+                    .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values));
                 q.send().await.map_err(sdk_err)?
             };
             let last_key = out.last_evaluated_key;
@@ -983,8 +985,8 @@ impl PlanStore for DynamoStore {
             .key(SK, s(PLAN_SK))
             .update_expression(update)
             .condition_expression(cond)
-            .set_expression_attribute_names(Some(e.names))
-            .set_expression_attribute_values(Some(e.values))
+            .set_expression_attribute_names((!e.names.is_empty()).then_some(e.names))
+            .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
             .send()
             .await;
         match res {
@@ -1128,8 +1130,8 @@ impl CustomerStore for DynamoStore {
                 .table_name(&self.table)
                 .set_item(Some(item))
                 .condition_expression(cond)
-                .set_expression_attribute_names(Some(e.names))
-                .set_expression_attribute_values(Some(e.values))
+                .set_expression_attribute_names((!e.names.is_empty()).then_some(e.names))
+                .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
                 .send()
                 .await;
             match res {

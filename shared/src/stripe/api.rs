@@ -1,0 +1,106 @@
+//! A minimal client for the Stripe API endpoints Tollgate calls, over [`HttpClient`].
+//! `STRIPE_API_BASE` points it at Stripe, or at a local stand-in in tests.
+
+use crate::http_client::{HttpClient, HttpError};
+use bytes::Bytes;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// The fields of a Checkout Session the claim flow reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckoutSession {
+    pub id: String,
+    /// `open`, `complete` or `expired`.
+    pub status: Option<String>,
+    /// `paid`, `unpaid` or `no_payment_required` (e.g. a trial).
+    pub payment_status: Option<String>,
+    /// `payment`, `setup` or `subscription`.
+    pub mode: Option<String>,
+    pub customer: Option<Expandable>,
+    pub subscription: Option<Expandable>,
+    pub client_reference_id: Option<String>,
+    pub livemode: Option<bool>,
+}
+
+/// An id, or the object itself when the request expanded it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Expandable {
+    Id(String),
+    Object { id: String },
+}
+
+impl Expandable {
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Id(id) | Self::Object { id } => id,
+        }
+    }
+}
+
+impl CheckoutSession {
+    /// Complete, and paid (or needing no payment, as with a trial).
+    pub fn is_paid(&self) -> bool {
+        self.status.as_deref() == Some("complete")
+            && matches!(self.payment_status.as_deref(), Some("paid" | "no_payment_required"))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StripeError {
+    #[error("Stripe has no such object")]
+    NotFound,
+    /// 429 or 5xx or no answer: worth retrying later.
+    #[error("Stripe is unavailable: {0}")]
+    Unavailable(String),
+    /// Any other 4xx: our request or credentials are wrong; retrying will not help.
+    #[error("Stripe rejected the request ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    #[error("unexpected answer from Stripe: {0}")]
+    BadResponse(String),
+}
+
+impl From<HttpError> for StripeError {
+    fn from(e: HttpError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+#[derive(Clone)]
+pub struct StripeApi {
+    http: HttpClient,
+    base: String,
+    api_key: SecretString,
+}
+
+impl StripeApi {
+    pub fn new(base: &str, api_key: SecretString, timeout: Duration) -> Result<Self, HttpError> {
+        Ok(Self { http: HttpClient::new(timeout)?, base: base.trim_end_matches('/').to_owned(), api_key })
+    }
+
+    /// `GET /v1/checkout/sessions/{id}`. `id` must already be validated (`cs_...`): it goes
+    /// into the path as is.
+    pub async fn checkout_session(&self, id: &str) -> Result<CheckoutSession, StripeError> {
+        let req = http::Request::get(format!("{}/v1/checkout/sessions/{id}", self.base))
+            .header(http::header::AUTHORIZATION, format!("Bearer {}", self.api_key.expose_secret()))
+            .body(Bytes::new())
+            .map_err(|e| StripeError::BadResponse(e.to_string()))?;
+        let resp = self.http.send(req).await?;
+        let status = resp.status().as_u16();
+        match status {
+            200 => serde_json::from_slice(resp.body()).map_err(|e| StripeError::BadResponse(e.to_string())),
+            404 => Err(StripeError::NotFound),
+            429 | 500..=599 => Err(StripeError::Unavailable(format!("HTTP {status}"))),
+            _ => Err(StripeError::Rejected { status, message: error_message(resp.body()) }),
+        }
+    }
+}
+
+/// Stripe's `{"error": {"message": ...}}`, or a placeholder.
+pub fn error_message(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "no error message".to_owned())
+}

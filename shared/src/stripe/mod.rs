@@ -1,0 +1,4 @@
+//! Stripe: the API client (Checkout sessions for the claim flow; meter events arrive with the
+//! rollup). Webhook signatures and event shapes arrive with the webhook.
+
+pub mod api;
