@@ -119,7 +119,9 @@ impl Client {
     pub async fn admin(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Reply {
         let auth = format!("Bearer {ADMIN_TOKEN}");
         let body = body.map(|b| b.to_string());
-        self.send(method, path, &[("authorization", &auth)], body.as_deref()).await
+        let reply = self.send(method, path, &[("authorization", &auth)], body.as_deref()).await;
+        openapi::check(method, path.split('?').next().unwrap_or(path), reply.status, &reply.body);
+        reply
     }
 
     /// A call through the gateway with `key` in `x-api-key`.
@@ -128,4 +130,5 @@ impl Client {
     }
 }
 
+pub mod openapi;
 pub mod stripe;

@@ -40,7 +40,9 @@ async fn claim(api: &ManagementApi<DynamoStore>, query: &str) -> (u16, Value) {
         request_id: "req-claim".into(),
     };
     let resp = api.handle(req, NOW).await;
-    (resp.status().as_u16(), serde_json::from_str(resp.body()).unwrap())
+    let (status, body) = (resp.status().as_u16(), serde_json::from_str(resp.body()).unwrap());
+    tollgate_tests::openapi::check("GET", "/v1/claim", status, &body);
+    (status, body)
 }
 
 #[tokio::test]

@@ -46,6 +46,7 @@ impl Api {
             headers.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let method_name = method.to_string();
         let req = ApiRequest {
             method,
             path: path.into(),
@@ -59,6 +60,7 @@ impl Api {
         let headers = resp.headers().clone();
         let text = resp.into_body();
         let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() };
+        tollgate_tests::openapi::check(&method_name, path, status, &body);
         if status >= 400 {
             assert_eq!(body["request_id"], "req-test", "every error carries the request id");
             assert!(body["error"]["message"].is_string());

@@ -18,8 +18,6 @@ pub enum ApiError {
     InvalidJson(String),
     #[error("the body is larger than {0} bytes")]
     BodyTooLarge(usize),
-    #[error("{0}")]
-    UnsupportedMediaType(String),
     /// A field (or query parameter) with the wrong type, an unknown name, or an out-of-range value.
     #[error("{}: {}", .0.field, .0.message)]
     Invalid(ValidationError),
@@ -51,7 +49,6 @@ impl ApiError {
             Self::NotFound(_) | Self::NoRoute => 404,
             Self::MethodNotAllowed(_) => 405,
             Self::Conflict(_) | Self::AlreadyClaimed { .. } => 409,
-            Self::UnsupportedMediaType(_) => 415,
             Self::InvalidJson(_) | Self::BodyTooLarge(_) => 400,
             Self::Invalid(_) => 422,
             Self::Internal(_) => 500,
@@ -69,7 +66,6 @@ impl ApiError {
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Conflict(_) => "conflict",
             Self::AlreadyClaimed { .. } => "already_claimed",
-            Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::InvalidJson(_) => "invalid_json",
             Self::BodyTooLarge(_) => "body_too_large",
             Self::Invalid(_) => "invalid_field",
