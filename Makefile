@@ -7,10 +7,10 @@ SHELL := bash
 NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
 ifeq ($(NEXTEST),yes)
 TEST_ALL := cargo nextest run --workspace --no-fail-fast
-TEST_CONTRACT := cargo nextest run -p tollgate-tests --test contract --test authorizer --test local_stack --test management --no-fail-fast
+TEST_CONTRACT := cargo nextest run -p tollgate-tests --test contract --test authorizer --test local_stack --test management --test webhook --no-fail-fast
 else
 TEST_ALL := cargo test --workspace --no-fail-fast
-TEST_CONTRACT := cargo test -p tollgate-tests --test contract --test authorizer --test local_stack --test management --no-fail-fast
+TEST_CONTRACT := cargo test -p tollgate-tests --test contract --test authorizer --test local_stack --test management --test webhook --no-fail-fast
 endif
 
 .PHONY: help test lint test-dynoxide test-moto dev build deploy bench

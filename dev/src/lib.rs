@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use bytes::Bytes;
 use gateway::{Gateway, ProxyRequest, Upstream};
 use issue_key::error::ApiError;
@@ -16,7 +16,7 @@ use issue_key::handler::{ApiRequest, ManagementApi};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use shared::authorize::Authorizer;
-use shared::config::{Config, ConfigError, FailMode};
+use shared::config::{Config, ConfigError, FailMode, Secrets};
 use shared::domain::customers::CustomerId;
 use shared::domain::key_records::LimitOverrides;
 use shared::domain::keys::{ApiKey, KeyEnv, KeyId};
@@ -31,6 +31,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use stripe_webhook::handler::Webhook;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -63,6 +64,9 @@ pub struct Settings {
     /// Generated for this run when not configured.
     pub admin_token_generated: bool,
     pub webhook_secret: SecretString,
+    /// Every configured webhook secret (rotation); the generated one when none is.
+    pub webhook_secrets: Secrets,
+    pub webhook_tolerance_s: i64,
     pub upstream: Upstream,
     pub fail_mode: FailMode,
     pub past_due_grace_s: u64,
@@ -123,9 +127,16 @@ impl Settings {
             .next()
             .map(|s| SecretString::from(s.to_owned()))
             .unwrap_or_else(|| SecretString::from(format!("whsec_{}", random_token())));
+        let webhook_secrets = if config.stripe_webhook_secrets.is_empty() {
+            Secrets::parse(webhook_secret.expose_secret())
+        } else {
+            config.stripe_webhook_secrets.clone()
+        };
         Ok(Self {
             addr,
             storage,
+            webhook_secrets,
+            webhook_tolerance_s: config.stripe_webhook_tolerance_s,
             table: config.table,
             admin_token,
             admin_token_generated,
@@ -177,6 +188,7 @@ pub struct LocalStack {
 struct App {
     gateway: Gateway<DynamoStore>,
     api: ManagementApi<DynamoStore>,
+    webhook: Webhook<DynamoStore>,
 }
 
 impl LocalStack {
@@ -212,12 +224,19 @@ impl LocalStack {
         let app = Arc::new(App {
             gateway: Gateway::new(Authorizer::new(store.clone(), settings.fail_mode), settings.upstream.clone(), http),
             api,
+            webhook: Webhook::new(
+                store.clone(),
+                settings.webhook_secrets.clone(),
+                settings.webhook_tolerance_s,
+                settings.past_due_grace_s,
+            ),
         });
         let router = Router::new()
             .route("/proxy", any(proxy))
             .route("/proxy/{*path}", any(proxy))
             .route("/v1", any(manage))
             .route("/v1/{*path}", any(manage))
+            .route("/stripe/webhook", post(stripe_webhook))
             .route("/health", get(|| async { "ok" }))
             .fallback(not_found)
             .with_state(app);
@@ -360,8 +379,19 @@ async fn manage(State(app): State<Arc<App>>, req: Request) -> Response {
     app.api.handle(req, UnixTime::now()).await.map(Body::from).into_response()
 }
 
+async fn stripe_webhook(State(app): State<Arc<App>>, req: Request) -> Response {
+    let request_id = request_id();
+    let (parts, body) = req.into_parts();
+    // One byte over the handler's limit, so it answers 413 itself.
+    let Ok(body) = axum::body::to_bytes(body, stripe_webhook::handler::MAX_BODY_BYTES + 1).await else {
+        let msg = "The request body is too large.";
+        return into_axum(gateway::error_response(413, "body_too_large", msg, &request_id));
+    };
+    app.webhook.handle(&parts.headers, &body, &request_id, UnixTime::now()).await.map(Body::from).into_response()
+}
+
 async fn not_found() -> Response {
-    let msg = "No such route: the local stack serves /proxy/..., /v1/... and /health.";
+    let msg = "No such route: the local stack serves /proxy/..., /v1/..., /stripe/webhook and /health.";
     into_axum(gateway::error_response(404, "not_found", msg, &request_id()))
 }
 

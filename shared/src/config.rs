@@ -63,6 +63,8 @@ pub struct Config {
     pub past_due_grace_s: u64,
     /// `STRIPE_WEBHOOK_SECRET`, comma-separated.
     pub stripe_webhook_secrets: Secrets,
+    /// `STRIPE_WEBHOOK_TOLERANCE_S`: how old (or new) a signed timestamp may be.
+    pub stripe_webhook_tolerance_s: i64,
     /// `STRIPE_API_KEY`
     pub stripe_api_key: Option<SecretString>,
     /// `STRIPE_API_BASE`
@@ -106,6 +108,13 @@ impl Config {
                 reason: "expected a whole number of seconds".into(),
             })?,
         };
+        let stripe_webhook_tolerance_s = match get("STRIPE_WEBHOOK_TOLERANCE_S") {
+            None => crate::stripe::signature::DEFAULT_TOLERANCE_S,
+            Some(v) => v.trim().parse().ok().filter(|t: &i64| *t > 0).ok_or(ConfigError::Invalid {
+                name: "STRIPE_WEBHOOK_TOLERANCE_S",
+                reason: "expected a positive whole number of seconds".into(),
+            })?,
+        };
         let stripe_api_base = get("STRIPE_API_BASE")
             .map(|s| s.trim_end_matches('/').to_owned())
             .unwrap_or_else(|| DEFAULT_STRIPE_API_BASE.to_owned());
@@ -115,6 +124,7 @@ impl Config {
             fail_mode,
             past_due_grace_s,
             stripe_webhook_secrets: get("STRIPE_WEBHOOK_SECRET").map(|s| Secrets::parse(&s)).unwrap_or_default(),
+            stripe_webhook_tolerance_s,
             stripe_api_key: get("STRIPE_API_KEY").map(SecretString::from),
             stripe_api_base,
             admin_token: get("TOLLGATE_ADMIN_TOKEN").map(SecretString::from),

@@ -238,3 +238,27 @@ async fn the_management_api_needs_the_admin_token() {
     assert_eq!((r.status, r.code()), (404, "not_found"));
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_signed_stripe_event_reaches_the_next_request() {
+    use secrecy::ExposeSecret;
+    let stack = local_stack(None).await;
+    let c = Client::new(stack.url());
+    create_plan(&c, "pro", Some((100, 60)), None).await;
+    let (_, key) = create_key(&c, "cus_RTollgateDemo", "pro").await;
+    assert_eq!(c.proxy("/x", &key).await.status, 200);
+
+    let path = format!("{}/../events/stripe-customer-subscription-deleted.json", env!("CARGO_MANIFEST_DIR"));
+    let body = std::fs::read(path).unwrap();
+    let secret = stack.settings.webhook_secret.expose_secret().to_owned();
+    let sig = shared::stripe::signature::sign(&body, &secret, UnixTime::now().secs());
+    let body = String::from_utf8(body).unwrap();
+    let r = c.send("POST", "/stripe/webhook", &[("stripe-signature", &sig)], Some(&body)).await;
+    assert_eq!((r.status, &r.body["outcome"]), (200, &json!("applied")), "{:?}", r.body);
+    let r = c.proxy("/x", &key).await;
+    assert_eq!((r.status, r.code()), (402, "subscription_inactive"));
+
+    let r = c.send("POST", "/stripe/webhook", &[("stripe-signature", "t=1,v1=00")], Some(&body)).await;
+    assert_eq!(r.status, 400);
+    stack.stop().await;
+}

@@ -1147,11 +1147,30 @@ impl CustomerStore for DynamoStore {
         let Some(applied) = applied else {
             return Err(StoreError::Conflict("the customer changed concurrently; try again".into()));
         };
+        if let Some(stripe_id) = &customer.stripe_customer_id {
+            // Idempotent, so a redelivery that finds the customer written still repairs it.
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item(PK, s(stripe_customer_pk(stripe_id)))
+                .item(SK, s(STRIPE_CUSTOMER_SK))
+                .item("customer_id", s(customer.customer_id.as_str()))
+                .send()
+                .await
+                .map_err(sdk_err)?;
+        }
         let now = UnixTime::now();
         for key_id in self.customer_key_ids(&customer.customer_id).await? {
             self.refresh_key(&key_id, now).await?;
         }
         Ok(applied)
+    }
+
+    async fn customer_for_stripe(&self, stripe_customer_id: &str) -> StoreResult<Option<CustomerId>> {
+        let Some(item) = self.get(stripe_customer_pk(stripe_customer_id), STRIPE_CUSTOMER_SK).await? else {
+            return Ok(None);
+        };
+        CustomerId::parse(req_s(&item, "customer_id")?).map(Some).map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 
     async fn customer_key_ids(&self, id: &CustomerId) -> StoreResult<Vec<KeyId>> {

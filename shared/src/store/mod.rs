@@ -141,6 +141,11 @@ pub trait CustomerStore: Send + Sync {
         past_due_grace_s: u64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
     fn customer_key_ids(&self, id: &CustomerId) -> impl Future<Output = StoreResult<Vec<KeyId>>> + Send;
+    /// The customer a Stripe customer id was last recorded for (by `apply_customer`).
+    fn customer_for_stripe(
+        &self,
+        stripe_customer_id: &str,
+    ) -> impl Future<Output = StoreResult<Option<CustomerId>>> + Send;
 }
 
 pub trait AuthorizeStore: Send + Sync {

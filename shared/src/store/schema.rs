@@ -74,6 +74,12 @@ pub fn customer_pk(customer_id: &str) -> String {
     format!("CUST#{customer_id}")
 }
 pub const CUSTOMER_SK: &str = "CUST";
+
+/// Which customer a Stripe customer id belongs to (webhook events name only Stripe's id).
+pub fn stripe_customer_pk(stripe_customer_id: &str) -> String {
+    format!("STRIPECUS#{stripe_customer_id}")
+}
+pub const STRIPE_CUSTOMER_SK: &str = "STRIPECUS";
 pub fn idempotency_pk(scope: &str, id: &str) -> String {
     format!("IDEM#{scope}#{id}")
 }

@@ -2,3 +2,5 @@
 //! rollup). Webhook signatures and event shapes arrive with the webhook.
 
 pub mod api;
+pub mod events;
+pub mod signature;
