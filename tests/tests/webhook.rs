@@ -290,3 +290,38 @@ async fn subscription_events_before_the_checkout_are_carried_over() {
     assert_eq!(f.post(&fixture("customer-subscription-deleted")).await, "applied");
     assert_eq!(f.decide(NOW).await, Err("subscription_inactive"));
 }
+
+/// The README's "subscription status → access" table, row by row.
+#[tokio::test]
+async fn every_subscription_status_has_the_access_the_readme_promises() {
+    let f = setup().await;
+    f.post(&fixture("checkout-session-completed")).await;
+    let table = [
+        ("active", Ok(())),
+        ("trialing", Ok(())),
+        ("past_due", Ok(())), // within TOLLGATE_PAST_DUE_GRACE_S
+        ("unpaid", Err("subscription_inactive")),
+        ("canceled", Err("subscription_inactive")),
+        ("incomplete", Err("subscription_inactive")),
+        ("incomplete_expired", Err("subscription_inactive")),
+        ("paused", Err("subscription_inactive")),
+    ];
+    assert_eq!(table.len(), SubscriptionStatus::ALL.len());
+    for (i, (status, access)) in table.into_iter().enumerate() {
+        let mut e = fixture("customer-subscription-updated");
+        e["id"] = format!("evt_status_{i}").into();
+        e["created"] = (1_795_428_400 + i as i64).into();
+        e["data"]["object"]["status"] = status.into();
+        e["data"]["object"]["items"]["data"][0]["price"]["id"] = "price_1QProMonthly".into();
+        assert_eq!(f.post(&e).await, "applied", "{status}");
+        assert_eq!(f.decide(NOW.plus(i as i64 * 60)).await, access, "{status}");
+    }
+    // past_due after the grace.
+    let mut e = fixture("customer-subscription-updated");
+    e["id"] = "evt_status_pd".into();
+    e["created"] = 1_795_428_500.into();
+    e["data"]["object"]["status"] = "past_due".into();
+    f.post(&e).await;
+    assert_eq!(f.decide(UnixTime(1_795_428_500 + GRACE_S as i64 - 1)).await, Ok(()));
+    assert_eq!(f.decide(UnixTime(1_795_428_500 + GRACE_S as i64 + 1)).await, Err("subscription_inactive"));
+}
