@@ -16,8 +16,8 @@ use shared::authorize::Authorizer;
 use shared::config::FailMode;
 use shared::domain::customers::{CustomerAccess, CustomerId, SubscriptionStatus};
 use shared::domain::decision::{Counters, Decision, KeyState};
-use shared::domain::key_records::{KeyStatus, LimitOverrides};
-use shared::domain::keys::{ApiKey, KeyEnv, KeyHash, KeyId};
+use shared::domain::key_records::KeyStatus;
+use shared::domain::keys::{ApiKey, KeyHash, KeyId};
 use shared::domain::plans::{Plan, PlanId, Quota, RateLimit};
 use shared::domain::time::UnixTime;
 use shared::store::dynamo::{ClientOptions, DynamoStore, build_client};
@@ -190,23 +190,7 @@ async fn setup() -> (EmbeddedDynamo, DynamoStore, RequestCounter) {
     };
     store.create_plan(&plan).await.unwrap();
     let key = ApiKey::parse(FIXTURE_KEY).unwrap();
-    store
-        .create_key(NewKey {
-            key_id: KeyId::generate(now.secs() as u64 * 1000),
-            customer_id: CustomerId::parse("bench").unwrap(),
-            plan_id: Some(plan.id),
-            name: None,
-            env: KeyEnv::Test,
-            hash: key.hash(),
-            display: key.display(),
-            expires_at: None,
-            scopes: vec![],
-            metadata: Default::default(),
-            overrides: LimitOverrides::default(),
-            now,
-        })
-        .await
-        .unwrap();
+    store.create_key(NewKey::new(&key, CustomerId::parse("bench").unwrap(), Some(plan.id), now)).await.unwrap();
     (db, store, counter)
 }
 

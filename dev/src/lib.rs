@@ -18,8 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use shared::authorize::Authorizer;
 use shared::config::{Config, ConfigError, FailMode, Secrets};
 use shared::domain::customers::CustomerId;
-use shared::domain::key_records::LimitOverrides;
-use shared::domain::keys::{ApiKey, KeyEnv, KeyId};
+use shared::domain::keys::{ApiKey, KeyEnv};
 use shared::domain::plans::{Period, Plan, PlanId, Quota, RateLimit};
 use shared::domain::time::UnixTime;
 use shared::http_client::HttpClient;
@@ -317,18 +316,13 @@ async fn seed(store: &DynamoStore) -> Result<Demo, StoreError> {
     let key = ApiKey::generate(KeyEnv::Test).map_err(|e| StoreError::Backend(Box::new(e)))?;
     let record = store
         .create_key(NewKey {
-            key_id: KeyId::generate(now.secs() as u64 * 1000),
-            customer_id: CustomerId::parse("demo-customer").map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            plan_id: Some(plan_id),
             name: Some("Demo key".into()),
-            env: KeyEnv::Test,
-            hash: key.hash(),
-            display: key.display(),
-            expires_at: None,
-            scopes: vec![],
-            metadata: Default::default(),
-            overrides: LimitOverrides::default(),
-            now,
+            ..NewKey::new(
+                &key,
+                CustomerId::parse("demo-customer").map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                Some(plan_id),
+                now,
+            )
         })
         .await?;
     Ok(Demo { plan_id: "demo".into(), key_id: record.key_id.as_str().to_owned(), key: key.expose_secret().to_owned() })

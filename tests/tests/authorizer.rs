@@ -5,8 +5,8 @@ use authorizer::handler::{HandlerError, handle};
 use serde_json::Value;
 use shared::authorize::Authorizer;
 use shared::config::FailMode;
-use shared::domain::key_records::{KeyStatus, LimitOverrides};
-use shared::domain::keys::{ApiKey, KeyEnv, KeyId};
+use shared::domain::key_records::KeyStatus;
+use shared::domain::keys::{ApiKey, KeyId};
 use shared::domain::plans::{Plan, PlanId, RateLimit};
 use shared::domain::time::UnixTime;
 use shared::store::dynamo::{ClientOptions, DynamoStore, build_client};
@@ -43,18 +43,12 @@ async fn setup(limit: u64) -> (TestDb, Authorizer<DynamoStore>, KeyId) {
     let record = db
         .store
         .create_key(NewKey {
-            key_id: KeyId::generate(1_795_428_000_000),
-            customer_id: shared::domain::customers::CustomerId::parse("acme").unwrap(),
-            plan_id: Some(plan.id.clone()),
-            name: None,
-            env: KeyEnv::Test,
-            hash: key.hash(),
-            display: key.display(),
-            expires_at: None,
-            scopes: vec![],
-            metadata: BTreeMap::new(),
-            overrides: LimitOverrides::default(),
-            now: NOW,
+            ..NewKey::new(
+                &key,
+                shared::domain::customers::CustomerId::parse("acme").unwrap(),
+                Some(plan.id.clone()),
+                NOW,
+            )
         })
         .await
         .unwrap();

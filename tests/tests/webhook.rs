@@ -8,8 +8,7 @@ use serde_json::Value;
 use shared::authorize::Authorizer;
 use shared::config::{FailMode, Secrets};
 use shared::domain::customers::{CustomerId, SubscriptionStatus};
-use shared::domain::key_records::LimitOverrides;
-use shared::domain::keys::{ApiKey, KeyEnv, KeyId};
+use shared::domain::keys::{ApiKey, KeyEnv};
 use shared::domain::plans::{Plan, PlanId, RateLimit};
 use shared::domain::time::UnixTime;
 use shared::store::dynamo::DynamoStore;
@@ -55,20 +54,7 @@ async fn setup() -> Fixture {
     }
     let key = ApiKey::generate(KeyEnv::Test).unwrap();
     db.store
-        .create_key(NewKey {
-            key_id: KeyId::generate(1_795_428_000_000),
-            customer_id: CustomerId::parse("user-42").unwrap(),
-            plan_id: None,
-            name: None,
-            env: KeyEnv::Test,
-            hash: key.hash(),
-            display: key.display(),
-            expires_at: None,
-            scopes: vec![],
-            metadata: Default::default(),
-            overrides: LimitOverrides::default(),
-            now: NOW,
-        })
+        .create_key(NewKey { ..NewKey::new(&key, CustomerId::parse("user-42").unwrap(), None, NOW) })
         .await
         .unwrap();
     let secrets = Secrets::parse(&format!("{OLD_SECRET},{SECRET}"));

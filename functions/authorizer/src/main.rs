@@ -13,11 +13,8 @@ use shared::store::dynamo::DynamoStore;
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
     let config = Config::from_env()?;
-    let store = DynamoStore::connect(&config, None).await;
     // Pay for DNS, TCP and TLS during init, not on the first request.
-    if let Err(e) = store.warm().await {
-        tracing::warn!(error = %e, "could not warm the DynamoDB connection");
-    }
+    let store = DynamoStore::connect_warm(&config).await;
     let authorizer = Authorizer::new(store, config.fail_mode);
     let authorizer = &authorizer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

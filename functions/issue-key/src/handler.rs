@@ -304,18 +304,12 @@ impl<S: ManagementStore> ManagementApi<S> {
         let record = self
             .store
             .create_key(NewKey {
-                key_id: KeyId::generate(now.secs().max(0) as u64 * 1000),
-                customer_id,
-                plan_id,
                 name: input.name,
-                env,
-                hash: key.hash(),
-                display: key.display(),
                 expires_at,
                 scopes: input.scopes,
                 metadata: input.metadata,
                 overrides: limit_overrides,
-                now,
+                ..NewKey::new(&key, customer_id, plan_id, now)
             })
             .await?;
         tracing::info!(key_id = %record.key_id, customer_id = %record.customer_id, "key created");
@@ -566,19 +560,10 @@ impl<S: ManagementStore> ManagementApi<S> {
         let record = self
             .store
             .create_key(NewKey {
-                key_id: KeyId::generate(now.secs().max(0) as u64 * 1000),
-                customer_id,
-                // Follows the customer's plan, which the subscription's price decides.
-                plan_id: None,
                 name: Some("Stripe Checkout".into()),
-                env,
-                hash: key.hash(),
-                display: key.display(),
-                expires_at: None,
-                scopes: vec![],
                 metadata: [("checkout_session".to_owned(), session_id.to_owned())].into_iter().collect(),
-                overrides: Default::default(),
-                now,
+                // No plan of its own: it follows the customer's, which the subscription's price decides.
+                ..NewKey::new(&key, customer_id, None, now)
             })
             .await?;
         Ok((key, record))

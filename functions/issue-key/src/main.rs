@@ -13,10 +13,7 @@ use std::time::Duration;
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
     let config = Config::from_env()?;
-    let store = DynamoStore::connect(&config, None).await;
-    if let Err(e) = store.warm().await {
-        tracing::warn!(error = %e, "could not warm the DynamoDB connection");
-    }
+    let store = DynamoStore::connect_warm(&config).await;
     let mut api = ManagementApi::new(store, config.admin_token.clone());
     // Optional: without a Stripe key the management API works and the claim answers 501.
     if let Some(key) = &config.stripe_api_key {

@@ -12,10 +12,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
     let config = Config::from_env()?;
     let secrets = config.require_webhook_secrets()?.clone();
-    let store = DynamoStore::connect(&config, None).await;
-    if let Err(e) = store.warm().await {
-        tracing::warn!(error = %e, "could not warm the DynamoDB connection");
-    }
+    let store = DynamoStore::connect_warm(&config).await;
     let webhook = Webhook::new(store, secrets, config.stripe_webhook_tolerance_s, config.past_due_grace_s);
     let webhook = &webhook;
     lambda_http::run(service_fn(move |req: Request| async move {

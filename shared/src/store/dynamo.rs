@@ -107,6 +107,16 @@ impl DynamoStore {
         Self::new(client, config.table.clone())
     }
 
+    /// [`connect`](Self::connect), then [`warm`](Self::warm): what every Lambda does at cold
+    /// start. A failed warm-up is logged, not fatal: the first request will connect instead.
+    pub async fn connect_warm(config: &Config) -> Self {
+        let store = Self::connect(config, None).await;
+        if let Err(e) = store.warm().await {
+            tracing::warn!(error = %e, "could not warm the DynamoDB connection");
+        }
+        store
+    }
+
     pub fn client(&self) -> &Client {
         &self.client
     }

@@ -79,6 +79,32 @@ pub struct NewKey {
     pub now: UnixTime,
 }
 
+impl NewKey {
+    /// A key for `key`'s secret with no name, expiry, scopes, metadata or overrides; a fresh
+    /// id. Set the other fields with struct update syntax.
+    pub fn new(
+        key: &crate::domain::keys::ApiKey,
+        customer_id: CustomerId,
+        plan_id: Option<PlanId>,
+        now: UnixTime,
+    ) -> Self {
+        Self {
+            key_id: KeyId::generate(now.secs().max(0) as u64 * 1000),
+            customer_id,
+            plan_id,
+            name: None,
+            env: key.env(),
+            hash: key.hash(),
+            display: key.display(),
+            expires_at: None,
+            scopes: vec![],
+            metadata: BTreeMap::new(),
+            overrides: LimitOverrides::default(),
+            now,
+        }
+    }
+}
+
 /// A partial update; `None` leaves a field unchanged, `Some(None)` clears it.
 #[derive(Debug, Clone, Default)]
 pub struct KeyPatch {
