@@ -18,10 +18,23 @@ pub struct Recorded {
     pub authorization: Option<String>,
 }
 
+/// An answer the stand-in gives instead of its normal one, for fault tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Status(u16),
+    /// No answer for this long (longer than the client's timeout).
+    Delay(std::time::Duration),
+    /// Accept the event, then answer 500 as if it failed: a crash after Stripe's accept.
+    AcceptThen500,
+}
+
 #[derive(Default)]
 struct Inner {
     sessions: HashMap<String, Value>,
     requests: Vec<Recorded>,
+    /// Meter events accepted, by identifier (Stripe keeps one per identifier).
+    meter_events: Vec<HashMap<String, String>>,
+    faults: std::collections::VecDeque<Fault>,
 }
 
 #[derive(Clone, Default)]
@@ -37,6 +50,7 @@ impl StripeStandIn {
         let standin = Self { inner: Arc::default(), base };
         let app = axum::Router::new()
             .route("/v1/checkout/sessions/{id}", get(serve_checkout_session))
+            .route("/v1/billing/meter_events", axum::routing::post(serve_meter_event))
             .with_state(standin.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         standin
@@ -46,6 +60,16 @@ impl StripeStandIn {
     pub fn add_session(&self, session: Value) {
         let id = session["id"].as_str().expect("session id").to_owned();
         self.inner.lock().unwrap().sessions.insert(id, session);
+    }
+
+    /// The next requests to the meter events endpoint get these answers, in order.
+    pub fn inject(&self, faults: &[Fault]) {
+        self.inner.lock().unwrap().faults.extend(faults.iter().copied());
+    }
+
+    /// Every meter event Stripe accepted (each identifier once), with its form fields.
+    pub fn meter_events(&self) -> Vec<HashMap<String, String>> {
+        self.inner.lock().unwrap().meter_events.clone()
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -94,4 +118,56 @@ async fn serve_checkout_session(
         Some(session) => axum::Json(session.clone()).into_response(),
         None => stripe_error(StatusCode::NOT_FOUND, &format!("No such checkout.session: '{id}'")),
     }
+}
+
+async fn serve_meter_event(
+    State(s): State<StripeStandIn>,
+    headers: HeaderMap,
+    body: String,
+) -> axum::response::Response {
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let form: HashMap<String, String> = form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+    let fault = {
+        let mut inner = s.inner.lock().unwrap();
+        inner.requests.push(Recorded {
+            method: "POST".into(),
+            path: "/v1/billing/meter_events".into(),
+            authorization: authorization.clone(),
+        });
+        inner.faults.pop_front()
+    };
+    match fault {
+        Some(Fault::Status(code)) => {
+            return stripe_error(StatusCode::from_u16(code).unwrap(), "injected failure");
+        }
+        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        _ => {}
+    }
+    if authorization.as_deref() != Some(&format!("Bearer {API_KEY}")) {
+        return stripe_error(StatusCode::UNAUTHORIZED, "Invalid API Key provided");
+    }
+    if !headers.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"application/x-www-form-urlencoded")) {
+        return stripe_error(StatusCode::BAD_REQUEST, "expected a form-encoded body");
+    }
+    for field in ["event_name", "payload[stripe_customer_id]", "payload[value]", "timestamp", "identifier"] {
+        if form.get(field).is_none_or(|v| v.is_empty()) {
+            return stripe_error(StatusCode::BAD_REQUEST, &format!("Missing required param: {field}."));
+        }
+    }
+    let mut inner = s.inner.lock().unwrap();
+    let identifier = form["identifier"].clone();
+    if inner.meter_events.iter().any(|e| e["identifier"] == identifier) {
+        let msg = format!("An event already exists with identifier {identifier}.");
+        return stripe_error(StatusCode::BAD_REQUEST, &msg);
+    }
+    inner.meter_events.push(form.clone());
+    if fault == Some(Fault::AcceptThen500) {
+        return stripe_error(StatusCode::INTERNAL_SERVER_ERROR, "injected failure after accept");
+    }
+    axum::Json(json!({
+        "object": "billing.meter_event", "event_name": form["event_name"], "identifier": identifier,
+        "payload": {"stripe_customer_id": form["payload[stripe_customer_id]"], "value": form["payload[value]"]},
+        "timestamp": form["timestamp"].parse::<i64>().unwrap_or(0), "livemode": false, "created": 1_795_428_000
+    }))
+    .into_response()
 }

@@ -97,6 +97,54 @@ impl StripeApi {
     }
 }
 
+/// One usage report for a Billing Meter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeterEvent<'a> {
+    pub event_name: &'a str,
+    pub stripe_customer_id: &'a str,
+    pub value: u64,
+    pub timestamp: i64,
+    /// Deterministic for the increment reported, so a resend is recognised as a duplicate.
+    pub identifier: &'a str,
+}
+
+/// How Stripe answered a meter event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MeterEventOutcome {
+    Accepted,
+    /// 400 "An event already exists with identifier …": an earlier attempt got through.
+    AlreadyDelivered,
+}
+
+impl StripeApi {
+    /// `POST /v1/billing/meter_events`, form-encoded. `Unavailable` (429, 5xx, no answer) is
+    /// worth retrying with backoff; `Rejected` is not.
+    pub async fn send_meter_event(&self, event: &MeterEvent<'_>) -> Result<MeterEventOutcome, StripeError> {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("event_name", event.event_name)
+            .append_pair("payload[stripe_customer_id]", event.stripe_customer_id)
+            .append_pair("payload[value]", &event.value.to_string())
+            .append_pair("timestamp", &event.timestamp.to_string())
+            .append_pair("identifier", event.identifier)
+            .finish();
+        let req = http::Request::post(format!("{}/v1/billing/meter_events", self.base))
+            .header(http::header::AUTHORIZATION, format!("Bearer {}", self.api_key.expose_secret()))
+            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Bytes::from(body))
+            .map_err(|e| StripeError::BadResponse(e.to_string()))?;
+        let resp = self.http.send(req).await?;
+        let status = resp.status().as_u16();
+        match status {
+            200 => Ok(MeterEventOutcome::Accepted),
+            400 if error_message(resp.body()).starts_with("An event already exists with identifier") => {
+                Ok(MeterEventOutcome::AlreadyDelivered)
+            }
+            429 | 500..=599 => Err(StripeError::Unavailable(format!("HTTP {status}"))),
+            _ => Err(StripeError::Rejected { status, message: error_message(resp.body()) }),
+        }
+    }
+}
+
 /// Stripe's `{"error": {"message": ...}}`, or a placeholder.
 pub fn error_message(body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
