@@ -5,12 +5,14 @@ SHELL := bash
 
 # cargo-nextest when installed (faster, one process per test); plain cargo test otherwise.
 NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
+# The moto pass selects its test binaries with --workspace, like the first pass, so cargo resolves
+# the same features and reuses every artifact (with -p it rebuilt much of the tree).
 ifeq ($(NEXTEST),yes)
 TEST_ALL := cargo nextest run --workspace --no-fail-fast
-TEST_CONTRACT := cargo nextest run -p tollgate-tests --test contract --test authorizer --test local_stack --test management --test webhook --no-fail-fast
+TEST_CONTRACT := cargo nextest run --workspace --test contract --test authorizer --test local_stack --test management --test webhook --no-fail-fast
 else
 TEST_ALL := cargo test --workspace --no-fail-fast
-TEST_CONTRACT := cargo test -p tollgate-tests --test contract --test authorizer --test local_stack --test management --test webhook --no-fail-fast
+TEST_CONTRACT := cargo test --workspace --test contract --test authorizer --test local_stack --test management --test webhook --no-fail-fast
 endif
 
 .PHONY: help test lint test-dynoxide test-moto dev build deploy bench
