@@ -62,7 +62,6 @@ pub struct Settings {
     pub admin_token: SecretString,
     /// Generated for this run when not configured.
     pub admin_token_generated: bool,
-    pub webhook_secret: SecretString,
     /// Every configured webhook secret (rotation); the generated one when none is.
     pub webhook_secrets: Secrets,
     pub webhook_tolerance_s: i64,
@@ -120,14 +119,8 @@ impl Settings {
             Some(t) => (t, false),
             None => (SecretString::from(format!("tga_{}", random_token())), true),
         };
-        let webhook_secret = config
-            .stripe_webhook_secrets
-            .iter()
-            .next()
-            .map(|s| SecretString::from(s.to_owned()))
-            .unwrap_or_else(|| SecretString::from(format!("whsec_{}", random_token())));
         let webhook_secrets = if config.stripe_webhook_secrets.is_empty() {
-            Secrets::parse(webhook_secret.expose_secret())
+            Secrets::parse(&format!("whsec_{}", random_token()))
         } else {
             config.stripe_webhook_secrets.clone()
         };
@@ -139,7 +132,6 @@ impl Settings {
             table: config.table,
             admin_token,
             admin_token_generated,
-            webhook_secret,
             upstream,
             fail_mode: config.fail_mode,
             past_due_grace_s: config.past_due_grace_s,
@@ -261,6 +253,11 @@ impl LocalStack {
             server: Some(server),
             embedded,
         })
+    }
+
+    /// The webhook secret to sign with (the first configured, or the one generated).
+    pub fn webhook_secret(&self) -> &str {
+        self.settings.webhook_secrets.iter().next().unwrap_or_default()
     }
 
     pub fn url(&self) -> String {

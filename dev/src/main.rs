@@ -76,7 +76,6 @@ async fn shutdown_signal() {
 }
 
 fn print_banner(stack: &LocalStack) {
-    use secrecy::ExposeSecret;
     let url = stack.url();
     let s = &stack.settings;
     let token = stack.admin_token();
@@ -94,7 +93,7 @@ fn print_banner(stack: &LocalStack) {
         "  admin token     {token}{}",
         if s.admin_token_generated { "   (generated; set TOLLGATE_ADMIN_TOKEN to fix it)" } else { "" }
     );
-    println!("  webhook secret  {}", s.webhook_secret.expose_secret());
+    println!("  webhook secret  {}", stack.webhook_secret());
     if matches!(s.storage, Storage::Embedded { data_dir: None }) {
         println!("  (in memory: set TOLLGATE_DATA_DIR to keep keys across restarts)");
     }

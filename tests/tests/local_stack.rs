@@ -241,7 +241,6 @@ async fn the_management_api_needs_the_admin_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_signed_stripe_event_reaches_the_next_request() {
-    use secrecy::ExposeSecret;
     let stack = local_stack(None).await;
     let c = Client::new(stack.url());
     create_plan(&c, "pro", Some((100, 60)), None).await;
@@ -250,7 +249,7 @@ async fn a_signed_stripe_event_reaches_the_next_request() {
 
     let path = format!("{}/../events/stripe-customer-subscription-deleted.json", env!("CARGO_MANIFEST_DIR"));
     let body = std::fs::read(path).unwrap();
-    let secret = stack.settings.webhook_secret.expose_secret().to_owned();
+    let secret = stack.webhook_secret().to_owned();
     let sig = shared::stripe::signature::sign(&body, &secret, UnixTime::now().secs());
     let body = String::from_utf8(body).unwrap();
     let r = c.send("POST", "/stripe/webhook", &[("stripe-signature", &sig)], Some(&body)).await;
