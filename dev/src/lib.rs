@@ -12,7 +12,7 @@ use axum::routing::{any, get, post};
 use bytes::Bytes;
 use gateway::{Gateway, ProxyRequest, Upstream};
 use issue_key::error::ApiError;
-use issue_key::handler::{ApiRequest, ManagementApi};
+use issue_key::handler::{ApiRequest, ManagementApi, bearer_matches};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use shared::authorize::Authorizer;
@@ -22,6 +22,7 @@ use shared::domain::keys::{ApiKey, KeyEnv};
 use shared::domain::plans::{Period, Plan, PlanId, Quota, RateLimit};
 use shared::domain::time::UnixTime;
 use shared::http_client::HttpClient;
+use shared::rollup::{Rollup, RollupOptions, RunStatus};
 use shared::store::dynamo::{ClientOptions, DynamoStore, build_client};
 use shared::store::embedded::EmbeddedDynamo;
 use shared::store::{KeyStore, NewKey, PlanStore, StoreError};
@@ -36,6 +37,7 @@ use tokio::task::JoinHandle;
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:3000";
 pub const DEFAULT_TABLE: &str = "tollgate";
+pub const DEFAULT_ROLLUP_INTERVAL_S: u64 = 60;
 /// Largest request body the local gateway accepts (API Gateway HTTP APIs allow 10 MB).
 const MAX_PROXY_BODY: usize = 10 * 1024 * 1024;
 const MAX_MANAGEMENT_BODY: usize = 1024 * 1024;
@@ -68,8 +70,11 @@ pub struct Settings {
     pub upstream: Upstream,
     pub fail_mode: FailMode,
     pub past_due_grace_s: u64,
-    /// `STRIPE_API_KEY` and `STRIPE_API_BASE`, for the Checkout claim.
+    /// `STRIPE_API_KEY` and `STRIPE_API_BASE`, for the Checkout claim and the rollup's reports.
     pub stripe: Option<(String, SecretString)>,
+    /// `TOLLGATE_ROLLUP_INTERVAL_S`: the usage rollup runs this often (0: only on
+    /// `POST /internal/rollup`).
+    pub rollup_interval_s: u64,
     pub seed: bool,
 }
 
@@ -119,6 +124,13 @@ impl Settings {
             Some(t) => (t, false),
             None => (SecretString::from(format!("tga_{}", random_token())), true),
         };
+        let rollup_interval_s = match get("TOLLGATE_ROLLUP_INTERVAL_S") {
+            None => DEFAULT_ROLLUP_INTERVAL_S,
+            Some(v) => v.trim().parse().map_err(|_| ConfigError::Invalid {
+                name: "TOLLGATE_ROLLUP_INTERVAL_S",
+                reason: format!("`{v}` is not a whole number of seconds (0 turns the timer off)"),
+            })?,
+        };
         let webhook_secrets = if config.stripe_webhook_secrets.is_empty() {
             Secrets::parse(&format!("whsec_{}", random_token()))
         } else {
@@ -136,6 +148,7 @@ impl Settings {
             fail_mode: config.fail_mode,
             past_due_grace_s: config.past_due_grace_s,
             stripe: config.stripe_api_key.map(|k| (config.stripe_api_base, k)),
+            rollup_interval_s,
             seed: false,
         })
     }
@@ -173,6 +186,7 @@ pub struct LocalStack {
     store: DynamoStore,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
+    rollup_timer: Option<JoinHandle<()>>,
     embedded: Option<EmbeddedDynamo>,
 }
 
@@ -180,6 +194,8 @@ struct App {
     gateway: Gateway<DynamoStore>,
     api: ManagementApi<DynamoStore>,
     webhook: Webhook<DynamoStore>,
+    rollup: Rollup<DynamoStore>,
+    admin_token: SecretString,
 }
 
 impl LocalStack {
@@ -208,9 +224,12 @@ impl LocalStack {
 
         let http = HttpClient::new(Duration::from_secs(30))?;
         let mut api = ManagementApi::new(store.clone(), Some(settings.admin_token.clone()));
-        if let Some((base, key)) = &settings.stripe {
-            api =
-                api.with_stripe(StripeApi::new(base, key.clone(), Duration::from_secs(10))?, settings.past_due_grace_s);
+        let stripe = match &settings.stripe {
+            Some((base, key)) => Some(StripeApi::new(base, key.clone(), Duration::from_secs(10))?),
+            None => None,
+        };
+        if let Some(stripe) = &stripe {
+            api = api.with_stripe(stripe.clone(), settings.past_due_grace_s);
         }
         let app = Arc::new(App {
             gateway: Gateway::new(Authorizer::new(store.clone(), settings.fail_mode), settings.upstream.clone(), http),
@@ -221,13 +240,19 @@ impl LocalStack {
                 settings.webhook_tolerance_s,
                 settings.past_due_grace_s,
             ),
+            rollup: Rollup::new(store.clone(), stripe, RollupOptions::default()),
+            admin_token: settings.admin_token.clone(),
         });
+        let rollup_timer = (settings.rollup_interval_s > 0)
+            .then(|| tokio::spawn(rollup_timer(app.clone(), Duration::from_secs(settings.rollup_interval_s))));
         let router = Router::new()
             .route("/proxy", any(proxy))
+            .route("/proxy/", any(proxy))
             .route("/proxy/{*path}", any(proxy))
             .route("/v1", any(manage))
             .route("/v1/{*path}", any(manage))
             .route("/stripe/webhook", post(stripe_webhook))
+            .route("/internal/rollup", post(run_rollup))
             .route("/health", get(|| async { "ok" }))
             .fallback(not_found)
             .with_state(app);
@@ -251,6 +276,7 @@ impl LocalStack {
             store,
             shutdown: Some(tx),
             server: Some(server),
+            rollup_timer,
             embedded,
         })
     }
@@ -275,6 +301,10 @@ impl LocalStack {
 
     /// Stops accepting requests, lets those in flight finish, then stops the database.
     pub async fn stop(mut self) {
+        if let Some(timer) = self.rollup_timer.take() {
+            // A run cut short leaves its lease to expire; nothing it did is lost (docs/data-model.md).
+            timer.abort();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -381,8 +411,42 @@ async fn stripe_webhook(State(app): State<Arc<App>>, req: Request) -> Response {
     app.webhook.handle(&parts.headers, &body, &request_id, UnixTime::now()).await.map(Body::from).into_response()
 }
 
+/// The usage rollup every `every`, as EventBridge Scheduler runs it in AWS.
+async fn rollup_timer(app: Arc<App>, every: Duration) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(e) = app.rollup.run(UnixTime::now()).await {
+            tracing::warn!(error = %e, "scheduled usage rollup failed; the next run retries");
+        }
+    }
+}
+
+/// `POST /internal/rollup` (admin token): one rollup run now; answers with what it did.
+async fn run_rollup(State(app): State<Arc<App>>, req: Request) -> Response {
+    let request_id = request_id();
+    if !bearer_matches(req.headers(), &app.admin_token) {
+        let e = ApiError::Unauthorized;
+        return into_axum(gateway::error_response(e.status(), e.code(), &e.to_string(), &request_id));
+    }
+    match app.rollup.run(UnixTime::now()).await {
+        Ok(report) if report.status == Some(RunStatus::Busy) => {
+            let msg = "Another rollup run holds the lease; try again when it has finished.";
+            into_axum(gateway::error_response(409, "rollup_in_progress", msg, &request_id))
+        }
+        Ok(report) => axum::Json(report).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "usage rollup failed");
+            let msg = "The rollup could not read or write storage; nothing was lost, run it again.";
+            into_axum(gateway::error_response(503, "storage_unavailable", msg, &request_id))
+        }
+    }
+}
+
 async fn not_found() -> Response {
-    let msg = "No such route: the local stack serves /proxy/..., /v1/..., /stripe/webhook and /health.";
+    let msg =
+        "No such route: the local stack serves /proxy/..., /v1/..., /stripe/webhook, /internal/rollup and /health.";
     into_axum(gateway::error_response(404, "not_found", msg, &request_id()))
 }
 

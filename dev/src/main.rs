@@ -94,6 +94,13 @@ fn print_banner(stack: &LocalStack) {
         if s.admin_token_generated { "   (generated; set TOLLGATE_ADMIN_TOKEN to fix it)" } else { "" }
     );
     println!("  webhook secret  {}", stack.webhook_secret());
+    match s.rollup_interval_s {
+        0 => println!("  usage rollup    on POST /internal/rollup only"),
+        n => println!("  usage rollup    every {n} s, and on POST /internal/rollup"),
+    }
+    if s.stripe.is_none() {
+        println!("                  (no STRIPE_API_KEY: usage history only, nothing reported to Stripe)");
+    }
     if matches!(s.storage, Storage::Embedded { data_dir: None }) {
         println!("  (in memory: set TOLLGATE_DATA_DIR to keep keys across restarts)");
     }
@@ -116,6 +123,8 @@ fn print_banner(stack: &LocalStack) {
     );
     println!("  curl -i {url}/proxy/hello -H 'x-api-key: tg_test_garbage'           # 401");
     println!("  curl -s {url}/v1/keys -H 'authorization: Bearer {token}'            # list keys");
+    println!("  curl -s -X POST {url}/internal/rollup -H 'authorization: Bearer {token}'   # roll usage up now");
+    println!("  curl -s {url}/v1/customers/demo-customer/usage -H 'authorization: Bearer {token}'   # daily usage");
     println!();
     println!("Press Ctrl-C to stop.");
 }

@@ -7,6 +7,7 @@ pub mod authorize;
 pub mod config;
 pub mod domain;
 pub mod http_client;
+pub mod rollup;
 pub mod store;
 pub mod stripe;
 pub mod telemetry;

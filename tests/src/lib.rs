@@ -48,6 +48,11 @@ pub async fn fresh_db() -> TestDb {
 /// The local stack on a free loopback port, on the test server (Dynoxide in-process, or
 /// `TOLLGATE_TEST_DYNAMODB_ENDPOINT`) with a fresh table.
 pub async fn local_stack(upstream: Option<String>) -> tollgate_dev::LocalStack {
+    local_stack_with(upstream, &[]).await
+}
+
+/// [`local_stack`] with more settings (environment variable name, value).
+pub async fn local_stack_with(upstream: Option<String>, extra: &[(&str, &str)]) -> tollgate_dev::LocalStack {
     let endpoint = std::env::var(ENDPOINT_VAR).ok().filter(|v| !v.is_empty());
     let table = format!("tollgate-e2e-{}", uuid::Uuid::new_v4().simple());
     let settings = tollgate_dev::Settings::from_lookup(|k| match k {
@@ -56,7 +61,7 @@ pub async fn local_stack(upstream: Option<String>) -> tollgate_dev::LocalStack {
         "TOLLGATE_DYNAMODB_ENDPOINT" => endpoint.clone(),
         "TOLLGATE_ADMIN_TOKEN" => Some(ADMIN_TOKEN.into()),
         "TOLLGATE_UPSTREAM" => upstream.clone(),
-        _ => None,
+        other => extra.iter().find(|(k, _)| *k == other).map(|(_, v)| (*v).to_owned()),
     })
     .expect("local stack settings");
     tollgate_dev::LocalStack::start(settings).await.expect("start the local stack")

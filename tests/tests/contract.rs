@@ -7,10 +7,10 @@ use shared::domain::key_records::{KeyStatus, LimitOverrides};
 use shared::domain::keys::{ApiKey, KeyEnv, KeyId};
 use shared::domain::plans::{Period, Plan, PlanId, Quota, RateLimit};
 use shared::domain::time::{Day, UnixTime};
-use shared::domain::usage::UsageDay;
+use shared::domain::usage::{DayCount, MeterDay, PendingReport, UsageDay};
 use shared::store::{
     AuthorizeStore, Claim, CustomerStore, IdempotencyStore, KeyFilter, KeyPatch, KeyStore, NewKey, PlanStore,
-    StoreError, UsageStore,
+    RollupStore, StoreError, UsageStore, Written,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -647,20 +647,118 @@ async fn only_one_concurrent_claim_wins() {
 #[tokio::test]
 async fn usage_history_merges_rolled_up_days_with_live_counters() {
     let db = fresh_db().await;
-    let (id, key) = key_with_plan(&db, "acme", plan("pro", Some((100, 60)), None)).await;
+    let (id, key) = key_with_plan(&db, "acme", plan("pro", None, None)).await;
     let today = NOW.day();
-    let two_days_ago = today.minus(2);
-    db.store.put_usage_day(&id, UsageDay { day: two_days_ago, allowed: 40, denied: 2 }).await.unwrap();
-    // Writing the same day again replaces (absolute values: a retried rollup is harmless).
-    db.store.put_usage_day(&id, UsageDay { day: two_days_ago, allowed: 41, denied: 2 }).await.unwrap();
-    db.store.put_usage_day(&id, UsageDay { day: today.minus(100), allowed: 7, denied: 0 }).await.unwrap();
+    let two_days_ago = NOW.plus(-2 * 86_400);
+    for _ in 0..3 {
+        decide(&db, &id, &key, two_days_ago).await.unwrap();
+    }
+    // Rolled up and settled: the day's live counters are gone, its usage-day item stays.
+    let usage = db.store.key_usage(&id, today.minus(1)).await.unwrap().unwrap();
+    assert_eq!(
+        db.store.roll_key_day(&usage, two_days_ago.day(), Some("api_requests"), NOW).await.unwrap(),
+        Written::Applied
+    );
+    assert_eq!(db.store.settle_key(&usage, &[two_days_ago.day()]).await.unwrap(), Written::Applied);
     decide(&db, &id, &key, NOW).await.unwrap();
     let history = db.store.usage_history(&id, today.minus(89)).await.unwrap();
     assert_eq!(
         history,
-        vec![UsageDay { day: two_days_ago, allowed: 41, denied: 2 }, UsageDay { day: today, allowed: 1, denied: 0 },]
+        vec![
+            UsageDay { day: two_days_ago.day(), allowed: 3, denied: 0 },
+            UsageDay { day: today, allowed: 1, denied: 0 }
+        ]
     );
+    assert_eq!(db.store.usage_history(&id, today).await.unwrap(), vec![UsageDay { day: today, allowed: 1, denied: 0 }]);
     assert!(db.store.usage_history(&KeyId::generate(1), today.minus(89)).await.unwrap().is_empty());
+}
+
+// ----- the usage rollup's storage -----------------------------------------------------------
+
+#[tokio::test]
+async fn rolling_a_key_day_moves_exactly_the_difference_once() {
+    let db = fresh_db().await;
+    let (id, key) = key_with_plan(&db, "acme", plan("pro", Some((2, 60)), None)).await;
+    for _ in 0..3 {
+        let _ = decide(&db, &id, &key, NOW).await; // 2 allowed, 1 denied (rate limit)
+    }
+    assert_eq!(db.store.active_keys().await.unwrap(), vec![id.clone()]);
+    let read = db.store.key_usage(&id, NOW.day().minus(1)).await.unwrap().unwrap();
+    assert_eq!(read.customer_id, cid("acme"));
+    assert_eq!(read.plan, Some(PlanId::parse("pro").unwrap()));
+    assert_eq!(read.live, BTreeMap::from([(NOW.day(), DayCount { allowed: 2, denied: 1 })]));
+    assert!(read.rolled.is_empty());
+    assert_eq!(db.store.roll_key_day(&read, NOW.day(), Some("api_requests"), NOW).await.unwrap(), Written::Applied);
+    // The same read again is stale: the usage-day item no longer holds what it saw.
+    assert_eq!(db.store.roll_key_day(&read, NOW.day(), Some("api_requests"), NOW).await.unwrap(), Written::Stale);
+
+    let meter = MeterDay { customer_id: cid("acme"), day: NOW.day(), meter: Some("api_requests".into()) };
+    let ledger = db.store.meter_ledger(&meter).await.unwrap().unwrap();
+    assert_eq!(ledger.usage, DayCount { allowed: 2, denied: 1 });
+    assert_eq!((ledger.reported, ledger.unbilled, ledger.pending.clone()), (0, 0, None));
+    assert_eq!(db.store.owed_meters().await.unwrap(), vec![meter.clone()]);
+
+    // More usage, then a fresh read: only the difference moves.
+    decide(&db, &id, &key, NOW.plus(60)).await.unwrap();
+    let again = db.store.key_usage(&id, NOW.day().minus(1)).await.unwrap().unwrap();
+    assert_eq!(again.rolled[&NOW.day()], DayCount { allowed: 2, denied: 1 });
+    assert_eq!(db.store.roll_key_day(&again, NOW.day(), Some("api_requests"), NOW).await.unwrap(), Written::Applied);
+    assert_eq!(db.store.meter_ledger(&meter).await.unwrap().unwrap().usage, DayCount { allowed: 3, denied: 1 });
+
+    // Settling removes the marker only if nothing was counted since the read.
+    decide(&db, &id, &key, NOW.plus(61)).await.unwrap();
+    assert_eq!(db.store.settle_key(&again, &[]).await.unwrap(), Written::Stale);
+    assert_eq!(db.store.active_keys().await.unwrap(), vec![id.clone()]);
+    let last = db.store.key_usage(&id, NOW.day().minus(1)).await.unwrap().unwrap();
+    assert_eq!(db.store.roll_key_day(&last, NOW.day(), Some("api_requests"), NOW).await.unwrap(), Written::Applied);
+    assert_eq!(db.store.settle_key(&last, &[]).await.unwrap(), Written::Applied);
+    assert!(db.store.active_keys().await.unwrap().is_empty());
+    // Today's live counters stay (the day is not over); the next request marks the key again.
+    assert_eq!(db.store.usage_history(&id, NOW.day()).await.unwrap()[0].allowed, 4);
+    decide(&db, &id, &key, NOW.plus(120)).await.unwrap();
+    assert_eq!(db.store.active_keys().await.unwrap(), vec![id]);
+}
+
+#[tokio::test]
+async fn a_meter_ledger_is_reported_through_a_pending_report() {
+    let db = fresh_db().await;
+    let (id, key) = key_with_plan(&db, "acme", plan("pro", None, None)).await;
+    for _ in 0..5 {
+        decide(&db, &id, &key, NOW).await.unwrap();
+    }
+    let read = db.store.key_usage(&id, NOW.day()).await.unwrap().unwrap();
+    db.store.roll_key_day(&read, NOW.day(), Some("api_requests"), NOW).await.unwrap();
+    let meter = MeterDay { customer_id: cid("acme"), day: NOW.day(), meter: Some("api_requests".into()) };
+    let ledger = db.store.meter_ledger(&meter).await.unwrap().unwrap();
+    let pending = PendingReport {
+        value: 5,
+        to: 5,
+        identifier: "tg_test_1".into(),
+        timestamp: NOW.secs(),
+        stripe_customer_id: "cus_123".into(),
+    };
+    assert_eq!(db.store.begin_report(&meter, &ledger, &pending).await.unwrap(), Written::Applied);
+    // A second decision from the same read finds the slot taken.
+    assert_eq!(db.store.begin_report(&meter, &ledger, &pending).await.unwrap(), Written::Stale);
+    assert_eq!(db.store.meter_ledger(&meter).await.unwrap().unwrap().pending, Some(pending.clone()));
+    assert_eq!(db.store.commit_report(&meter, &pending).await.unwrap(), Written::Applied);
+    assert_eq!(db.store.commit_report(&meter, &pending).await.unwrap(), Written::Stale, "committed once");
+    let ledger = db.store.meter_ledger(&meter).await.unwrap().unwrap();
+    assert_eq!((ledger.reported, ledger.unsettled(), ledger.pending), (5, 0, None));
+    assert!(db.store.owed_meters().await.unwrap().is_empty(), "settled: no longer owed");
+
+    // Written off: unbilled, never reported, no longer owed.
+    decide(&db, &id, &key, NOW.plus(1)).await.unwrap();
+    let read = db.store.key_usage(&id, NOW.day()).await.unwrap().unwrap();
+    db.store.roll_key_day(&read, NOW.day(), Some("api_requests"), NOW).await.unwrap();
+    let ledger = db.store.meter_ledger(&meter).await.unwrap().unwrap();
+    assert_eq!(ledger.unsettled(), 1);
+    assert_eq!(db.store.write_off(&meter, &ledger).await.unwrap(), Written::Applied);
+    assert_eq!(db.store.write_off(&meter, &ledger).await.unwrap(), Written::Stale);
+    let ledger = db.store.meter_ledger(&meter).await.unwrap().unwrap();
+    assert_eq!((ledger.reported, ledger.unbilled, ledger.unsettled()), (5, 1, 0));
+    assert!(db.store.owed_meters().await.unwrap().is_empty());
+    assert_eq!(db.store.customer_usage(&cid("acme"), NOW.day()).await.unwrap(), vec![(meter, ledger)]);
 }
 
 // ----- consistency regressions ----------------------------------------------------------

@@ -6,7 +6,7 @@ use serde_json::json;
 use shared::domain::customers::{Customer, CustomerId, EventStamp, SubscriptionStatus};
 use shared::domain::time::UnixTime;
 use shared::store::CustomerStore;
-use tollgate_tests::{Client, local_stack};
+use tollgate_tests::{ADMIN_TOKEN, Client, local_stack, local_stack_with};
 
 async fn create_plan(c: &Client, id: &str, rate: Option<(u64, u64)>, quota_per_day: Option<u64>) {
     let mut plan = json!({ "id": id, "name": id });
@@ -259,5 +259,57 @@ async fn a_signed_stripe_event_reaches_the_next_request() {
 
     let r = c.send("POST", "/stripe/webhook", &[("stripe-signature", "t=1,v1=00")], Some(&body)).await;
     assert_eq!(r.status, 400);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rollup_runs_on_demand_and_on_its_timer_and_fills_the_usage_history() {
+    let stack = local_stack_with(None, &[("TOLLGATE_ROLLUP_INTERVAL_S", "1")]).await;
+    let c = Client::new(stack.url());
+    let plan = json!({ "id": "metered", "name": "Metered", "meter_event_name": "api_requests" });
+    assert_eq!(c.admin("POST", "/v1/plans", Some(plan)).await.status, 201);
+    let (key_id, key) = create_key(&c, "acme", "metered").await;
+    for _ in 0..3 {
+        assert_eq!(c.proxy("/", &key).await.status, 200);
+    }
+
+    let r = c.send("POST", "/internal/rollup", &[], None).await;
+    assert_eq!((r.status, r.code()), (401, "unauthorized"));
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    // The timer may hold the lease at this moment (409); then ask again.
+    let mut report = serde_json::Value::Null;
+    for _ in 0..50 {
+        let r = c.send("POST", "/internal/rollup", &[("authorization", &auth)], None).await;
+        if r.status == 409 {
+            assert_eq!(r.code(), "rollup_in_progress");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        report = r.body;
+        break;
+    }
+    assert_eq!(report["status"], "completed", "{report}");
+    assert_eq!(report["reporting"], "not_configured", "no STRIPE_API_KEY: history only");
+    let history = c.admin("GET", "/v1/customers/acme/usage", None).await;
+    assert_eq!(history.status, 200, "{:?}", history.body);
+    assert_eq!(history.body["history"][0]["allowed"], 3, "{:?}", history.body);
+
+    // More traffic: the timer rolls it up without being asked.
+    for _ in 0..2 {
+        assert_eq!(c.proxy("/", &key).await.status, 200);
+    }
+    let mut rolled = 0;
+    for _ in 0..100 {
+        let h = c.admin("GET", "/v1/customers/acme/usage", None).await;
+        rolled = h.body["history"][0]["allowed"].as_u64().unwrap_or(0);
+        if rolled == 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(rolled, 5, "the timer rolled the new requests up");
+    let usage = c.admin("GET", &format!("/v1/keys/{key_id}/usage"), None).await;
+    assert_eq!(usage.body["history"][0]["allowed"], 5, "{:?}", usage.body);
     stack.stop().await;
 }

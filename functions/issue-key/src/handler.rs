@@ -174,22 +174,19 @@ impl<S: ManagementStore> ManagementApi<S> {
                 Method::GET => self.get_customer(id).await,
                 _ => Err(ApiError::MethodNotAllowed("GET")),
             },
+            ["v1", "customers", id, "usage"] => match *m {
+                Method::GET => self.customer_usage(id, &req.query, now).await,
+                _ => Err(ApiError::MethodNotAllowed("GET")),
+            },
             _ => Err(ApiError::NoRoute),
         }
     }
 
     fn check_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let Some(expected) = &self.admin_token else { return Ok(()) };
-        let presented = headers
-            .get_all(header::AUTHORIZATION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(bearer_token)
-            .unwrap_or("");
-        // Compare digests so neither the content nor the length leaks through timing.
-        let a = Sha256::digest(presented.as_bytes());
-        let b = Sha256::digest(expected.expose_secret().as_bytes());
-        if bool::from(a.ct_eq(&b)) { Ok(()) } else { Err(ApiError::Unauthorized) }
+        match &self.admin_token {
+            Some(expected) if !bearer_matches(headers, expected) => Err(ApiError::Unauthorized),
+            _ => Ok(()),
+        }
     }
 
     // ---- plans ----
@@ -429,18 +426,7 @@ impl<S: ManagementStore> ManagementApi<S> {
     }
 
     async fn key_usage(&self, id: &str, query: &str, now: UnixTime) -> Reply {
-        let mut days = 30;
-        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-            match name.as_ref() {
-                "days" => {
-                    days =
-                        value.parse().ok().filter(|n| (1..=HISTORY_DAYS).contains(n)).ok_or_else(|| {
-                            ApiError::invalid("days", format!("must be an integer 1..={HISTORY_DAYS}"))
-                        })?
-                }
-                other => return Err(ApiError::invalid(other, "unknown query parameter")),
-            }
-        }
+        let days = parse_history_days(query)?;
         let key_id = parse_key_id(id)?;
         let state = self.store.key_counters(&key_id).await?.ok_or(ApiError::NotFound("key"))?;
         let history = self.store.usage_history(&key_id, now.day().minus(days - 1)).await?;
@@ -577,6 +563,58 @@ impl<S: ManagementStore> ManagementApi<S> {
         let keys = self.store.customer_key_ids(&id).await?;
         ok(StatusCode::OK, to_json(&CustomerView::new(&customer, &keys)))
     }
+
+    /// The customer's meter ledgers per day, as of the last rollup run.
+    async fn customer_usage(&self, id: &str, query: &str, now: UnixTime) -> Reply {
+        let days = parse_history_days(query)?;
+        let id = CustomerId::parse(id)?;
+        if self.store.get_customer(&id).await?.is_none() {
+            return Err(ApiError::NotFound("customer"));
+        }
+        let ledgers = self.store.customer_usage(&id, now.day().minus(days - 1)).await?;
+        let history: Vec<_> = ledgers
+            .iter()
+            .map(|(m, l)| {
+                json!({
+                    "day": m.day.iso(), "meter": m.meter, "allowed": l.usage.allowed, "denied": l.usage.denied,
+                    "reported": l.reported, "unbilled": l.unbilled, "pending": l.pending.as_ref().map_or(0, |p| p.value),
+                })
+            })
+            .collect();
+        ok(StatusCode::OK, json!({ "customer_id": id.as_str(), "history": history }))
+    }
+}
+
+/// Whether `Authorization: Bearer <token>` presents `expected`, compared in constant time.
+pub fn bearer_matches(headers: &HeaderMap, expected: &SecretString) -> bool {
+    let presented = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(bearer_token)
+        .unwrap_or("");
+    // Compare digests so neither the content nor the length leaks through timing.
+    let a = Sha256::digest(presented.as_bytes());
+    let b = Sha256::digest(expected.expose_secret().as_bytes());
+    bool::from(a.ct_eq(&b))
+}
+
+/// `?days=N` (default 30) of a usage history.
+fn parse_history_days(query: &str) -> Result<i64, ApiError> {
+    let mut days = 30;
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        match name.as_ref() {
+            "days" => {
+                days = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=HISTORY_DAYS).contains(n))
+                    .ok_or_else(|| ApiError::invalid("days", format!("must be an integer 1..={HISTORY_DAYS}")))?
+            }
+            other => return Err(ApiError::invalid(other, "unknown query parameter")),
+        }
+    }
+    Ok(days)
 }
 
 /// The live limit state of a key: the window and period counters read as of `now`.

@@ -1,5 +1,6 @@
-//! Usage history: what a key did each UTC day.
+//! Usage: what a key did each UTC day, and what a customer owes each Billing Meter.
 
+use super::customers::CustomerId;
 use super::time::Day;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,3 +12,67 @@ pub struct UsageDay {
 
 /// How long daily history is kept.
 pub const HISTORY_DAYS: i64 = 90;
+
+/// Allowed and denied requests in one day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DayCount {
+    pub allowed: u64,
+    pub denied: u64,
+}
+
+impl DayCount {
+    /// What `self` (newer) adds to `earlier`, or `None` if either count went down (the two
+    /// were not read from the same history).
+    pub fn since(self, earlier: DayCount) -> Option<DayCount> {
+        Some(DayCount {
+            allowed: self.allowed.checked_sub(earlier.allowed)?,
+            denied: self.denied.checked_sub(earlier.denied)?,
+        })
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.allowed == 0 && self.denied == 0
+    }
+}
+
+/// One customer's usage of one meter on one day: the unit of the rollup's ledger. `meter` is
+/// the plan's Billing Meter event name, `None` for keys whose plan has none (history only).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MeterDay {
+    pub customer_id: CustomerId,
+    pub day: Day,
+    pub meter: Option<String>,
+}
+
+/// A report to Stripe that was decided but not yet confirmed: written before the request, so a
+/// crashed run resends exactly this (same identifier, value, timestamp and Stripe customer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingReport {
+    /// The units sent: the ledger's unsettled part when the report was decided.
+    pub value: u64,
+    /// The settled total (`reported + unbilled`) once Stripe has it.
+    pub to: u64,
+    pub identifier: String,
+    pub timestamp: i64,
+    pub stripe_customer_id: String,
+}
+
+/// The ledger of a [`MeterDay`]: totals rolled up from the keys, and how much of `allowed` has
+/// been reported to Stripe (or written off as not billable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeterLedger {
+    pub usage: DayCount,
+    /// Allowed requests Stripe has accepted.
+    pub reported: u64,
+    /// Allowed requests that will never be reported (no Stripe customer, or too old for
+    /// Stripe); counted so `reported + unbilled` is the settled part of `allowed`.
+    pub unbilled: u64,
+    pub pending: Option<PendingReport>,
+}
+
+impl MeterLedger {
+    /// Allowed requests neither reported nor written off.
+    pub fn unsettled(&self) -> u64 {
+        self.usage.allowed.saturating_sub(self.reported + self.unbilled)
+    }
+}

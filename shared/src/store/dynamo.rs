@@ -9,6 +9,8 @@ use super::{
     AuthorizeStore, Claim, CustomerStore, IdempotencyStore, KeyFilter, KeyPatch, KeyStore, NewKey, Page, PlanStore,
     StoreError, StoreResult, UsageStore,
 };
+
+mod rollup;
 use crate::config::Config;
 use crate::domain::customers::{Customer, CustomerAccess, CustomerId, EventStamp, SubscriptionStatus};
 use crate::domain::decision::{Counters, Decision, Denial, KeyState, Step, next_step, rolled};
@@ -16,10 +18,11 @@ use crate::domain::key_records::{EffectiveLimits, KeyRecord, KeyStatus, LimitOve
 use crate::domain::keys::{KeyEnv, KeyHash, KeyId};
 use crate::domain::plans::{Period, Plan, PlanId, Quota, RateLimit};
 use crate::domain::time::{Day, UnixTime};
-use crate::domain::usage::{HISTORY_DAYS, UsageDay};
+use crate::domain::usage::{DayCount, HISTORY_DAYS, MeterDay, MeterLedger, PendingReport, UsageDay};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{Credentials, Region};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
@@ -187,7 +190,7 @@ impl DynamoStore {
             .key_schema(key(PK, KeyType::Hash)?)
             .key_schema(key(SK, KeyType::Range)?)
             .set_attribute_definitions(Some(
-                [PK, SK, GSI1_PK, GSI1_SK, GSI2_PK, GSI2_SK, GSI3_PK, GSI3_SK, ACTIVITY_PK, ACTIVITY_SK]
+                [PK, SK, GSI1_PK, GSI1_SK, GSI2_PK, GSI2_SK, GSI3_PK, GSI3_SK, ACTIVITY_PK]
                     .into_iter()
                     .map(attr)
                     .collect::<StoreResult<Vec<_>>>()?,
@@ -987,24 +990,8 @@ impl PlanStore for DynamoStore {
             update.push_str(&format!(" REMOVE {}", removes.join(", ")));
         }
         let cond = format!("attribute_exists({})", e.name(PK));
-        let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, s(plan_pk(plan.id.as_str())))
-            .key(SK, s(PLAN_SK))
-            .update_expression(update)
-            .condition_expression(cond)
-            .set_expression_attribute_names((!e.names.is_empty()).then_some(e.names))
-            .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
-            .send()
-            .await;
-        match res {
-            Ok(_) => {}
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                return Err(StoreError::NotFound("plan"));
-            }
-            Err(err) => return Err(sdk_err(err)),
+        if !self.conditional_update(&plan_pk(plan.id.as_str()), PLAN_SK, update, cond, e).await? {
+            return Err(StoreError::NotFound("plan"));
         }
         // Fan out the new limits to every key the plan governs.
         let now = UnixTime::now();
@@ -1057,29 +1044,82 @@ impl PlanStore for DynamoStore {
 }
 
 impl DynamoStore {
-    /// Every item of one index partition, all pages.
-    async fn query_all(&self, index: &str, pk_attr: &str, pk_value: &str) -> StoreResult<Vec<Item>> {
+    /// One conditional UpdateItem; false when its condition failed.
+    async fn conditional_update(&self, pk: &str, sk: &str, update: String, cond: String, e: Expr) -> StoreResult<bool> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(pk))
+            .key(SK, s(sk))
+            .update_expression(update)
+            .condition_expression(cond)
+            .set_expression_attribute_names((!e.names.is_empty()).then_some(e.names))
+            .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(err) => Err(sdk_err(err)),
+        }
+    }
+
+    /// Every item a Query returns, all pages.
+    async fn query_pages(&self, query: QueryFluentBuilder) -> StoreResult<Vec<Item>> {
         let mut items = vec![];
         let mut start = None;
         loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(index)
-                .key_condition_expression("#p = :p")
-                .expression_attribute_names("#p", pk_attr)
-                .expression_attribute_values(":p", s(pk_value))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(sdk_err)?;
+            let out = query.clone().set_exclusive_start_key(start).send().await.map_err(sdk_err)?;
             items.extend(out.items.unwrap_or_default());
             match out.last_evaluated_key {
                 Some(k) => start = Some(k),
                 None => return Ok(items),
             }
         }
+    }
+
+    /// Every item of table partition `pk` with `lo <= sk <= hi`, strongly consistent.
+    async fn query_range(&self, pk: &str, lo: &str, hi: &str) -> StoreResult<Vec<Item>> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND #sk BETWEEN :lo AND :hi")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":lo", s(lo))
+            .expression_attribute_values(":hi", s(hi))
+            .consistent_read(true);
+        self.query_pages(query).await
+    }
+
+    /// A key's usage-day items from `from` on (before `until` if given).
+    async fn usage_days(&self, key_id: &KeyId, from: Day, until: Option<Day>) -> StoreResult<BTreeMap<Day, DayCount>> {
+        let hi = match until {
+            Some(d) => usage_day_sk(&d.minus(1).compact()),
+            None => usage_day_sk("99999999"),
+        };
+        let items = self.query_range(&key_pk(key_id.as_str()), &usage_day_sk(&from.compact()), &hi).await?;
+        items
+            .iter()
+            .filter(|i| s_opt(i, SK).is_some_and(|sk| sk.starts_with("DAY#")))
+            .map(usage_day_from_item)
+            .collect()
+    }
+
+    /// Every item of one index partition.
+    async fn query_all(&self, index: &str, pk_attr: &str, pk_value: &str) -> StoreResult<Vec<Item>> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .key_condition_expression("#p = :p")
+            .expression_attribute_names("#p", pk_attr)
+            .expression_attribute_values(":p", s(pk_value));
+        self.query_pages(query).await
     }
 
     async fn query_key_ids(&self, index: &str, pk_attr: &str, pk_value: &str) -> StoreResult<Vec<KeyId>> {
@@ -1315,79 +1355,28 @@ impl IdempotencyStore for DynamoStore {
 // ---------------------------------------------------------------------------------------
 
 impl UsageStore for DynamoStore {
-    async fn put_usage_day(&self, key_id: &KeyId, usage: UsageDay) -> StoreResult<()> {
-        let expires = usage.day.next().start().plus((HISTORY_DAYS + 1) * 86_400);
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .item(PK, s(key_pk(key_id.as_str())))
-            .item(SK, s(usage_day_sk(&usage.day.compact())))
-            .item("day", s(usage.day.iso()))
-            .item("allowed", n(usage.allowed))
-            .item("denied", n(usage.denied))
-            .item(TTL, n(expires.secs()))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(sdk_err)
-    }
-
     async fn usage_history(&self, key_id: &KeyId, from: Day) -> StoreResult<Vec<UsageDay>> {
-        let mut days: BTreeMap<Day, UsageDay> = BTreeMap::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#sk", SK)
-                .expression_attribute_values(":pk", s(key_pk(key_id.as_str())))
-                .expression_attribute_values(":from", s(usage_day_sk(&from.compact())))
-                .expression_attribute_values(":to", s(usage_day_sk("99999999")))
-                .set_exclusive_start_key(start)
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(sdk_err)?;
-            for item in out.items.unwrap_or_default() {
-                let day = req_s(&item, SK)?
-                    .strip_prefix("DAY#")
-                    .and_then(Day::parse_compact)
-                    .ok_or_else(|| StoreError::Corrupt("usage day".into()))?;
-                days.insert(
-                    day,
-                    UsageDay { day, allowed: u64_or(&item, "allowed", 0)?, denied: u64_or(&item, "denied", 0)? },
-                );
-            }
-            match out.last_evaluated_key {
-                Some(k) => start = Some(k),
-                None => break,
-            }
-        }
+        let mut days = self.usage_days(key_id, from, None).await?;
         // Live counters on the key item are exact and newer than any rolled-up copy.
         if let Some(item) = self.get_key_item(key_id).await? {
-            for (name, value) in &item {
-                let (allowed, compact) = match (name.strip_prefix("ua_"), name.strip_prefix("ud_")) {
-                    (Some(d), _) => (true, d),
-                    (_, Some(d)) => (false, d),
-                    _ => continue,
-                };
-                let Some(day) = Day::parse_compact(compact) else { continue };
-                if day < from {
-                    continue;
-                }
-                let v = parse_u64(value, name)?;
-                let entry = days.entry(day).or_insert(UsageDay { day, allowed: 0, denied: 0 });
-                if allowed {
-                    entry.allowed = entry.allowed.max(v);
-                } else {
-                    entry.denied = entry.denied.max(v);
-                }
+            for (day, live) in live_days(&item)?.range(from..) {
+                let entry = days.entry(*day).or_default();
+                entry.allowed = entry.allowed.max(live.allowed);
+                entry.denied = entry.denied.max(live.denied);
             }
         }
-        Ok(days.into_values().collect())
+        Ok(days.into_iter().map(|(day, c)| UsageDay { day, allowed: c.allowed, denied: c.denied }).collect())
+    }
+
+    async fn customer_usage(&self, customer_id: &CustomerId, from: Day) -> StoreResult<Vec<(MeterDay, MeterLedger)>> {
+        let pk = customer_pk(customer_id.as_str());
+        let lo = meter_day_sk(&from.compact(), None);
+        let hi = format!("{METER_DAY_PREFIX}99999999$");
+        let mut out = vec![];
+        for item in self.query_range(&pk, &lo, &hi).await? {
+            out.push(meter_ledger_from_item(customer_id, &item)?);
+        }
+        Ok(out)
     }
 
     async fn key_counters(&self, key_id: &KeyId) -> StoreResult<Option<KeyState>> {
@@ -1699,6 +1688,62 @@ fn customer_from_item(item: &Item) -> StoreResult<Customer> {
 // ---------------------------------------------------------------------------------------
 
 /// The index position after the last item returned: the table key plus the index key.
+/// A usage-day item (`DAY#YYYYMMDD` in a key's partition).
+fn usage_day_from_item(item: &Item) -> StoreResult<(Day, DayCount)> {
+    let day = req_s(item, SK)?
+        .strip_prefix("DAY#")
+        .and_then(Day::parse_compact)
+        .ok_or_else(|| StoreError::Corrupt("usage day".into()))?;
+    Ok((day, DayCount { allowed: u64_or(item, "allowed", 0)?, denied: u64_or(item, "denied", 0)? }))
+}
+
+/// The live `ua_YYYYMMDD` / `ud_YYYYMMDD` counters of a key item.
+fn live_days(item: &Item) -> StoreResult<BTreeMap<Day, DayCount>> {
+    let mut days: BTreeMap<Day, DayCount> = BTreeMap::new();
+    for (name, value) in item {
+        let (allowed, compact) = match (name.strip_prefix("ua_"), name.strip_prefix("ud_")) {
+            (Some(d), _) => (true, d),
+            (_, Some(d)) => (false, d),
+            _ => continue,
+        };
+        let Some(day) = Day::parse_compact(compact) else { continue };
+        let v = parse_u64(value, name)?;
+        let entry = days.entry(day).or_default();
+        if allowed {
+            entry.allowed = v;
+        } else {
+            entry.denied = v;
+        }
+    }
+    Ok(days)
+}
+
+/// A meter ledger item (`USAGE#YYYYMMDD#<meter>` in a customer's partition).
+fn meter_ledger_from_item(customer_id: &CustomerId, item: &Item) -> StoreResult<(MeterDay, MeterLedger)> {
+    let corrupt = || StoreError::Corrupt("meter ledger".into());
+    let rest = req_s(item, SK)?.strip_prefix(METER_DAY_PREFIX).ok_or_else(corrupt)?;
+    let (day, meter) = rest.split_once('#').ok_or_else(corrupt)?;
+    let day = Day::parse_compact(day).ok_or_else(corrupt)?;
+    let pending = match (u64_opt(item, "pend_value")?, s_opt(item, "pend_id")) {
+        (Some(value), Some(identifier)) => Some(PendingReport {
+            value,
+            to: u64_or(item, "pend_to", 0)?,
+            identifier: identifier.to_owned(),
+            timestamp: u64_or(item, "pend_ts", 0)? as i64,
+            stripe_customer_id: req_s(item, "pend_cus")?.to_owned(),
+        }),
+        _ => None,
+    };
+    let ledger = MeterLedger {
+        usage: DayCount { allowed: u64_or(item, "allowed", 0)?, denied: u64_or(item, "denied", 0)? },
+        reported: u64_or(item, "reported", 0)?,
+        unbilled: u64_or(item, "unbilled", 0)?,
+        pending,
+    };
+    let meter = (!meter.is_empty()).then(|| meter.to_owned());
+    Ok((MeterDay { customer_id: customer_id.clone(), day, meter }, ledger))
+}
+
 fn items_cursor(items: &[KeyRecord], pk_attr: &str, sk_attr: &str, pk_value: &str) -> BTreeMap<String, String> {
     let last = items.last().map(|r| r.key_id.as_str().to_owned()).unwrap_or_default();
     BTreeMap::from([

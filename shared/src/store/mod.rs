@@ -15,7 +15,7 @@ use crate::domain::key_records::{KeyRecord, KeyStatus, LimitOverrides};
 use crate::domain::keys::{KeyEnv, KeyHash, KeyId};
 use crate::domain::plans::{Plan, PlanId};
 use crate::domain::time::{Day, UnixTime};
-use crate::domain::usage::UsageDay;
+use crate::domain::usage::{DayCount, MeterDay, MeterLedger, PendingReport, UsageDay};
 use std::collections::BTreeMap;
 use std::future::Future;
 
@@ -226,8 +226,6 @@ pub trait IdempotencyStore: Send + Sync {
 }
 
 pub trait UsageStore: Send + Sync {
-    /// Records a day's totals for a key (absolute values: writing twice is harmless).
-    fn put_usage_day(&self, key_id: &KeyId, usage: UsageDay) -> impl Future<Output = StoreResult<()>> + Send;
     /// Days from `from` on, oldest first: stored history merged with the live counters on the
     /// key item for days not yet rolled up.
     fn usage_history(&self, key_id: &KeyId, from: Day) -> impl Future<Output = StoreResult<Vec<UsageDay>>> + Send;
@@ -236,4 +234,77 @@ pub trait UsageStore: Send + Sync {
         &self,
         key_id: &KeyId,
     ) -> impl Future<Output = StoreResult<Option<crate::domain::decision::KeyState>>> + Send;
+    /// A customer's rolled-up ledgers from `from` on, by day then meter.
+    fn customer_usage(
+        &self,
+        customer_id: &CustomerId,
+        from: Day,
+    ) -> impl Future<Output = StoreResult<Vec<(MeterDay, MeterLedger)>>> + Send;
+}
+
+/// A key's usage as the rollup reads it: the live per-day counters on the key item, and what
+/// has been rolled into usage-day items so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUsage {
+    pub key_id: KeyId,
+    pub customer_id: CustomerId,
+    /// The governing plan (its meter decides where allowed requests are billed).
+    pub plan: Option<PlanId>,
+    /// Lifetime totals as read (`None`: the attribute is absent), the guard for settling.
+    pub n_allowed: Option<u64>,
+    pub n_denied: Option<u64>,
+    pub live: BTreeMap<Day, DayCount>,
+    pub rolled: BTreeMap<Day, DayCount>,
+}
+
+/// How a conditional rollup write went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Applied,
+    /// What it was conditioned on changed since it was read (a concurrent run, or new usage);
+    /// nothing was written.
+    Stale,
+}
+
+/// The usage rollup's storage (docs/data-model.md, "The usage rollup").
+pub trait RollupStore: Send + Sync {
+    /// Keys marked active (a counted request since they were last settled), every shard.
+    fn active_keys(&self) -> impl Future<Output = StoreResult<Vec<KeyId>>> + Send;
+    /// The key's live counters and its usage-day items from `from` on (and any older day that
+    /// still has live counters).
+    fn key_usage(&self, key_id: &KeyId, from: Day) -> impl Future<Output = StoreResult<Option<KeyUsage>>> + Send;
+    /// Moves one key-day from `rolled` to `live`, atomically: the usage-day item (if it still
+    /// holds `rolled`) and the customer's meter ledger for that day (by the difference).
+    fn roll_key_day(
+        &self,
+        key: &KeyUsage,
+        day: Day,
+        meter: Option<&str>,
+        now: UnixTime,
+    ) -> impl Future<Output = StoreResult<Written>> + Send;
+    /// After every day is rolled: removes the activity marker if nothing was counted since
+    /// `key` was read, and the live counters of `finished` days if they still hold what was
+    /// rolled. `Applied` when the marker went.
+    fn settle_key(&self, key: &KeyUsage, finished: &[Day]) -> impl Future<Output = StoreResult<Written>> + Send;
+    /// Meter ledgers marked as owing a report, every shard.
+    fn owed_meters(&self) -> impl Future<Output = StoreResult<Vec<MeterDay>>> + Send;
+    fn meter_ledger(&self, meter: &MeterDay) -> impl Future<Output = StoreResult<Option<MeterLedger>>> + Send;
+    /// Records `pending` if the ledger is still as read (`settled` = reported + unbilled, no
+    /// pending report).
+    fn begin_report(
+        &self,
+        meter: &MeterDay,
+        read: &MeterLedger,
+        pending: &PendingReport,
+    ) -> impl Future<Output = StoreResult<Written>> + Send;
+    /// Stripe has `pending`: adds it to `reported` and clears it (and the owed marker when that
+    /// settles the ledger). `Stale` if this pending report is no longer the ledger's.
+    fn commit_report(
+        &self,
+        meter: &MeterDay,
+        pending: &PendingReport,
+    ) -> impl Future<Output = StoreResult<Written>> + Send;
+    /// Settles the unsettled part of a ledger as read without reporting it (`unbilled`), and
+    /// clears the owed marker.
+    fn write_off(&self, meter: &MeterDay, read: &MeterLedger) -> impl Future<Output = StoreResult<Written>> + Send;
 }

@@ -15,10 +15,12 @@ pub const GSI2_SK: &str = "gsi2sk";
 pub const GSI3: &str = "gsi3";
 pub const GSI3_PK: &str = "gsi3pk";
 pub const GSI3_SK: &str = "gsi3sk";
-/// Sparse: keys with usage not yet rolled up, sharded to spread writes.
+/// Sparse: the usage rollup's work list. Key items with usage not yet rolled up (`A#n`) and
+/// meter ledgers owing a report to Stripe (`R#n`), sharded to spread writes. Sorted by the
+/// table's `pk`, so an entry names its item's partition (and, KEYS_ONLY, its `sk`).
 pub const GSI_ACTIVITY: &str = "activity";
 pub const ACTIVITY_PK: &str = "act";
-pub const ACTIVITY_SK: &str = "key_id";
+pub const ACTIVITY_SK: &str = PK;
 pub const ACTIVITY_SHARDS: u32 = 8;
 /// The key attributes listings read (gsi1 projects these). Counters are deliberately absent.
 pub const KEY_LISTING_ATTRS: &[&str] = &[
@@ -97,8 +99,29 @@ pub fn denied_day_attr(day_compact: &str) -> String {
 pub const TYPE_KEYS: &str = "KEYS";
 pub const TYPE_PLANS: &str = "PLANS";
 
+fn shard_of(id: &str) -> u32 {
+    id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % ACTIVITY_SHARDS
+}
+
 /// Which activity shard a key's usage marker goes to.
 pub fn activity_shard(key_id: &str) -> String {
-    let h = key_id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-    format!("A#{}", h % ACTIVITY_SHARDS)
+    format!("{}{}", KEY_ACTIVITY_PREFIX, shard_of(key_id))
 }
+pub const KEY_ACTIVITY_PREFIX: &str = "A#";
+
+/// Which activity shard a customer's owed-report markers go to.
+pub fn owed_shard(customer_id: &str) -> String {
+    format!("{}{}", OWED_ACTIVITY_PREFIX, shard_of(customer_id))
+}
+pub const OWED_ACTIVITY_PREFIX: &str = "R#";
+
+/// A customer's meter ledger for one day: `sk = USAGE#YYYYMMDD#<meter event name>` (empty
+/// meter: history only), in the customer's partition, so a day range is one Query.
+pub fn meter_day_sk(day_compact: &str, meter: Option<&str>) -> String {
+    format!("USAGE#{day_compact}#{}", meter.unwrap_or_default())
+}
+pub const METER_DAY_PREFIX: &str = "USAGE#";
+
+/// The usage rollup's lease (one run at a time): an idempotency record in this scope.
+pub const ROLLUP_LEASE_SCOPE: &str = "lease";
+pub const ROLLUP_LEASE_ID: &str = "usage-rollup";

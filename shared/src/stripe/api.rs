@@ -51,7 +51,10 @@ impl CheckoutSession {
 pub enum StripeError {
     #[error("Stripe has no such object")]
     NotFound,
-    /// 429 or 5xx or no answer: worth retrying later.
+    /// 429: too many requests; back off before the next.
+    #[error("Stripe is rate limiting us")]
+    RateLimited,
+    /// 5xx or no answer: worth retrying later.
     #[error("Stripe is unavailable: {0}")]
     Unavailable(String),
     /// Any other 4xx: our request or credentials are wrong; retrying will not help.
@@ -59,6 +62,13 @@ pub enum StripeError {
     Rejected { status: u16, message: String },
     #[error("unexpected answer from Stripe: {0}")]
     BadResponse(String),
+}
+
+impl StripeError {
+    /// Whether the same request may succeed later (429, 5xx, timeouts).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::RateLimited | Self::Unavailable(_))
+    }
 }
 
 impl From<HttpError> for StripeError {
@@ -117,8 +127,8 @@ pub enum MeterEventOutcome {
 }
 
 impl StripeApi {
-    /// `POST /v1/billing/meter_events`, form-encoded. `Unavailable` (429, 5xx, no answer) is
-    /// worth retrying with backoff; `Rejected` is not.
+    /// `POST /v1/billing/meter_events`, form-encoded. `RateLimited` (429) and `Unavailable`
+    /// (5xx, no answer) are worth retrying with backoff; `Rejected` is not.
     pub async fn send_meter_event(&self, event: &MeterEvent<'_>) -> Result<MeterEventOutcome, StripeError> {
         let body = form_urlencoded::Serializer::new(String::new())
             .append_pair("event_name", event.event_name)
@@ -139,7 +149,8 @@ impl StripeApi {
             400 if error_message(resp.body()).starts_with("An event already exists with identifier") => {
                 Ok(MeterEventOutcome::AlreadyDelivered)
             }
-            429 | 500..=599 => Err(StripeError::Unavailable(format!("HTTP {status}"))),
+            429 => Err(StripeError::RateLimited),
+            500..=599 => Err(StripeError::Unavailable(format!("HTTP {status}"))),
             _ => Err(StripeError::Rejected { status, message: error_message(resp.body()) }),
         }
     }

@@ -1,0 +1,42 @@
+//! The usage rollup Lambda, run by EventBridge Scheduler: configuration and clients built once
+//! per cold start, then one rollup run per invocation, bounded by the invocation's deadline.
+
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::Value;
+use shared::config::Config;
+use shared::domain::time::UnixTime;
+use shared::rollup::{Rollup, RollupOptions, RunReport};
+use shared::store::dynamo::DynamoStore;
+use shared::stripe::api::StripeApi;
+use std::time::{Duration, SystemTime};
+
+/// Kept back from the invocation's time for the last item in flight (a Stripe call has a
+/// 10 s timeout) and for releasing the lease.
+const RESERVE: Duration = Duration::from_secs(20);
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::telemetry::init();
+    let config = Config::from_env()?;
+    let store = DynamoStore::connect_warm(&config).await;
+    let stripe = match &config.stripe_api_key {
+        Some(key) => Some(StripeApi::new(&config.stripe_api_base, key.clone(), Duration::from_secs(10))?),
+        None => {
+            tracing::warn!("STRIPE_API_KEY is not set: the rollup keeps usage history but reports nothing to Stripe");
+            None
+        }
+    };
+    let (store, stripe) = (&store, &stripe);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        usage_rollup::parse_input(event.payload)?;
+        let remaining = event.context.deadline().duration_since(SystemTime::now()).unwrap_or_default();
+        let options = RollupOptions {
+            budget: usage_rollup::budget(remaining, RESERVE),
+            lease_margin: RESERVE,
+            ..RollupOptions::default()
+        };
+        let report: RunReport = Rollup::new(store.clone(), stripe.clone(), options).run(UnixTime::now()).await?;
+        Ok::<_, lambda_runtime::Error>(report)
+    }))
+    .await
+}

@@ -1,0 +1,281 @@
+//! [`RollupStore`] over the table: the usage rollup's reads and conditional writes
+//! (docs/data-model.md, "The usage rollup"). Every write is conditioned on what was read, so
+//! a stale or concurrent run writes nothing instead of counting twice.
+
+use super::*;
+use crate::store::{KeyUsage, RollupStore, Written};
+
+impl RollupStore for DynamoStore {
+    async fn active_keys(&self) -> StoreResult<Vec<KeyId>> {
+        let mut ids = vec![];
+        for shard in 0..ACTIVITY_SHARDS {
+            let marker = format!("{KEY_ACTIVITY_PREFIX}{shard}");
+            ids.extend(self.query_key_ids(GSI_ACTIVITY, ACTIVITY_PK, &marker).await?);
+        }
+        Ok(ids)
+    }
+
+    async fn key_usage(&self, key_id: &KeyId, from: Day) -> StoreResult<Option<KeyUsage>> {
+        // "DAY#…" sorts before "KEY": one Query reads the key item and its recent days.
+        let pk = key_pk(key_id.as_str());
+        let items = self.query_range(&pk, &usage_day_sk(&from.compact()), KEY_SK).await?;
+        let Some(key_item) = items.iter().find(|i| s_opt(i, SK) == Some(KEY_SK)) else { return Ok(None) };
+        let live = live_days(key_item)?;
+        let mut rolled: BTreeMap<Day, DayCount> = items
+            .iter()
+            .filter(|i| s_opt(i, SK).is_some_and(|sk| sk.starts_with("DAY#")))
+            .map(usage_day_from_item)
+            .collect::<StoreResult<_>>()?;
+        // Live days older than `from` (the rollup did not run for a while): one more Query.
+        if let Some(&oldest) = live.keys().next()
+            && oldest < from
+        {
+            rolled.extend(self.usage_days(key_id, oldest, Some(from)).await?);
+        }
+        Ok(Some(KeyUsage {
+            key_id: key_id.clone(),
+            customer_id: CustomerId::parse(req_s(key_item, "customer_id")?)
+                .map_err(|_| StoreError::Corrupt("key customer_id".into()))?,
+            plan: plan_id_opt(key_item, "plan")?,
+            n_allowed: u64_opt(key_item, "n_allowed")?,
+            n_denied: u64_opt(key_item, "n_denied")?,
+            live,
+            rolled,
+        }))
+    }
+
+    async fn roll_key_day(&self, key: &KeyUsage, day: Day, meter: Option<&str>, now: UnixTime) -> StoreResult<Written> {
+        let live = key.live.get(&day).copied().unwrap_or_default();
+        let rolled = key.rolled.get(&day).copied();
+        let Some(delta) = live.since(rolled.unwrap_or_default()) else { return Ok(Written::Stale) };
+        if delta.is_zero() {
+            return Ok(Written::Applied);
+        }
+        let expires = n(day.next().start().plus((HISTORY_DAYS + 1) * 86_400).secs());
+
+        // The usage-day item, if it still holds what was read: it is the key-day's watermark.
+        let mut e = Expr::default();
+        let cond = match rolled {
+            None => format!("attribute_not_exists({})", e.name(PK)),
+            Some(r) => format!(
+                "{} = {} AND {} = {}",
+                e.name("allowed"),
+                e.value(n(r.allowed)),
+                e.name("denied"),
+                e.value(n(r.denied))
+            ),
+        };
+        let put = Put::builder()
+            .table_name(&self.table)
+            .item(PK, s(key_pk(key.key_id.as_str())))
+            .item(SK, s(usage_day_sk(&day.compact())))
+            .item("day", s(day.iso()))
+            .item("allowed", n(live.allowed))
+            .item("denied", n(live.denied))
+            .item(TTL, expires.clone())
+            .condition_expression(cond)
+            .set_expression_attribute_names(Some(e.names))
+            .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
+            .build()
+            .map_err(|e| StoreError::Backend(e.into()))?;
+
+        // The customer's ledger for the day and meter, by the difference. Billable allowed
+        // requests mark it as owing a report.
+        let mut e = Expr::default();
+        let mut set = vec![
+            format!("{} = {}", e.name("day"), e.value(s(day.iso()))),
+            format!("{} = {}", e.name(TTL), e.value(expires)),
+            format!("{} = {}", e.name("updated_at"), e.value(n(now.secs()))),
+        ];
+        if let Some(meter) = meter {
+            set.push(format!("{} = {}", e.name("meter"), e.value(s(meter))));
+            if delta.allowed > 0 {
+                let owed = owed_shard(key.customer_id.as_str());
+                set.push(format!("{} = {}", e.name(ACTIVITY_PK), e.value(s(owed))));
+            }
+        }
+        let update = format!(
+            "ADD {} {}, {} {} SET {}",
+            e.name("allowed"),
+            e.value(n(delta.allowed)),
+            e.name("denied"),
+            e.value(n(delta.denied)),
+            set.join(", ")
+        );
+        let ledger = Update::builder()
+            .table_name(&self.table)
+            .key(PK, s(customer_pk(key.customer_id.as_str())))
+            .key(SK, s(meter_day_sk(&day.compact(), meter)))
+            .update_expression(update)
+            .set_expression_attribute_names(Some(e.names))
+            .set_expression_attribute_values(Some(e.values))
+            .build()
+            .map_err(|e| StoreError::Backend(e.into()))?;
+
+        match self
+            .transact(vec![
+                TransactWriteItem::builder().put(put).build(),
+                TransactWriteItem::builder().update(ledger).build(),
+            ])
+            .await
+        {
+            Ok(()) => Ok(Written::Applied),
+            Err(TxError::ConditionFailed(_)) => Ok(Written::Stale),
+            Err(TxError::Store(e)) => Err(e),
+        }
+    }
+
+    async fn settle_key(&self, key: &KeyUsage, finished: &[Day]) -> StoreResult<Written> {
+        let pk = key_pk(key.key_id.as_str());
+        // Marker and finished days together, if nothing was counted since the read.
+        let mut e = Expr::default();
+        let mut remove = vec![e.name(ACTIVITY_PK)];
+        for day in finished {
+            remove.push(e.name(&allowed_day_attr(&day.compact())));
+            remove.push(e.name(&denied_day_attr(&day.compact())));
+        }
+        let cond = format!(
+            "attribute_exists({}) AND {} AND {}",
+            e.name(PK),
+            equals_or_absent(&mut e, "n_allowed", key.n_allowed),
+            equals_or_absent(&mut e, "n_denied", key.n_denied)
+        );
+        if self.conditional_update(&pk, KEY_SK, format!("REMOVE {}", remove.join(", ")), cond, e).await? {
+            return Ok(Written::Applied);
+        }
+        // Busy key: it keeps its marker (it has new usage); finished days still go if they hold
+        // exactly what was rolled.
+        if !finished.is_empty() {
+            let mut e = Expr::default();
+            let mut remove = vec![];
+            let mut cond = vec![];
+            for day in finished {
+                let live = key.live.get(day).copied().unwrap_or_default();
+                for (attr, v) in
+                    [(allowed_day_attr(&day.compact()), live.allowed), (denied_day_attr(&day.compact()), live.denied)]
+                {
+                    let guard = equals_or_absent(&mut e, &attr, (v > 0).then_some(v));
+                    remove.push(e.name(&attr));
+                    cond.push(guard);
+                }
+            }
+            self.conditional_update(&pk, KEY_SK, format!("REMOVE {}", remove.join(", ")), cond.join(" AND "), e)
+                .await?;
+        }
+        Ok(Written::Stale)
+    }
+
+    async fn owed_meters(&self) -> StoreResult<Vec<MeterDay>> {
+        let mut out = vec![];
+        for shard in 0..ACTIVITY_SHARDS {
+            let marker = format!("{OWED_ACTIVITY_PREFIX}{shard}");
+            for entry in self.query_all(GSI_ACTIVITY, ACTIVITY_PK, &marker).await? {
+                let customer = req_s(&entry, PK)?
+                    .strip_prefix("CUST#")
+                    .and_then(|c| CustomerId::parse(c).ok())
+                    .ok_or_else(|| StoreError::Corrupt("owed marker".into()))?;
+                let (meter_day, _) = meter_ledger_from_item(&customer, &entry)?;
+                out.push(meter_day);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn meter_ledger(&self, meter: &MeterDay) -> StoreResult<Option<MeterLedger>> {
+        let item = self
+            .get(customer_pk(meter.customer_id.as_str()), &meter_day_sk(&meter.day.compact(), meter.meter.as_deref()))
+            .await?;
+        item.map(|i| meter_ledger_from_item(&meter.customer_id, &i).map(|(_, l)| l)).transpose()
+    }
+
+    async fn begin_report(
+        &self,
+        meter: &MeterDay,
+        read: &MeterLedger,
+        pending: &PendingReport,
+    ) -> StoreResult<Written> {
+        let mut e = Expr::default();
+        let update = format!(
+            "SET {} = {}, {} = {}, {} = {}, {} = {}, {} = {}",
+            e.name("pend_value"),
+            e.value(n(pending.value)),
+            e.name("pend_to"),
+            e.value(n(pending.to)),
+            e.name("pend_id"),
+            e.value(s(&pending.identifier)),
+            e.name("pend_ts"),
+            e.value(n(pending.timestamp)),
+            e.name("pend_cus"),
+            e.value(s(&pending.stripe_customer_id)),
+        );
+        let cond = format!("attribute_exists({}) AND {}", e.name(PK), settled_as_read(&mut e, read));
+        let (pk, sk) = ledger_key(meter);
+        Ok(written(self.conditional_update(&pk, &sk, update, cond, e).await?))
+    }
+
+    async fn commit_report(&self, meter: &MeterDay, pending: &PendingReport) -> StoreResult<Written> {
+        let (pk, sk) = ledger_key(meter);
+        for settles_all in [true, false] {
+            let mut e = Expr::default();
+            let mut remove = ["pend_value", "pend_to", "pend_id", "pend_ts", "pend_cus"].map(|a| e.name(a)).to_vec();
+            let mut cond = format!("{} = {}", e.name("pend_id"), e.value(s(&pending.identifier)));
+            if settles_all {
+                // Nothing arrived since the report was decided: the ledger no longer owes.
+                remove.push(e.name(ACTIVITY_PK));
+                cond = format!("{cond} AND {} = {}", e.name("allowed"), e.value(n(pending.to)));
+            }
+            let update =
+                format!("ADD {} {} REMOVE {}", e.name("reported"), e.value(n(pending.value)), remove.join(", "));
+            if self.conditional_update(&pk, &sk, update, cond, e).await? {
+                return Ok(Written::Applied);
+            }
+        }
+        Ok(Written::Stale)
+    }
+
+    async fn write_off(&self, meter: &MeterDay, read: &MeterLedger) -> StoreResult<Written> {
+        let mut e = Expr::default();
+        let unsettled = read.unsettled();
+        let mut update = format!("REMOVE {}", e.name(ACTIVITY_PK));
+        if unsettled > 0 {
+            update = format!("ADD {} {} {update}", e.name("unbilled"), e.value(n(unsettled)));
+        }
+        let cond =
+            format!("{} = {} AND {}", e.name("allowed"), e.value(n(read.usage.allowed)), settled_as_read(&mut e, read));
+        let (pk, sk) = ledger_key(meter);
+        Ok(written(self.conditional_update(&pk, &sk, update, cond, e).await?))
+    }
+}
+
+fn written(applied: bool) -> Written {
+    if applied { Written::Applied } else { Written::Stale }
+}
+
+fn ledger_key(meter: &MeterDay) -> (String, String) {
+    (customer_pk(meter.customer_id.as_str()), meter_day_sk(&meter.day.compact(), meter.meter.as_deref()))
+}
+
+/// `attr = v`, or for `None` (a count never written) `attribute_not_exists(attr)`.
+fn equals_or_absent(e: &mut Expr, attr: &str, v: Option<u64>) -> String {
+    match v {
+        Some(v) => format!("{} = {}", e.name(attr), e.value(n(v))),
+        None => format!("attribute_not_exists({})", e.name(attr)),
+    }
+}
+
+/// The ledger's settled part and pending slot are as `read` saw them.
+fn settled_as_read(e: &mut Expr, read: &MeterLedger) -> String {
+    let zero_or = |e: &mut Expr, attr: &str, v: u64| {
+        if v == 0 {
+            format!("(attribute_not_exists({0}) OR {0} = {1})", e.name(attr), e.value(n(0)))
+        } else {
+            format!("{} = {}", e.name(attr), e.value(n(v)))
+        }
+    };
+    format!(
+        "{} AND {} AND attribute_not_exists({})",
+        zero_or(e, "reported", read.reported),
+        zero_or(e, "unbilled", read.unbilled),
+        e.name("pend_id")
+    )
+}

@@ -1,0 +1,372 @@
+//! The usage rollup end to end: the real store on a DynamoDB-protocol server, the real Stripe
+//! client against the local stand-in (which records every request and can fail on demand).
+//! What must hold in every test: each allowed request is reported to Stripe exactly once
+//! (the sum of accepted meter event values equals the allowed count, and no identifier is
+//! accepted twice), and nothing is reported for usage that was already reported.
+
+use http::Method;
+use issue_key::handler::{ApiRequest, ManagementApi};
+use shared::domain::customers::{Customer, CustomerId, EventStamp, SubscriptionStatus};
+use shared::domain::keys::{ApiKey, KeyEnv, KeyId};
+use shared::domain::plans::{Plan, PlanId};
+use shared::domain::time::UnixTime;
+use shared::domain::usage::MeterDay;
+use shared::rollup::{Backoff, Reporting, Rollup, RollupOptions, RunReport, RunStatus, identifier};
+use shared::store::dynamo::DynamoStore;
+use shared::store::{AuthorizeStore, CustomerStore, KeyStore, NewKey, PlanStore, RollupStore};
+use shared::stripe::api::StripeApi;
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+use tollgate_tests::stripe::{API_KEY, Fault, StripeStandIn};
+use tollgate_tests::{TestDb, fresh_db};
+
+/// 2026-11-23T10:00:30Z.
+const NOW: UnixTime = UnixTime(1_795_428_030);
+const METER: &str = "api_requests";
+
+struct Fixture {
+    db: TestDb,
+    stripe: StripeStandIn,
+}
+
+impl Fixture {
+    /// A metered plan `pro` (no limits) and an empty table.
+    async fn new() -> Self {
+        let db = fresh_db().await;
+        let plan = Plan {
+            id: PlanId::parse("pro").unwrap(),
+            name: "Pro".into(),
+            rate_limit: None,
+            quota: None,
+            stripe_price_ids: vec!["price_pro".into()],
+            meter_event_name: Some(METER.into()),
+            created_at: NOW,
+            updated_at: NOW,
+        };
+        db.store.create_plan(&plan).await.unwrap();
+        Self { db, stripe: StripeStandIn::start().await }
+    }
+
+    fn store(&self) -> &DynamoStore {
+        &self.db.store
+    }
+
+    /// A customer billed through Stripe as `cus_<customer>`.
+    async fn stripe_customer(&self, customer: &str) {
+        let mut c = Customer::new(CustomerId::parse(customer).unwrap(), NOW);
+        c.stripe_customer_id = Some(format!("cus_{customer}"));
+        c.subscription_status = Some(SubscriptionStatus::Active);
+        c.last_event = Some(EventStamp { created: 1, event_id: format!("evt_{customer}") });
+        assert!(self.store().apply_customer(&c, 3600).await.unwrap());
+    }
+
+    async fn key(&self, customer: &str) -> (KeyId, ApiKey) {
+        let key = ApiKey::generate(KeyEnv::Live).unwrap();
+        let new = NewKey::new(&key, CustomerId::parse(customer).unwrap(), Some(PlanId::parse("pro").unwrap()), NOW);
+        (self.store().create_key(new).await.unwrap().key_id, key)
+    }
+
+    async fn requests(&self, key: &(KeyId, ApiKey), n: u64, at: UnixTime) {
+        for _ in 0..n {
+            let d = self.store().authorize_and_count(&key.0, &key.1.hash(), at).await.unwrap();
+            assert!(d.outcome.is_ok(), "{:?}", d.outcome);
+        }
+    }
+
+    fn rollup(&self, options: RollupOptions) -> Rollup<DynamoStore> {
+        let stripe = StripeApi::new(&self.stripe.base, API_KEY.to_owned().into(), Duration::from_millis(300)).unwrap();
+        Rollup::new(self.store().clone(), Some(stripe), options)
+    }
+
+    async fn run(&self, at: UnixTime) -> RunReport {
+        self.rollup(fast()).run(at).await.unwrap()
+    }
+
+    /// Stripe's view: accepted units per Stripe customer, after checking that every accepted
+    /// event is well formed and no identifier was accepted twice.
+    fn billed(&self) -> BTreeMap<String, u64> {
+        let mut seen = HashSet::new();
+        let mut out = BTreeMap::new();
+        for e in self.stripe.meter_events() {
+            assert!(seen.insert(e["identifier"].clone()), "identifier accepted twice: {e:?}");
+            assert_eq!(e["event_name"], METER);
+            *out.entry(e["payload[stripe_customer_id]"].clone()).or_default() +=
+                e["payload[value]"].parse::<u64>().unwrap();
+        }
+        out
+    }
+
+    fn meter_requests(&self) -> usize {
+        self.stripe.requests().iter().filter(|r| r.path == "/v1/billing/meter_events").count()
+    }
+}
+
+/// Test timings: milliseconds of backoff instead of seconds.
+fn fast() -> RollupOptions {
+    RollupOptions {
+        budget: Duration::from_secs(120),
+        lease_margin: Duration::from_secs(10),
+        concurrency: 4,
+        backoff: Backoff { attempts: 4, base: Duration::from_millis(10), rate_limited: Duration::from_millis(20) },
+    }
+}
+
+fn billed(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(c, v)| (format!("cus_{c}"), *v)).collect()
+}
+
+#[tokio::test]
+async fn a_run_reports_each_customers_increase_once_and_a_rerun_sends_nothing() {
+    let f = Fixture::new().await;
+    f.stripe_customer("acme").await;
+    f.stripe_customer("beta").await;
+    let (a1, a2, b1) = (f.key("acme").await, f.key("acme").await, f.key("beta").await);
+    f.requests(&a1, 7, NOW).await;
+    f.requests(&a2, 5, NOW).await;
+    f.requests(&b1, 4, NOW).await;
+
+    let report = f.run(NOW).await;
+    assert_eq!(report.status, Some(RunStatus::Completed));
+    assert_eq!(report.reporting, Some(Reporting::Ok));
+    assert_eq!((report.keys_active, report.key_days_rolled, report.keys_settled), (3, 3, 3));
+    assert_eq!((report.meters_owed, report.events_accepted, report.units_reported), (2, 2, 16));
+    assert_eq!(f.billed(), billed(&[("acme", 12), ("beta", 4)]));
+
+    // What Stripe was sent, field by field, with the secret key.
+    let events = f.stripe.meter_events();
+    let acme = events.iter().find(|e| e["payload[stripe_customer_id]"] == "cus_acme").unwrap();
+    assert_eq!(acme["timestamp"], NOW.secs().to_string());
+    let acme_day =
+        MeterDay { customer_id: CustomerId::parse("acme").unwrap(), day: NOW.day(), meter: Some(METER.into()) };
+    assert_eq!(acme["identifier"], identifier(&acme_day, METER, 0, 12));
+    assert!(f.stripe.requests().iter().all(|r| r.authorization.as_deref() == Some(&format!("Bearer {API_KEY}"))));
+
+    // No new usage: no key is touched and Stripe hears nothing.
+    let before = f.meter_requests();
+    f.db.requests.reset();
+    let rerun = f.run(NOW.plus(60)).await;
+    assert_eq!((rerun.keys_active, rerun.meters_owed, rerun.events_accepted), (0, 0, 0));
+    assert_eq!(f.meter_requests(), before);
+    assert_eq!(f.db.requests.get("TransactWriteItems"), 0);
+    assert_eq!(f.db.requests.get("UpdateItem"), 0, "{:?}", f.db.requests.snapshot());
+
+    // New usage on one key: only that key is read, only the increase is reported.
+    f.requests(&a2, 3, NOW.plus(120)).await;
+    let third = f.run(NOW.plus(180)).await;
+    assert_eq!((third.keys_active, third.events_accepted, third.units_reported), (1, 1, 3));
+    assert_eq!(f.billed(), billed(&[("acme", 15), ("beta", 4)]));
+    let last = f.stripe.meter_events().pop().unwrap();
+    assert_eq!(last["identifier"], identifier(&acme_day, METER, 12, 15));
+}
+
+#[tokio::test]
+async fn history_is_kept_per_day_and_shown_by_the_usage_endpoint() {
+    let f = Fixture::new().await;
+    f.stripe_customer("acme").await;
+    let key = f.key("acme").await;
+    let yesterday = NOW.plus(-86_400);
+    f.requests(&key, 6, yesterday).await;
+    f.requests(&key, 2, NOW).await;
+    // A denied request counts in the history, never in the bill.
+    f.store()
+        .update_key(
+            &key.0,
+            shared::store::KeyPatch {
+                status: Some(shared::domain::key_records::KeyStatus::Disabled),
+                ..Default::default()
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
+    let denied = f.store().authorize_and_count(&key.0, &key.1.hash(), NOW).await.unwrap();
+    assert!(denied.outcome.is_err());
+
+    let report = f.run(NOW).await;
+    assert_eq!(report.key_days_rolled, 2);
+    assert_eq!(f.billed(), billed(&[("acme", 8)]));
+    // Yesterday ended over an hour ago: its live counters left the key item.
+    let usage = f.store().key_usage(&key.0, NOW.day().minus(5)).await.unwrap().unwrap();
+    assert_eq!(usage.live.keys().copied().collect::<Vec<_>>(), vec![NOW.day()]);
+    // Yesterday's report carries yesterday's last second, so Stripe bills it in its period.
+    let stamps: HashSet<String> = f.stripe.meter_events().iter().map(|e| e["timestamp"].clone()).collect();
+    assert!(stamps.contains(&(NOW.day().start().secs() - 1).to_string()), "{stamps:?}");
+
+    let api = ManagementApi::new(f.store().clone(), None);
+    let get = |path: String| ApiRequest {
+        method: Method::GET,
+        path,
+        query: "days=7".into(),
+        headers: http::HeaderMap::new(),
+        body: vec![],
+        request_id: "req_test".into(),
+    };
+    let resp = api.handle(get(format!("/v1/keys/{}/usage", key.0.as_str())), NOW).await;
+    assert_eq!(resp.status(), 200, "{}", resp.body());
+    let body: serde_json::Value = serde_json::from_str(resp.body()).unwrap();
+    assert_eq!(
+        body["history"],
+        serde_json::json!([
+            {"day": yesterday.day().iso(), "allowed": 6, "denied": 0},
+            {"day": NOW.day().iso(), "allowed": 2, "denied": 1},
+        ])
+    );
+    let resp = api.handle(get("/v1/customers/acme/usage".into()), NOW).await;
+    assert_eq!(resp.status(), 200, "{}", resp.body());
+    let body: serde_json::Value = serde_json::from_str(resp.body()).unwrap();
+    assert_eq!(body["history"].as_array().unwrap().len(), 2);
+    assert_eq!(body["history"][1]["allowed"], 2);
+    assert_eq!(body["history"][1]["denied"], 1);
+    assert_eq!(body["history"][1]["reported"], 2);
+    assert_eq!(body["history"][1]["meter"], METER);
+}
+
+#[tokio::test]
+async fn rate_limits_server_errors_and_timeouts_are_retried_with_the_same_identifier() {
+    let f = Fixture::new().await;
+    f.stripe_customer("acme").await;
+    let key = f.key("acme").await;
+    f.requests(&key, 9, NOW).await;
+    f.stripe.inject(&[Fault::Status(429), Fault::Status(500), Fault::Delay(Duration::from_millis(600))]);
+
+    let report = f.run(NOW).await;
+    assert_eq!((report.reporting, report.events_accepted), (Some(Reporting::Ok), 1));
+    assert_eq!(f.meter_requests(), 4, "three failures, then the accept");
+    assert_eq!(f.billed(), billed(&[("acme", 9)]));
+    // The timed-out attempt reached Stripe after all (the stand-in processes it late): it was
+    // the same identifier, so Stripe kept one event.
+    assert_eq!(f.stripe.meter_events().len(), 1);
+}
+
+#[tokio::test]
+async fn a_crash_between_stripes_accept_and_the_watermark_never_double_bills() {
+    let f = Fixture::new().await;
+    f.stripe_customer("acme").await;
+    let key = f.key("acme").await;
+    f.requests(&key, 10, NOW).await;
+
+    // Stripe accepts, but the answer is lost (500) and the run gives up on Stripe.
+    f.stripe.inject(&[Fault::AcceptThen500]);
+    let once = RollupOptions { backoff: Backoff { attempts: 1, ..fast().backoff }, ..fast() };
+    let report = f.rollup(once).run(NOW).await.unwrap();
+    assert_eq!(report.reporting, Some(Reporting::Unavailable));
+    assert_eq!(report.units_reported, 0);
+    assert_eq!(f.billed(), billed(&[("acme", 10)]), "Stripe has it");
+
+    // More usage arrives before the next run.
+    f.requests(&key, 5, NOW.plus(30)).await;
+    let report = f.run(NOW.plus(60)).await;
+    // The pending report is resent as it was (Stripe says it already has it), then the rest.
+    assert_eq!((report.events_already_delivered, report.events_accepted), (1, 1));
+    assert_eq!(report.units_reported, 15);
+    assert_eq!(f.billed(), billed(&[("acme", 15)]));
+    assert_eq!(f.run(NOW.plus(120)).await.events_accepted, 0);
+}
+
+#[tokio::test]
+async fn a_run_killed_mid_report_leaves_a_lease_that_expires_and_nothing_lost() {
+    let f = Fixture::new().await;
+    f.stripe_customer("acme").await;
+    let key = f.key("acme").await;
+    f.requests(&key, 4, NOW).await;
+
+    // The process dies while Stripe is answering: the run future is dropped mid-request.
+    f.stripe.inject(&[Fault::Delay(Duration::from_millis(250))]);
+    let slow_client = RollupOptions { budget: Duration::from_secs(30), lease_margin: Duration::from_secs(5), ..fast() };
+    let killed = tokio::time::timeout(Duration::from_millis(100), f.rollup(slow_client.clone()).run(NOW)).await;
+    assert!(killed.is_err(), "the run was still in flight");
+    tokio::time::sleep(Duration::from_millis(400)).await; // whatever Stripe does with it, it has done
+
+    // Its lease holds until it expires: a run meanwhile does nothing.
+    let busy = f.run(NOW.plus(10)).await;
+    assert_eq!(busy.status, Some(RunStatus::Busy));
+    let after = f.run(NOW.plus(36)).await;
+    assert_eq!(after.status, Some(RunStatus::Completed));
+    assert_eq!(after.units_reported, 4);
+    assert_eq!(f.billed(), billed(&[("acme", 4)]));
+}
+
+#[tokio::test]
+async fn a_customer_without_a_stripe_id_is_skipped_and_written_off_while_others_are_billed() {
+    let f = Fixture::new().await;
+    f.stripe_customer("acme").await;
+    let (paying, internal) = (f.key("acme").await, f.key("internal-team").await);
+    f.requests(&paying, 3, NOW).await;
+    f.requests(&internal, 8, NOW).await;
+
+    let report = f.run(NOW).await;
+    assert_eq!((report.units_reported, report.units_unbilled), (3, 8));
+    assert_eq!(f.billed(), billed(&[("acme", 3)]));
+    let internal_day = MeterDay {
+        customer_id: CustomerId::parse("internal-team").unwrap(),
+        day: NOW.day(),
+        meter: Some(METER.into()),
+    };
+    let ledger = f.store().meter_ledger(&internal_day).await.unwrap().unwrap();
+    assert_eq!((ledger.usage.allowed, ledger.reported, ledger.unbilled), (8, 0, 8));
+    assert!(f.store().owed_meters().await.unwrap().is_empty(), "nothing left owed; the next run does not retry it");
+}
+
+#[tokio::test]
+async fn a_rejected_event_skips_that_customer_and_the_others_go_on() {
+    let f = Fixture::new().await;
+    for c in ["acme", "beta"] {
+        f.stripe_customer(c).await;
+    }
+    let (a, b) = (f.key("acme").await, f.key("beta").await);
+    f.requests(&a, 2, NOW).await;
+    f.requests(&b, 3, NOW).await;
+    // One customer at a time, in order: acme's event meets the 4xx.
+    f.stripe.inject(&[Fault::Status(400)]);
+    let serial = RollupOptions { concurrency: 1, ..fast() };
+    let report = f.rollup(serial).run(NOW).await.unwrap();
+    assert_eq!((report.customers_skipped, report.units_reported), (1, 3));
+    assert_eq!(f.billed(), billed(&[("beta", 3)]));
+    // The next run sends acme's report again, unchanged.
+    let report = f.run(NOW.plus(60)).await;
+    assert_eq!((report.customers_skipped, report.units_reported), (0, 2));
+    assert_eq!(f.billed(), billed(&[("acme", 2), ("beta", 3)]));
+}
+
+/// 10,000 keys of 100 customers, one or two requests each: one run rolls and reports them
+/// all, and its DynamoDB requests stay within 3 per key plus 4 per customer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_active_keys_in_one_run() {
+    const CUSTOMERS: usize = 100;
+    const KEYS_PER_CUSTOMER: usize = 100;
+    let f = Fixture::new().await;
+    let mut keys = vec![];
+    for c in 0..CUSTOMERS {
+        let customer = format!("c{c:03}");
+        f.stripe_customer(&customer).await;
+        let batch = futures::future::join_all((0..KEYS_PER_CUSTOMER).map(|_| f.key(&customer))).await;
+        keys.extend(batch.into_iter().map(|k| (customer.clone(), k)));
+    }
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for chunk in keys.chunks(200) {
+        futures::future::join_all(chunk.iter().enumerate().map(|(i, (customer, key))| {
+            let n = 1 + (i % 2) as u64;
+            *expected.entry(format!("cus_{customer}")).or_default() += n;
+            f.requests(key, n, NOW)
+        }))
+        .await;
+    }
+
+    f.db.requests.reset();
+    let started = std::time::Instant::now();
+    let report = f.rollup(RollupOptions { budget: Duration::from_secs(600), ..fast() }).run(NOW).await.unwrap();
+    let elapsed = started.elapsed();
+    let requests = f.db.requests.total();
+    eprintln!(
+        "rollup of {} keys / {CUSTOMERS} customers on {}: {elapsed:?}, {requests} DynamoDB requests {:?}",
+        keys.len(),
+        f.db.backend(),
+        f.db.requests.snapshot()
+    );
+    assert_eq!(report.status, Some(RunStatus::Completed));
+    assert_eq!((report.keys_active, report.keys_settled), (10_000, 10_000));
+    assert_eq!(report.events_accepted, CUSTOMERS as u64);
+    assert_eq!(f.billed(), expected);
+    assert!(requests <= 3 * 10_000 + 4 * CUSTOMERS as u64 + 64, "{requests} requests");
+    assert!(f.store().active_keys().await.unwrap().is_empty());
+}
