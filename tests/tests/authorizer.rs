@@ -152,6 +152,10 @@ async fn unreachable_storage_fails_closed_or_open_as_configured() {
     let open = Authorizer::new(store, FailMode::Open);
     let r = handle(&open, fixture("api-key"), NOW).await.unwrap();
     assert_eq!((r["isAuthorized"].as_bool(), r["context"]["degraded"].as_bool()), (Some(true), Some(true)));
+    // The gateway maps these onto upstream headers: present even when no key could be read.
+    for field in ["key_id", "customer_id", "plan_id"] {
+        assert_eq!(r["context"][field], "", "{field}");
+    }
     // Bounded: both decisions together, each with its retries, well within a few seconds.
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
 }

@@ -104,7 +104,15 @@ pub async fn handle<S: AuthorizeStore>(
 ) -> Result<Value, HandlerError> {
     let event = AuthorizerEvent::parse(event)?;
     let decision = authorizer.decide(event.presented(), now).await;
-    let context = AuthorizerContext::from_decision(&decision, now);
+    let mut context = AuthorizerContext::from_decision(&decision, now);
+    if decision.is_allowed() {
+        // The SAM template maps these onto headers for the upstream; a mapping from a context
+        // key that is absent could fail the request, so they are always there ("" when there
+        // is no plan, or no key at all under fail-open).
+        for field in [&mut context.key_id, &mut context.customer_id, &mut context.plan_id] {
+            field.get_or_insert_with(String::new);
+        }
+    }
     if decision.outcome == Err(Denial::Unavailable) {
         return Err(HandlerError::Unavailable);
     }
