@@ -15,20 +15,20 @@ TEST_ALL := cargo test --workspace --no-fail-fast
 TEST_CONTRACT := cargo test --workspace --test contract --test authorizer --test local_stack --test management --test webhook --no-fail-fast
 endif
 
-.PHONY: help test lint test-dynoxide test-moto dev build deploy bench
+.PHONY: help test lint lint-template test-dynoxide test-moto dev build deploy bench
 
 # The local stack: every handler behind one server on in-process Dynoxide; --seed prints a demo key.
 dev:
 	cargo run -p tollgate-dev --bin tollgate -- --seed
 
 help:
-	@echo "make test    formatting, clippy, every test on in-process Dynoxide, the storage contract on moto"
+	@echo "make test    formatting, clippy, SAM template lint, every test on in-process Dynoxide, the storage contract on moto"
 	@echo "make dev     the local stack on http://127.0.0.1:3000 with a demo plan and key (Ctrl-C stops it)"
 	@echo "make build   cargo lambda build --release --arm64 (arrives with the function crates)"
 	@echo "make deploy  sam build && sam deploy --guided (arrives with the SAM template)"
 	@echo "make bench   the benchmarks: decision CPU, DynamoDB requests per decision, latency vs a bare round trip"
 
-test: lint test-dynoxide test-moto
+test: lint lint-template test-dynoxide test-moto
 
 lint:
 	cargo fmt --all -- --check
@@ -42,6 +42,11 @@ test-dynoxide:
 # of the protocol), started single-threaded on a free port and stopped on every exit path.
 test-moto:
 	bash scripts/with-moto.sh $(TEST_CONTRACT)
+
+# Every SAM template in infra/: cfn-lint, sam validate --lint, sam validate, and cfn-lint of the
+# SAM translation, offline (pinned tools in .venv-sam, installed on first use).
+lint-template:
+	bash scripts/lint-template.sh
 
 # Criterion benchmarks, ending in one summary table (bench/benches/decision.rs).
 bench:
