@@ -24,9 +24,9 @@ dev:
 help:
 	@echo "make test    formatting, clippy, SAM template lint, every test on in-process Dynoxide, the storage contract on moto"
 	@echo "make dev     the local stack on http://127.0.0.1:3000 with a demo plan and key (Ctrl-C stops it)"
-	@echo "make build   cargo lambda build --release --arm64 (arrives with the function crates)"
-	@echo "make deploy  sam build && sam deploy --guided (arrives with the SAM template)"
-	@echo "make bench   the benchmarks: decision CPU, DynamoDB requests per decision, latency vs a bare round trip"
+	@echo "make build   cargo lambda build --release --arm64 of every function (cargo-lambda into .venv), then zip sizes vs 3 MB"
+	@echo "make deploy  lint the template, sam build (cargo-lambda, no Docker), sam deploy --guided (docs/deploy.md)"
+	@echo "make bench   the benchmarks: decision CPU and DynamoDB requests, authorizer cold start and RSS, local stack load (wrk), sizes"
 
 test: lint lint-template test-dynoxide test-moto
 
@@ -48,9 +48,22 @@ test-moto:
 lint-template:
 	bash scripts/lint-template.sh
 
-# Criterion benchmarks, ending in one summary table (bench/benches/decision.rs).
+# Criterion benchmarks, the native release authorizer binary's cold start and memory against an emulated
+# Lambda Runtime API, the local stack under wrk (scripts/load.sh installs it when absent) and make build's
+# sizes, ending in one summary table (bench/benches/decision.rs).
 bench:
+	cargo build --release -p authorizer
 	cargo bench -p tollgate-bench
 
-build deploy:
-	@echo "make $@ is not available yet: see README.md, 'Status'." >&2; exit 2
+# target/lambda/<function>/bootstrap and bootstrap.zip for arm64, then a size table (scripts/build.sh).
+build:
+	bash scripts/build.sh
+
+# Validates the template (and installs SAM into .venv-sam), then sam build (cargo-lambda from .venv,
+# no Docker) and a guided deploy; docs/deploy.md has the parameters and the Stripe secrets.
+deploy:
+	bash scripts/ensure-build-tools.sh
+	bash scripts/lint-template.sh
+	PATH="$(CURDIR)/.venv/bin:$(CURDIR)/.venv-sam/bin:$$PATH" SAM_CLI_TELEMETRY=0 \
+	  sam build --beta-features --template-file infra/template.yaml
+	PATH="$(CURDIR)/.venv-sam/bin:$$PATH" SAM_CLI_TELEMETRY=0 sam deploy --guided

@@ -19,8 +19,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv-sam"
 REQ="$ROOT/scripts/requirements-sam.txt"
 STAMP="$VENV/.tollgate-sam-requirements.sha256"
-PYTHON="${PYTHON:-python3}"
 REGION=us-east-1
+
+# shellcheck source=lib/pinned-venv.sh
+source "$ROOT/scripts/lib/pinned-venv.sh"
 
 die() { echo "lint-template: $*" >&2; exit 1; }
 
@@ -30,11 +32,8 @@ SAM_PIN="$(pin aws-sam-cli)"
 LINT_PIN="$(pin cfn-lint)"
 if [ -z "$SAM_PIN" ] || [ -z "$LINT_PIN" ]; then die "no aws-sam-cli==X / cfn-lint==Y pin in $REQ"; fi
 
-req_hash() { "$PYTHON" -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' "$REQ"; }
-
 venv_ok() {
-    [ -x "$VENV/bin/python" ] && [ -x "$VENV/bin/sam" ] && [ -x "$VENV/bin/cfn-lint" ] || return 1
-    [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(req_hash)" ] || return 1
+    [ -x "$VENV/bin/sam" ] && [ -x "$VENV/bin/cfn-lint" ] || return 1
     "$VENV/bin/python" - "$SAM_PIN" "$LINT_PIN" >/dev/null 2>&1 <<'PY'
 import sys
 from importlib.metadata import version
@@ -43,35 +42,7 @@ sys.exit(0 if (version("aws-sam-cli"), version("cfn-lint")) == (sys.argv[1], sys
 PY
 }
 
-ensure_venv() {
-    command -v "$PYTHON" >/dev/null 2>&1 || die "'$PYTHON' not found (need python3 >= 3.9)"
-    venv_ok && return 0
-    # Serialise concurrent callers on the same tree.
-    if command -v flock >/dev/null 2>&1; then
-        local lock
-        lock="${TMPDIR:-/tmp}/tollgate-venv-sam-$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1).lock"
-        exec 9>"$lock"
-        flock 9
-        venv_ok && return 0
-    fi
-    if [ -e "$VENV" ] && ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
-        echo "lint-template: $VENV is broken; recreating" >&2
-        rm -rf "$VENV"
-    fi
-    if [ ! -x "$VENV/bin/python" ]; then
-        "$PYTHON" -m venv "$VENV" || die "'$PYTHON -m venv' failed (on Debian/Ubuntu: apt-get install python3-venv)"
-    fi
-    rm -f "$STAMP"
-    local started=$SECONDS
-    echo "lint-template: installing pinned aws-sam-cli $SAM_PIN (cfn-lint $LINT_PIN) into $VENV ..." >&2
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input -r "$REQ" \
-        || die "pip install -r $REQ failed"
-    req_hash >"$STAMP"
-    venv_ok || die "installed, but aws-sam-cli==$SAM_PIN / cfn-lint==$LINT_PIN still do not import from $VENV"
-    echo "lint-template: installed in $((SECONDS - started)) s" >&2
-}
-
-ensure_venv
+ensure_pinned_venv lint-template "$VENV" "$REQ" "$STAMP" venv_ok
 
 # Offline and hermetic: a fixed region, dummy credentials, and none of the caller's AWS
 # configuration, profiles or instance metadata, so no check can ever reach a real account.

@@ -7,7 +7,16 @@
 //!    round trip to the same endpoint in the same run: the ratio is the cost of everything
 //!    that is not the database.
 //!
+//! 4. The `authorizer` binary as Lambda runs it (`lambda.rs`): cold start and first invocation
+//!    over fresh processes, and warm latency and peak RSS over one long-lived process, against
+//!    an emulated Lambda Runtime API.
+//! 5. The local stack under wrk on loopback (`load.rs`, `scripts/load.sh`): throughput and tail.
+//! 6. The arm64 bootstrap and zip sizes `make build` left in `target/lambda/`.
+//!
 //! Ends with one summary table (criterion's estimates, read back from its output directory).
+
+mod lambda;
+mod load;
 
 use authorizer::handler;
 use criterion::Criterion;
@@ -24,11 +33,22 @@ use shared::store::dynamo::{ClientOptions, DynamoStore, build_client};
 use shared::store::embedded::EmbeddedDynamo;
 use shared::store::metrics::RequestCounter;
 use shared::store::{AuthorizeStore, KeyStore, NewKey, PlanStore, StoreResult};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const FIXTURE_KEY: &str = "tg_test_0Eoh211G4c8wtVWM00my5rsNSFlKgaWqQ4mb8gdEqno1nomcz";
 const COUNTED_DECISIONS: u64 = 2_000;
+const COLD_STARTS: usize = 20;
+const SUSTAINED_INVOCATIONS: usize = 10_000;
+const LOAD_SECONDS: u32 = 10;
+const LOAD_CONNECTIONS: u32 = 8;
+const FUNCTIONS: [&str; 4] = ["authorizer", "issue-key", "stripe-webhook", "usage-rollup"];
+const ZIP_GOAL_BYTES: u64 = 3_000_000;
+const INIT_GOAL: Duration = Duration::from_millis(25);
+const RSS_GOAL_BYTES: u64 = 24 * 1024 * 1024;
+
+/// One line of the summary table: measure, result, goal.
+type Row = (String, String, String);
 
 /// Storage answered from memory: only the handler's own work is left to measure.
 struct StubStore {
@@ -142,6 +162,11 @@ fn main() {
     c.final_summary();
     rt.block_on(db.stop());
 
+    // 4, 5 and 6.
+    let mut rows = rt.block_on(lambda_rows());
+    rows.extend(load_rows(&rt));
+    rows.extend(size_rows());
+
     // The summary.
     let cpu = mean_ns("handler_cpu/stub_store");
     let decision = mean_ns("dynoxide/decision");
@@ -167,6 +192,207 @@ fn main() {
         "| decision / its own UpdateItem alone (cost of the code around the database) | {:.2}x | |",
         decision / write_only
     );
+    for (measure, result, goal) in rows {
+        println!("| {measure} | {result} | {goal} |");
+    }
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
+fn row(measure: impl Into<String>, result: impl Into<String>, goal: impl Into<String>) -> Row {
+    (measure.into(), result.into(), goal.into())
+}
+
+/// " (met)" or " (over)" after a result that has a goal.
+fn verdict(met: bool) -> &'static str {
+    if met { " (met)" } else { " (**over**)" }
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn fmt_duration(d: Duration) -> String {
+    fmt_ns(d.as_nanos() as f64)
+}
+
+/// A plan with no rate limit and no quota, and the fixture key on it: every decision allows.
+async fn seed_unlimited(store: &DynamoStore) -> Result<(), String> {
+    let now = UnixTime::now();
+    let plan = Plan {
+        id: PlanId::parse("unlimited").unwrap(),
+        name: "Unlimited".into(),
+        rate_limit: None,
+        quota: None,
+        stripe_price_ids: vec![],
+        meter_event_name: None,
+        created_at: now,
+        updated_at: now,
+    };
+    store.create_plan(&plan).await.map_err(|e| format!("create plan: {e}"))?;
+    let key = ApiKey::parse(FIXTURE_KEY).unwrap();
+    store
+        .create_key(NewKey::new(&key, CustomerId::parse("bench").unwrap(), Some(plan.id), now))
+        .await
+        .map_err(|e| format!("create key: {e}"))?;
+    Ok(())
+}
+
+/// The native (x86_64) release `authorizer` binary; `make bench` builds it first.
+fn authorizer_binary() -> PathBuf {
+    std::env::var_os("TOLLGATE_AUTHORIZER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("release/authorizer"))
+}
+
+const COLD_START_MEASURE: &str = "cold start (init): process start to first `GET /runtime/invocation/next`, native x86_64 release `authorizer`; includes its warm-up `GetItem` to local Dynoxide";
+const FIRST_INVOCATION_MEASURE: &str =
+    "first invocation: event handed out to response received (key lookup + counted `UpdateItem`, local Dynoxide)";
+const WARM_MEASURE: &str = "warm invocation through the Runtime API, one process";
+const RSS_MEASURE: &str = "peak RSS (`VmHWM`) of that process";
+
+async fn lambda_rows() -> Vec<Row> {
+    let binary = authorizer_binary();
+    if !binary.is_file() {
+        let missing = format!("no {}: run `cargo build --release -p authorizer` (make bench does)", binary.display());
+        return vec![
+            row(COLD_START_MEASURE, missing.clone(), format!("<= {} ms", INIT_GOAL.as_millis())),
+            row(FIRST_INVOCATION_MEASURE, missing.clone(), ""),
+            row(RSS_MEASURE, missing, "<= 24 MB"),
+        ];
+    }
+    let db = EmbeddedDynamo::start_in_memory().await.unwrap();
+    let result = lambda_measure(&binary, db.endpoint()).await;
+    db.stop().await;
+    result.unwrap_or_else(|e| {
+        vec![row(format!("{COLD_START_MEASURE}; first invocation; peak RSS"), format!("FAILED: {e}"), "")]
+    })
+}
+
+async fn lambda_measure(binary: &Path, endpoint: &str) -> Result<Vec<Row>, String> {
+    let client = build_client(ClientOptions::local(endpoint)).await;
+    let table = "tollgate-bench-lambda";
+    let store = DynamoStore::new(client, table);
+    store.create_table_if_missing().await.map_err(|e| format!("create table: {e}"))?;
+    seed_unlimited(&store).await?;
+    let function = lambda::Function {
+        binary: binary.to_owned(),
+        dynamodb_endpoint: endpoint.to_owned(),
+        table: table.to_owned(),
+        log: target_dir().join("bench-authorizer.log"),
+    };
+    let event = std::fs::read(root().join("events/authorizer-http-api-key.json"))
+        .map_err(|e| format!("events/authorizer-http-api-key.json: {e}"))?;
+    let event = axum::body::Bytes::from(event);
+
+    let (mut inits, mut firsts) = (Vec::new(), Vec::new());
+    for _ in 0..COLD_STARTS {
+        let (init, first) = lambda::cold_start(&function, &event).await?;
+        inits.push(init);
+        firsts.push(first);
+    }
+    inits.sort();
+    firsts.sort();
+    let (mut warm, rss) = lambda::sustained(&function, &event, SUSTAINED_INVOCATIONS).await?;
+    warm.sort();
+
+    let init_p50 = percentile(&inits, 50.0);
+    let init_p90 = percentile(&inits, 90.0);
+    let mib = rss as f64 / (1024.0 * 1024.0);
+    Ok(vec![
+        row(
+            format!("{COLD_START_MEASURE}, median / p90 of {COLD_STARTS}"),
+            format!("{} / {}{}", fmt_duration(init_p50), fmt_duration(init_p90), verdict(init_p90 <= INIT_GOAL)),
+            format!("<= {} ms", INIT_GOAL.as_millis()),
+        ),
+        row(
+            format!("{FIRST_INVOCATION_MEASURE}, median / p90 of {COLD_STARTS}"),
+            format!("{} / {}", fmt_duration(percentile(&firsts, 50.0)), fmt_duration(percentile(&firsts, 90.0))),
+            "",
+        ),
+        row(
+            format!("{WARM_MEASURE}, p50 / p99 of {SUSTAINED_INVOCATIONS}"),
+            format!("{} / {}", fmt_duration(percentile(&warm, 50.0)), fmt_duration(percentile(&warm, 99.0))),
+            "",
+        ),
+        row(
+            format!("{RSS_MEASURE} after {SUSTAINED_INVOCATIONS} invocations"),
+            format!("{mib:.1} MiB{}", verdict(rss <= RSS_GOAL_BYTES)),
+            "<= 24 MB (MiB, as Lambda counts memory)",
+        ),
+    ])
+}
+
+const LOAD_MEASURE: &str =
+    "local stack under wrk on loopback: `GET /proxy/hello`, valid key without limits, built-in echo upstream";
+
+fn load_rows(rt: &tokio::runtime::Runtime) -> Vec<Row> {
+    let measure = format!("{LOAD_MEASURE}, {LOAD_CONNECTIONS} connections, {LOAD_SECONDS} s");
+    let result = (|| {
+        let settings = tollgate_dev::Settings::from_lookup(|k| match k {
+            "TOLLGATE_ADDR" => Some("127.0.0.1:0".into()),
+            "TOLLGATE_TABLE" => Some("tollgate-bench-load".into()),
+            "TOLLGATE_ADMIN_TOKEN" => Some("tga_bench_admin_token".into()),
+            _ => None,
+        })
+        .map_err(|e| format!("settings: {e}"))?;
+        let stack = rt.block_on(tollgate_dev::LocalStack::start(settings)).map_err(|e| format!("start: {e}"))?;
+        let result = rt.block_on(seed_unlimited(stack.store())).and_then(|()| {
+            load::run(&root(), &format!("{}/proxy/hello", stack.url()), FIXTURE_KEY, LOAD_SECONDS, LOAD_CONNECTIONS)
+        });
+        rt.block_on(stack.stop());
+        result
+    })();
+    match result {
+        Ok(r) => {
+            let rps = r.requests as f64 / r.seconds;
+            vec![row(
+                format!("{measure} ({} requests)", r.requests),
+                format!(
+                    "{rps:.0} requests/s, p50 {}, p99 {}, {} errors",
+                    fmt_ns(r.p50_us * 1e3),
+                    fmt_ns(r.p99_us * 1e3),
+                    r.errors
+                ),
+                "0 errors",
+            )]
+        }
+        Err(e) => vec![row(measure, format!("FAILED: {e}"), "0 errors")],
+    }
+}
+
+/// `make build`'s artifacts, if it ran.
+fn size_rows() -> Vec<Row> {
+    let lambda_dir = target_dir().join("lambda");
+    let goal = "zip <= 3 MB (3,000,000 B)";
+    FUNCTIONS
+        .iter()
+        .map(|f| {
+            let measure = format!("`{f}` arm64 bootstrap / zip (target/lambda)");
+            let dir = lambda_dir.join(f);
+            let size = |name: &str| std::fs::metadata(dir.join(name)).map(|m| m.len()).ok();
+            match (size("bootstrap"), size("bootstrap.zip")) {
+                (Some(bin), Some(zip)) => row(
+                    measure,
+                    format!("{} / {}{}", fmt_bytes(bin), fmt_bytes(zip), verdict(zip <= ZIP_GOAL_BYTES)),
+                    goal,
+                ),
+                _ => row(measure, "run make build first", goal),
+            }
+        })
+        .collect()
+}
+
+fn fmt_bytes(bytes: u64) -> String {
+    format!("{:.2} MB ({bytes} B)", bytes as f64 / 1e6)
 }
 
 async fn setup() -> (EmbeddedDynamo, DynamoStore, RequestCounter) {

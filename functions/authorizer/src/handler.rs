@@ -116,13 +116,11 @@ pub async fn handle<S: AuthorizeStore>(
     if decision.outcome == Err(Denial::Unavailable) {
         return Err(HandlerError::Unavailable);
     }
+    let key_id = context.key_id.as_deref().unwrap_or_default();
+    let customer_id = context.customer_id.as_deref().unwrap_or_default();
     match &decision.outcome {
-        Ok(()) => {
-            tracing::info!(key_id = ?context.key_id, customer_id = ?context.customer_id, degraded = decision.degraded, "allowed")
-        }
-        Err(d) => {
-            tracing::info!(key_id = ?context.key_id, customer_id = ?context.customer_id, code = d.code(), "denied")
-        }
+        Ok(()) => tracing::info!(key_id, customer_id, degraded = decision.degraded, "allowed"),
+        Err(d) => tracing::info!(key_id, customer_id, code = d.code(), "denied"),
     }
     let response = match &event {
         AuthorizerEvent::HttpApi(_) => {
