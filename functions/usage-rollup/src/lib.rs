@@ -39,7 +39,12 @@ mod tests {
 
     #[test]
     fn only_the_scheduled_input_is_accepted() {
-        assert_eq!(parse_input(json!({"mode": "scheduled"})).unwrap(), Input { mode: Mode::Scheduled });
+        let fixture = include_str!("../../../events/usage-rollup-scheduled.json");
+        let scheduled = serde_json::from_str(fixture).unwrap();
+        assert_eq!(parse_input(scheduled).unwrap(), Input { mode: Mode::Scheduled });
+        // The SAM template's schedule sends exactly this.
+        let template = include_str!("../../../infra/template.yaml");
+        assert!(template.contains(&format!("Input: '{}'", fixture.trim())), "the schedule's Input is the fixture");
         for bad in [json!({}), json!({"mode": "manual"}), json!({"mode": "scheduled", "x": 1}), json!("scheduled")] {
             let err = parse_input(bad.clone()).unwrap_err();
             assert!(err.to_string().contains("mode"), "{bad}: {err}");
