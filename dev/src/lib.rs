@@ -240,7 +240,11 @@ impl LocalStack {
                 settings.webhook_tolerance_s,
                 settings.past_due_grace_s,
             ),
-            rollup: Rollup::new(store.clone(), stripe, RollupOptions::default()),
+            rollup: Rollup::new(
+                store.clone(),
+                stripe,
+                RollupOptions { identifier_namespace: settings.table.clone(), ..RollupOptions::default() },
+            ),
             admin_token: settings.admin_token.clone(),
         });
         let rollup_timer = (settings.rollup_interval_s > 0)

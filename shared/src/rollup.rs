@@ -67,6 +67,9 @@ pub struct RollupOptions {
     /// Keys (and customers) worked on at once.
     pub concurrency: usize,
     pub backoff: Backoff,
+    /// Part of every meter event identifier, so two deployments (tables) that share a Stripe
+    /// account never produce the same identifier for their own increments. The table name.
+    pub identifier_namespace: String,
 }
 
 impl Default for RollupOptions {
@@ -76,9 +79,14 @@ impl Default for RollupOptions {
             lease_margin: Duration::from_secs(60),
             concurrency: 16,
             backoff: Backoff::default(),
+            identifier_namespace: "tollgate".into(),
         }
     }
 }
+
+/// Attempts of one key-day transaction that was cancelled by a conflict (keys of one customer
+/// rolled at once update the same ledger item); safe to repeat, the usage-day item guards it.
+const ROLL_ATTEMPTS: u32 = 5;
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -196,8 +204,9 @@ where
         let out_of_time = AtomicBool::new(false);
 
         // 1. Keys.
-        let meters: HashMap<PlanId, Option<String>> =
-            self.store.list_plans().await?.into_iter().map(|p| (p.id, p.meter_event_name)).collect();
+        let meters = Mutex::new(
+            self.store.list_plans().await?.into_iter().map(|p| (p.id, p.meter_event_name)).collect::<HashMap<_, _>>(),
+        );
         let keys = self.store.active_keys().await?;
         tally.add(|r| r.keys_active = keys.len() as u64);
         stream::iter(keys)
@@ -235,19 +244,23 @@ where
     async fn roll_key(
         &self,
         key_id: &KeyId,
-        meters: &HashMap<PlanId, Option<String>>,
+        meters: &Mutex<HashMap<PlanId, Option<String>>>,
         now: UnixTime,
         tally: &Tally,
     ) -> StoreResult<()> {
         let Some(key) = self.store.key_usage(key_id, now.day().minus(1)).await? else { return Ok(()) };
-        let meter = key.plan.as_ref().and_then(|p| meters.get(p)).and_then(|m| m.as_deref());
+        let meter = match &key.plan {
+            Some(plan) => self.meter_of(plan, meters).await?,
+            None => None,
+        };
+        let meter = meter.as_deref();
         let mut deferred = false;
         let mut finished = vec![];
         for (&day, &live) in &key.live {
             let rolled = key.rolled.get(&day).copied().unwrap_or_default();
             let done = match live.since(rolled) {
                 Some(delta) if delta.is_zero() => true,
-                Some(_) => match self.store.roll_key_day(&key, day, meter, now).await? {
+                Some(_) => match self.roll_key_day(&key, day, meter, now).await? {
                     Written::Applied => {
                         tally.add(|r| r.key_days_rolled += 1);
                         true
@@ -275,6 +288,44 @@ where
             Written::Stale => tally.add(|r| r.keys_deferred += 1),
         }
         Ok(())
+    }
+
+    /// The plan's Billing Meter. The listing read at the start of the run comes from an
+    /// eventually consistent index; a plan it does not show (created moments ago) is read
+    /// directly, so its usage is never booked as unmetered by mistake.
+    async fn meter_of(
+        &self,
+        plan: &PlanId,
+        meters: &Mutex<HashMap<PlanId, Option<String>>>,
+    ) -> StoreResult<Option<String>> {
+        if let Some(m) = meters.lock().expect("meters lock").get(plan) {
+            return Ok(m.clone());
+        }
+        let meter = self.store.get_plan(plan).await?.and_then(|p| p.meter_event_name);
+        meters.lock().expect("meters lock").insert(plan.clone(), meter.clone());
+        Ok(meter)
+    }
+
+    /// One key-day, retrying a cancelled transaction (a conflict on the shared ledger item).
+    async fn roll_key_day(
+        &self,
+        key: &crate::store::KeyUsage,
+        day: Day,
+        meter: Option<&str>,
+        now: UnixTime,
+    ) -> StoreResult<Written> {
+        let mut attempt = 1;
+        loop {
+            match self.store.roll_key_day(key, day, meter, now).await {
+                Err(StoreError::Unavailable(e)) if attempt < ROLL_ATTEMPTS => {
+                    tracing::debug!(key_id = %key.key_id, error = %e, attempt, "key-day roll cancelled; retrying");
+                    let jitter = u64::from(rand::random::<u8>() % 50);
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt) + jitter)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn report_owed(
@@ -338,6 +389,19 @@ where
                     break;
                 };
                 let (pending, resend) = match &ledger.pending {
+                    // Older than Stripe accepts (the rollup was down, or a rejection was fixed
+                    // too late): it can never be delivered; written off so the ledger moves on.
+                    Some(pending) if pending.timestamp < now.secs() - STRIPE_MAX_AGE_S => {
+                        if self.store.abandon_report(meter_day, pending).await? == Written::Applied {
+                            tracing::error!(
+                                customer_id = %customer_id, meter, day = %meter_day.day, units = pending.value,
+                                identifier = %pending.identifier,
+                                "a pending meter event is older than Stripe accepts (35 days): written off as unbilled"
+                            );
+                            tally.add(|r| r.units_unbilled += pending.value);
+                        }
+                        continue;
+                    }
                     // Decided earlier and not confirmed (a crash, or Stripe unavailable): resent
                     // exactly as it was decided.
                     Some(pending) => (pending.clone(), true),
@@ -348,7 +412,7 @@ where
                         }
                     }
                 };
-                match self.send(stripe, meter, &pending).await {
+                match self.send(stripe, meter, &pending, deadline).await {
                     Ok(outcome) => {
                         if self.store.commit_report(meter_day, &pending).await? == Written::Applied {
                             tally.add(|r| {
@@ -419,7 +483,7 @@ where
         let pending = PendingReport {
             value: unsettled,
             to: settled + unsettled,
-            identifier: identifier(meter_day, meter, settled, settled + unsettled),
+            identifier: identifier(&self.options.identifier_namespace, meter_day, meter, settled, settled + unsettled),
             timestamp,
             stripe_customer_id: stripe_customer_id.unwrap_or_default().to_owned(),
         };
@@ -429,12 +493,14 @@ where
         })
     }
 
-    /// Sends one meter event, backing off on 429 and retrying 5xx and timeouts.
+    /// Sends one meter event, backing off on 429 and retrying 5xx and timeouts, never waiting
+    /// past the run's deadline.
     async fn send(
         &self,
         stripe: &StripeApi,
         meter: &str,
         pending: &PendingReport,
+        deadline: Instant,
     ) -> Result<MeterEventOutcome, StripeError> {
         let event = MeterEvent {
             event_name: meter,
@@ -453,6 +519,9 @@ where
             };
             let first = if matches!(err, StripeError::RateLimited) { b.rate_limited } else { b.base };
             let wait = first * 2u32.saturating_pow(attempt);
+            if Instant::now() + wait >= deadline {
+                return Err(err);
+            }
             tracing::info!(error = %err, wait_ms = wait.as_millis() as u64, "retrying a meter event");
             tokio::time::sleep(wait).await;
             attempt += 1;
@@ -467,17 +536,19 @@ enum CustomerOutcome {
 }
 
 /// When a day's usage happened, for Stripe: `now` for today, the day's last second for an
-/// earlier day (so it lands in the billing period it belongs to).
+/// earlier day (so late-reported usage stays in its day; a billing period that starts at an
+/// anchor time other than midnight UTC may still split a day's usage across two periods).
 pub fn event_timestamp(day: Day, now: UnixTime) -> i64 {
     now.secs().min(day.next().start().secs() - 1)
 }
 
 /// The meter event identifier for moving a ledger's settled total from `from` to `to`:
 /// deterministic, so a resend of the same increment is recognised, and distinct for every
-/// increment. At most 100 characters, as Stripe requires.
-pub fn identifier(meter_day: &MeterDay, meter: &str, from: u64, to: u64) -> String {
+/// increment and deployment (`namespace`). At most 100 characters, as Stripe requires.
+pub fn identifier(namespace: &str, meter_day: &MeterDay, meter: &str, from: u64, to: u64) -> String {
     let mut h = Sha256::new();
-    for part in [meter_day.customer_id.as_str(), meter, &meter_day.day.compact(), &from.to_string(), &to.to_string()] {
+    let (day, from, to) = (meter_day.day.compact(), from.to_string(), to.to_string());
+    for part in [namespace, meter_day.customer_id.as_str(), meter, &day, &from, &to] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -498,12 +569,13 @@ mod tests {
 
     #[test]
     fn identifiers_are_deterministic_per_increment_and_short() {
-        let a = identifier(&meter_day("cus_a"), "api_requests", 0, 10);
-        assert_eq!(a, identifier(&meter_day("cus_a"), "api_requests", 0, 10));
-        assert_ne!(a, identifier(&meter_day("cus_a"), "api_requests", 0, 11));
-        assert_ne!(a, identifier(&meter_day("cus_a"), "api_requests", 10, 20));
-        assert_ne!(a, identifier(&meter_day("cus_b"), "api_requests", 0, 10));
-        assert_ne!(a, identifier(&meter_day("cus_a"), "other", 0, 10));
+        let a = identifier("t", &meter_day("cus_a"), "api_requests", 0, 10);
+        assert_eq!(a, identifier("t", &meter_day("cus_a"), "api_requests", 0, 10));
+        assert_ne!(a, identifier("t", &meter_day("cus_a"), "api_requests", 0, 11));
+        assert_ne!(a, identifier("t", &meter_day("cus_a"), "api_requests", 10, 20));
+        assert_ne!(a, identifier("t", &meter_day("cus_b"), "api_requests", 0, 10));
+        assert_ne!(a, identifier("t", &meter_day("cus_a"), "other", 0, 10));
+        assert_ne!(a, identifier("other-table", &meter_day("cus_a"), "api_requests", 0, 10));
         assert!(a.len() <= 100 && a.starts_with("tg_"));
     }
 

@@ -34,6 +34,8 @@ struct Inner {
     requests: Vec<Recorded>,
     /// Meter events accepted, by identifier (Stripe keeps one per identifier).
     meter_events: Vec<HashMap<String, String>>,
+    /// "An event already exists with identifier" answers given.
+    duplicates: usize,
     faults: std::collections::VecDeque<Fault>,
 }
 
@@ -70,6 +72,11 @@ impl StripeStandIn {
     /// Every meter event Stripe accepted (each identifier once), with its form fields.
     pub fn meter_events(&self) -> Vec<HashMap<String, String>> {
         self.inner.lock().unwrap().meter_events.clone()
+    }
+
+    /// How many resends were answered "An event already exists with identifier …".
+    pub fn duplicates(&self) -> usize {
+        self.inner.lock().unwrap().duplicates
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -157,6 +164,7 @@ async fn serve_meter_event(
     let mut inner = s.inner.lock().unwrap();
     let identifier = form["identifier"].clone();
     if inner.meter_events.iter().any(|e| e["identifier"] == identifier) {
+        inner.duplicates += 1;
         let msg = format!("An event already exists with identifier {identifier}.");
         return stripe_error(StatusCode::BAD_REQUEST, &msg);
     }

@@ -23,6 +23,7 @@ use tollgate_tests::{TestDb, fresh_db};
 /// 2026-11-23T10:00:30Z.
 const NOW: UnixTime = UnixTime(1_795_428_030);
 const METER: &str = "api_requests";
+const NAMESPACE: &str = "tollgate-test";
 
 struct Fixture {
     db: TestDb,
@@ -83,7 +84,8 @@ impl Fixture {
     }
 
     /// Stripe's view: accepted units per Stripe customer, after checking that every accepted
-    /// event is well formed and no identifier was accepted twice.
+    /// event is well formed. (The stand-in never forgets an identifier, so a resend shows up
+    /// in `duplicates()`, not here; the uniqueness check guards the stand-in's bookkeeping.)
     fn billed(&self) -> BTreeMap<String, u64> {
         let mut seen = HashSet::new();
         let mut out = BTreeMap::new();
@@ -108,6 +110,7 @@ fn fast() -> RollupOptions {
         lease_margin: Duration::from_secs(10),
         concurrency: 4,
         backoff: Backoff { attempts: 4, base: Duration::from_millis(10), rate_limited: Duration::from_millis(20) },
+        identifier_namespace: NAMESPACE.into(),
     }
 }
 
@@ -138,7 +141,7 @@ async fn a_run_reports_each_customers_increase_once_and_a_rerun_sends_nothing() 
     assert_eq!(acme["timestamp"], NOW.secs().to_string());
     let acme_day =
         MeterDay { customer_id: CustomerId::parse("acme").unwrap(), day: NOW.day(), meter: Some(METER.into()) };
-    assert_eq!(acme["identifier"], identifier(&acme_day, METER, 0, 12));
+    assert_eq!(acme["identifier"], identifier(NAMESPACE, &acme_day, METER, 0, 12));
     assert!(f.stripe.requests().iter().all(|r| r.authorization.as_deref() == Some(&format!("Bearer {API_KEY}"))));
 
     // No new usage: no key is touched and Stripe hears nothing.
@@ -156,7 +159,7 @@ async fn a_run_reports_each_customers_increase_once_and_a_rerun_sends_nothing() 
     assert_eq!((third.keys_active, third.events_accepted, third.units_reported), (1, 1, 3));
     assert_eq!(f.billed(), billed(&[("acme", 15), ("beta", 4)]));
     let last = f.stripe.meter_events().pop().unwrap();
-    assert_eq!(last["identifier"], identifier(&acme_day, METER, 12, 15));
+    assert_eq!(last["identifier"], identifier(NAMESPACE, &acme_day, METER, 12, 15));
 }
 
 #[tokio::test]
@@ -258,6 +261,7 @@ async fn a_crash_between_stripes_accept_and_the_watermark_never_double_bills() {
     let report = f.run(NOW.plus(60)).await;
     // The pending report is resent as it was (Stripe says it already has it), then the rest.
     assert_eq!((report.events_already_delivered, report.events_accepted), (1, 1));
+    assert_eq!(f.stripe.duplicates(), 1, "exactly the lost answer's event was resent");
     assert_eq!(report.units_reported, 15);
     assert_eq!(f.billed(), billed(&[("acme", 15)]));
     assert_eq!(f.run(NOW.plus(120)).await.events_accepted, 0);
@@ -326,6 +330,30 @@ async fn a_rejected_event_skips_that_customer_and_the_others_go_on() {
     let report = f.run(NOW.plus(60)).await;
     assert_eq!((report.customers_skipped, report.units_reported), (0, 2));
     assert_eq!(f.billed(), billed(&[("acme", 2), ("beta", 3)]));
+}
+
+#[tokio::test]
+async fn a_pending_report_too_old_for_stripe_is_written_off_and_the_customer_goes_on() {
+    let f = Fixture::new().await;
+    f.stripe_customer("acme").await;
+    let key = f.key("acme").await;
+    f.requests(&key, 6, NOW).await;
+    // Decided and sent, but Stripe is down, and the rollup then stays down for 36 days.
+    f.stripe.inject(&[Fault::Status(503)]);
+    let once = RollupOptions { backoff: Backoff { attempts: 1, ..fast().backoff }, ..fast() };
+    assert_eq!(f.rollup(once).run(NOW).await.unwrap().reporting, Some(Reporting::Unavailable));
+
+    let later = NOW.plus(36 * 86_400);
+    f.requests(&key, 4, later).await;
+    let report = f.run(later).await;
+    // Stripe would refuse the old timestamp: written off, not sent; the new day is billed.
+    assert_eq!((report.units_unbilled, report.units_reported, report.customers_skipped), (6, 4, 0));
+    assert_eq!(f.billed(), billed(&[("acme", 4)]));
+    let old_day =
+        MeterDay { customer_id: CustomerId::parse("acme").unwrap(), day: NOW.day(), meter: Some(METER.into()) };
+    let ledger = f.store().meter_ledger(&old_day).await.unwrap().unwrap();
+    assert_eq!((ledger.usage.allowed, ledger.reported, ledger.unbilled, ledger.pending), (6, 0, 6, None));
+    assert!(f.store().owed_meters().await.unwrap().is_empty());
 }
 
 /// 10,000 keys of 100 customers, one or two requests each: one run rolls and reports them

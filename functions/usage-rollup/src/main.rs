@@ -26,13 +26,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             None
         }
     };
-    let (store, stripe) = (&store, &stripe);
+    let (store, stripe, table) = (&store, &stripe, &config.table);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         usage_rollup::parse_input(event.payload)?;
         let remaining = event.context.deadline().duration_since(SystemTime::now()).unwrap_or_default();
         let options = RollupOptions {
             budget: usage_rollup::budget(remaining, RESERVE),
             lease_margin: RESERVE,
+            identifier_namespace: table.clone(),
             ..RollupOptions::default()
         };
         let report: RunReport = Rollup::new(store.clone(), stripe.clone(), options).run(UnixTime::now()).await?;

@@ -304,6 +304,13 @@ pub trait RollupStore: Send + Sync {
         meter: &MeterDay,
         pending: &PendingReport,
     ) -> impl Future<Output = StoreResult<Written>> + Send;
+    /// Gives up a pending report Stripe can no longer take (its timestamp is older than Stripe
+    /// accepts): its value moves to `unbilled` and the slot is cleared, if it is still this one.
+    fn abandon_report(
+        &self,
+        meter: &MeterDay,
+        pending: &PendingReport,
+    ) -> impl Future<Output = StoreResult<Written>> + Send;
     /// Settles the unsettled part of a ledger as read without reporting it (`unbilled`), and
     /// clears the owed marker.
     fn write_off(&self, meter: &MeterDay, read: &MeterLedger) -> impl Future<Output = StoreResult<Written>> + Send;

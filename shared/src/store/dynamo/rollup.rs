@@ -214,23 +214,11 @@ impl RollupStore for DynamoStore {
     }
 
     async fn commit_report(&self, meter: &MeterDay, pending: &PendingReport) -> StoreResult<Written> {
-        let (pk, sk) = ledger_key(meter);
-        for settles_all in [true, false] {
-            let mut e = Expr::default();
-            let mut remove = ["pend_value", "pend_to", "pend_id", "pend_ts", "pend_cus"].map(|a| e.name(a)).to_vec();
-            let mut cond = format!("{} = {}", e.name("pend_id"), e.value(s(&pending.identifier)));
-            if settles_all {
-                // Nothing arrived since the report was decided: the ledger no longer owes.
-                remove.push(e.name(ACTIVITY_PK));
-                cond = format!("{cond} AND {} = {}", e.name("allowed"), e.value(n(pending.to)));
-            }
-            let update =
-                format!("ADD {} {} REMOVE {}", e.name("reported"), e.value(n(pending.value)), remove.join(", "));
-            if self.conditional_update(&pk, &sk, update, cond, e).await? {
-                return Ok(Written::Applied);
-            }
-        }
-        Ok(Written::Stale)
+        self.settle_pending(meter, pending, "reported").await
+    }
+
+    async fn abandon_report(&self, meter: &MeterDay, pending: &PendingReport) -> StoreResult<Written> {
+        self.settle_pending(meter, pending, "unbilled").await
     }
 
     async fn write_off(&self, meter: &MeterDay, read: &MeterLedger) -> StoreResult<Written> {
@@ -244,6 +232,29 @@ impl RollupStore for DynamoStore {
             format!("{} = {} AND {}", e.name("allowed"), e.value(n(read.usage.allowed)), settled_as_read(&mut e, read));
         let (pk, sk) = ledger_key(meter);
         Ok(written(self.conditional_update(&pk, &sk, update, cond, e).await?))
+    }
+}
+
+impl DynamoStore {
+    /// Adds a pending report's value to `into` (`reported` or `unbilled`) and clears it, if it
+    /// is still the ledger's; also clears the owed marker when that settles the ledger.
+    async fn settle_pending(&self, meter: &MeterDay, pending: &PendingReport, into: &str) -> StoreResult<Written> {
+        let (pk, sk) = ledger_key(meter);
+        for settles_all in [true, false] {
+            let mut e = Expr::default();
+            let mut remove = ["pend_value", "pend_to", "pend_id", "pend_ts", "pend_cus"].map(|a| e.name(a)).to_vec();
+            let mut cond = format!("{} = {}", e.name("pend_id"), e.value(s(&pending.identifier)));
+            if settles_all {
+                // Nothing arrived since the report was decided: the ledger no longer owes.
+                remove.push(e.name(ACTIVITY_PK));
+                cond = format!("{cond} AND {} = {}", e.name("allowed"), e.value(n(pending.to)));
+            }
+            let update = format!("ADD {} {} REMOVE {}", e.name(into), e.value(n(pending.value)), remove.join(", "));
+            if self.conditional_update(&pk, &sk, update, cond, e).await? {
+                return Ok(Written::Applied);
+            }
+        }
+        Ok(Written::Stale)
     }
 }
 
