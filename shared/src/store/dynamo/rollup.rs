@@ -195,19 +195,16 @@ impl RollupStore for DynamoStore {
         pending: &PendingReport,
     ) -> StoreResult<Written> {
         let mut e = Expr::default();
-        let update = format!(
-            "SET {} = {}, {} = {}, {} = {}, {} = {}, {} = {}",
-            e.name("pend_value"),
-            e.value(n(pending.value)),
-            e.name("pend_to"),
-            e.value(n(pending.to)),
-            e.name("pend_id"),
-            e.value(s(&pending.identifier)),
-            e.name("pend_ts"),
-            e.value(n(pending.timestamp)),
-            e.name("pend_cus"),
-            e.value(s(&pending.stripe_customer_id)),
-        );
+        let values = [
+            n(pending.value),
+            n(pending.to),
+            s(&pending.identifier),
+            n(pending.timestamp),
+            s(&pending.stripe_customer_id),
+        ];
+        let set: Vec<String> =
+            PENDING_ATTRS.iter().zip(values).map(|(a, v)| format!("{} = {}", e.name(a), e.value(v))).collect();
+        let update = format!("SET {}", set.join(", "));
         let cond = format!("attribute_exists({}) AND {}", e.name(PK), settled_as_read(&mut e, read));
         let (pk, sk) = ledger_key(meter);
         Ok(written(self.conditional_update(&pk, &sk, update, cond, e).await?))
@@ -242,7 +239,7 @@ impl DynamoStore {
         let (pk, sk) = ledger_key(meter);
         for settles_all in [true, false] {
             let mut e = Expr::default();
-            let mut remove = ["pend_value", "pend_to", "pend_id", "pend_ts", "pend_cus"].map(|a| e.name(a)).to_vec();
+            let mut remove = PENDING_ATTRS.map(|a| e.name(a)).to_vec();
             let mut cond = format!("{} = {}", e.name("pend_id"), e.value(s(&pending.identifier)));
             if settles_all {
                 // Nothing arrived since the report was decided: the ledger no longer owes.
@@ -257,6 +254,10 @@ impl DynamoStore {
         Ok(Written::Stale)
     }
 }
+
+/// The pending report's attributes on a ledger item, in `PendingReport` field order: value,
+/// to, identifier, timestamp, Stripe customer (read back by `meter_ledger_from_item`).
+const PENDING_ATTRS: [&str; 5] = ["pend_value", "pend_to", "pend_id", "pend_ts", "pend_cus"];
 
 fn written(applied: bool) -> Written {
     if applied { Written::Applied } else { Written::Stale }
