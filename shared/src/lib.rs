@@ -3,6 +3,7 @@
 //!
 //! The domain modules know nothing of AWS; only `store::dynamo` names SDK types.
 
+pub mod app;
 pub mod authorize;
 pub mod config;
 pub mod domain;

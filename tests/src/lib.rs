@@ -137,3 +137,33 @@ impl Client {
 
 pub mod openapi;
 pub mod stripe;
+
+/// Bills `customer` through Stripe as `stripe_customer` with one subscription in `status` on
+/// `price`, the way the webhook would: through the billing service, link first, then what a
+/// `customer.subscription.updated` event created at `at` says.
+pub async fn bill(
+    store: &shared::store::dynamo::DynamoStore,
+    customer: &str,
+    stripe_customer: &str,
+    status: shared::domain::customers::SubscriptionStatus,
+    price: Option<&str>,
+    at: i64,
+) {
+    use shared::app::billing::{Applied, Billing, StripeInput};
+    use shared::domain::billing::{Observation, Source, SubscriptionFacts};
+    let billing = Billing::new(store.clone(), 3600, std::time::Duration::from_secs(60));
+    let facts = SubscriptionFacts {
+        price_ids: price.map(str::to_owned).into_iter().collect(),
+        current_period_end: Some(at + 30 * 86_400),
+        created: Some(1),
+    };
+    let event_id = format!("evt_{stripe_customer}_{at}_{}", status.as_str());
+    let observation = Observation::subscription_event(&event_id, at, Source::SubscriptionUpdated, status, facts);
+    let input = StripeInput {
+        stripe_customer: stripe_customer.to_owned(),
+        link: Some(shared::domain::customers::CustomerId::parse(customer).expect("customer id")),
+        observed: Some((format!("sub_{stripe_customer}"), observation)),
+    };
+    let applied = billing.apply(&input, shared::domain::time::UnixTime::now()).await.expect("bill the customer");
+    assert!(matches!(applied, Applied::Synced { customer: Some(_), .. }), "{applied:?}");
+}

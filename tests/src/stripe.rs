@@ -1,7 +1,7 @@
 //! A local stand-in for Stripe's API: answers the endpoints Tollgate calls from fixtures, checks
 //! the secret key on every request, and records what it was sent.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -15,6 +15,8 @@ pub const API_KEY: &str = "sk_test_tollgate_standin";
 pub struct Recorded {
     pub method: String,
     pub path: String,
+    /// The raw query string, if any.
+    pub query: Option<String>,
     pub authorization: Option<String>,
 }
 
@@ -31,6 +33,7 @@ pub enum Fault {
 #[derive(Default)]
 struct Inner {
     sessions: HashMap<String, Value>,
+    subscriptions: HashMap<String, Value>,
     requests: Vec<Recorded>,
     /// Meter events accepted, by identifier (Stripe keeps one per identifier).
     meter_events: Vec<HashMap<String, String>>,
@@ -64,6 +67,13 @@ impl StripeStandIn {
         self.inner.lock().unwrap().sessions.insert(id, session);
     }
 
+    /// Serves `subscription` (a Subscription object) under its `id`: a session naming it by id
+    /// returns it expanded when the request asks for `expand[]=subscription`, as Stripe does.
+    pub fn add_subscription(&self, subscription: Value) {
+        let id = subscription["id"].as_str().expect("subscription id").to_owned();
+        self.inner.lock().unwrap().subscriptions.insert(id, subscription);
+    }
+
     /// The next requests to the meter events endpoint get these answers, in order.
     pub fn inject(&self, faults: &[Fault]) {
         self.inner.lock().unwrap().faults.extend(faults.iter().copied());
@@ -84,22 +94,36 @@ impl StripeStandIn {
     }
 }
 
-/// A Checkout Session in subscription mode, as Stripe's API returns it.
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/../events/stripe-{name}.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
+}
+
+/// A Checkout Session in subscription mode, in the full shape Stripe's API returns it
+/// (events/stripe-checkout-session-object.json), for Stripe customer `cus_Standin123` and
+/// subscription `sub_Standin123` (by id; the stand-in expands it on request).
 pub fn checkout_session(id: &str, status: &str, payment_status: &str, client_reference_id: Option<&str>) -> Value {
-    json!({
-        "id": id,
-        "object": "checkout.session",
-        "mode": "subscription",
-        "status": status,
-        "payment_status": payment_status,
-        "customer": "cus_Standin123",
-        "subscription": "sub_Standin123",
-        "client_reference_id": client_reference_id,
-        "livemode": false,
-        "amount_total": 2900,
-        "currency": "usd",
-        "created": 1_795_420_000,
-    })
+    let mut s = fixture("checkout-session-object");
+    s["id"] = id.into();
+    s["status"] = status.into();
+    s["payment_status"] = payment_status.into();
+    s["client_reference_id"] = client_reference_id.into();
+    s["customer"] = "cus_Standin123".into();
+    s["subscription"] = "sub_Standin123".into();
+    s
+}
+
+/// A Subscription object in the full shape Stripe's API returns it, on one price.
+pub fn subscription(id: &str, customer: &str, status: &str, price: &str) -> Value {
+    let mut s = fixture("checkout-session-object")["subscription"].clone();
+    s["id"] = id.into();
+    s["customer"] = customer.into();
+    s["status"] = status.into();
+    let item = &mut s["items"]["data"][0];
+    item["subscription"] = id.into();
+    item["price"]["id"] = price.into();
+    item["plan"]["id"] = price.into();
+    s
 }
 
 fn stripe_error(status: StatusCode, message: &str) -> axum::response::Response {
@@ -109,6 +133,7 @@ fn stripe_error(status: StatusCode, message: &str) -> axum::response::Response {
 async fn serve_checkout_session(
     State(s): State<StripeStandIn>,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> axum::response::Response {
     let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -116,15 +141,31 @@ async fn serve_checkout_session(
     inner.requests.push(Recorded {
         method: "GET".into(),
         path: format!("/v1/checkout/sessions/{id}"),
+        query: query.clone(),
         authorization: authorization.clone(),
     });
     if authorization.as_deref() != Some(&format!("Bearer {API_KEY}")) {
         return stripe_error(StatusCode::UNAUTHORIZED, "Invalid API Key provided");
     }
-    match inner.sessions.get(&id) {
-        Some(session) => axum::Json(session.clone()).into_response(),
-        None => stripe_error(StatusCode::NOT_FOUND, &format!("No such checkout.session: '{id}'")),
+    let mut expand = vec![];
+    for (k, v) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "expand[]" => expand.push(v.into_owned()),
+            other => return stripe_error(StatusCode::BAD_REQUEST, &format!("Received unknown parameter: {other}")),
+        }
     }
+    let Some(mut session) = inner.sessions.get(&id).cloned() else {
+        return stripe_error(StatusCode::NOT_FOUND, &format!("No such checkout.session: '{id}'"));
+    };
+    for field in expand {
+        if field != "subscription" {
+            return stripe_error(StatusCode::BAD_REQUEST, &format!("This property cannot be expanded ({field})."));
+        }
+        if let Some(sub) = session["subscription"].as_str().and_then(|id| inner.subscriptions.get(id)) {
+            session["subscription"] = sub.clone();
+        }
+    }
+    axum::Json(session).into_response()
 }
 
 async fn serve_meter_event(
@@ -139,6 +180,7 @@ async fn serve_meter_event(
         inner.requests.push(Recorded {
             method: "POST".into(),
             path: "/v1/billing/meter_events".into(),
+            query: None,
             authorization: authorization.clone(),
         });
         inner.faults.pop_front()

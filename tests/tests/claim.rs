@@ -1,26 +1,41 @@
 //! The Stripe Checkout claim (`GET /v1/claim?session_id=`), against a local stand-in for
-//! Stripe's API and the real store.
+//! Stripe's API (full-shape objects, `expand[]` as Stripe does it) and the real store. The
+//! caller is treated as the adversary: they may hold any session id of the seller's account
+//! and may have chosen its `client_reference_id`.
 
 use http::{HeaderMap, Method};
 use issue_key::handler::{ApiRequest, ManagementApi};
 use serde_json::Value;
 use shared::authorize::Authorizer;
 use shared::config::FailMode;
-use shared::domain::customers::CustomerId;
+use shared::domain::customers::{CustomerId, SubscriptionStatus};
+use shared::domain::plans::{Plan, PlanId, RateLimit};
 use shared::domain::time::UnixTime;
 use shared::store::dynamo::DynamoStore;
-use shared::store::{CustomerStore, KeyFilter, KeyStore};
+use shared::store::{CustomerStore, KeyFilter, KeyStore, PlanStore};
 use shared::stripe::api::StripeApi;
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate_tests::stripe::{API_KEY, StripeStandIn, checkout_session};
+use tollgate_tests::stripe::{API_KEY, StripeStandIn, checkout_session, subscription};
 use tollgate_tests::{TestDb, fresh_db};
 
 const NOW: UnixTime = UnixTime(1_795_428_030);
 
 async fn setup(api_key: &str) -> (TestDb, Arc<ManagementApi<DynamoStore>>, StripeStandIn) {
     let db = fresh_db().await;
+    let pro = Plan {
+        id: PlanId::parse("pro").unwrap(),
+        name: "Pro".into(),
+        rate_limit: Some(RateLimit { limit: 100, window_s: 60 }),
+        quota: None,
+        stripe_price_ids: vec!["price_1QProMonthly".into()],
+        meter_event_name: Some("api_requests".into()),
+        created_at: NOW,
+        updated_at: NOW,
+    };
+    db.store.create_plan(&pro).await.unwrap();
     let standin = StripeStandIn::start().await;
+    standin.add_subscription(subscription("sub_Standin123", "cus_Standin123", "active", "price_1QProMonthly"));
     standin.add_session(checkout_session("cs_test_paid", "complete", "paid", Some("user-42")));
     standin.add_session(checkout_session("cs_test_trial", "complete", "no_payment_required", None));
     standin.add_session(checkout_session("cs_test_open", "open", "unpaid", Some("user-7")));
@@ -45,6 +60,10 @@ async fn claim(api: &ManagementApi<DynamoStore>, query: &str) -> (u16, Value) {
     (status, body)
 }
 
+async fn no_keys(db: &TestDb) -> bool {
+    db.store.list_keys(&KeyFilter::default(), 100, None).await.unwrap().items.is_empty()
+}
+
 #[tokio::test]
 async fn a_paid_session_gets_one_key_exactly_once() {
     let (db, api, standin) = setup(API_KEY).await;
@@ -55,9 +74,14 @@ async fn a_paid_session_gets_one_key_exactly_once() {
     assert_eq!(body["customer_id"], "user-42", "client_reference_id names the customer");
     assert_eq!(body["metadata"]["checkout_session"], "cs_test_paid");
 
+    // Billed from the subscription Stripe returned with the session, before any webhook.
     let customer = db.store.get_customer(&CustomerId::parse("user-42").unwrap()).await.unwrap().unwrap();
     assert_eq!(customer.stripe_customer_id.as_deref(), Some("cus_Standin123"));
     assert_eq!(customer.stripe_subscription_id.as_deref(), Some("sub_Standin123"));
+    assert_eq!(customer.subscription_status, Some(SubscriptionStatus::Active));
+    assert_eq!(customer.plan_id.as_ref().map(PlanId::as_str), Some("pro"));
+    let record = db.store.list_keys(&KeyFilter::default(), 10, None).await.unwrap().items.remove(0);
+    assert_eq!(record.limits.rate_limit, Some(RateLimit { limit: 100, window_s: 60 }), "the plan's limits");
     let authorizer = Authorizer::new(db.store.clone(), FailMode::Closed);
     assert!(authorizer.decide(Some(&key), NOW).await.is_allowed());
 
@@ -69,16 +93,18 @@ async fn a_paid_session_gets_one_key_exactly_once() {
 
     let all = db.store.list_keys(&KeyFilter::default(), 100, None).await.unwrap();
     assert_eq!(all.items.len(), 1);
-    // Every call to Stripe carried the secret key.
+    // Every call to Stripe carried the secret key and asked for the subscription expanded.
     let requests = standin.requests();
     assert_eq!(requests.len(), 2);
     assert!(requests.iter().all(|r| r.path == "/v1/checkout/sessions/cs_test_paid"
+        && r.query.as_deref() == Some("expand%5B%5D=subscription")
         && r.authorization.as_deref() == Some(&format!("Bearer {API_KEY}"))));
 }
 
 #[tokio::test]
 async fn concurrent_claims_of_one_session_issue_one_key() {
-    let (db, api, _standin) = setup(API_KEY).await;
+    let (db, api, standin) = setup(API_KEY).await;
+    standin.add_subscription(subscription("sub_Standin123", "cus_Standin123", "trialing", "price_1QProMonthly"));
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let api = api.clone();
@@ -97,34 +123,96 @@ async fn concurrent_claims_of_one_session_issue_one_key() {
 }
 
 #[tokio::test]
-async fn unpaid_unknown_and_malformed_sessions_issue_nothing() {
-    let (db, api, _standin) = setup(API_KEY).await;
+async fn only_paid_subscription_sessions_with_a_live_subscription_yield_a_key() {
+    let (db, api, standin) = setup(API_KEY).await;
+    let mut payment = checkout_session("cs_test_payment", "complete", "paid", Some("user-9"));
+    payment["mode"] = "payment".into();
+    payment["subscription"] = Value::Null;
+    standin.add_session(payment);
+    let mut setup_mode = checkout_session("cs_test_setup", "complete", "no_payment_required", Some("user-9"));
+    setup_mode["mode"] = "setup".into();
+    setup_mode["subscription"] = Value::Null;
+    standin.add_session(setup_mode);
+    let mut no_sub = checkout_session("cs_test_nosub", "complete", "paid", Some("user-9"));
+    no_sub["subscription"] = Value::Null;
+    standin.add_session(no_sub);
+    let mut gone = checkout_session("cs_test_gone", "complete", "paid", Some("user-9"));
+    gone["subscription"] = "sub_Gone".into();
+    standin.add_session(gone);
+    standin.add_subscription(subscription("sub_Gone", "cus_Standin123", "canceled", "price_1QProMonthly"));
+    let mut unknown_sub = checkout_session("cs_test_unknownsub", "complete", "paid", Some("user-9"));
+    unknown_sub["subscription"] = "sub_NotAtStripe".into();
+    standin.add_session(unknown_sub);
+    let mut bad_ref = checkout_session("cs_test_badref", "complete", "paid", Some("not a valid id"));
+    bad_ref["client_reference_id"] = "not a valid id".into();
+    standin.add_session(bad_ref);
     let cases = [
-        ("session_id=cs_test_open", 402, "payment_required"),
+        ("session_id=cs_test_open", 409, "checkout_incomplete"),
+        ("session_id=cs_test_payment", 422, "not_a_subscription"),
+        ("session_id=cs_test_setup", 422, "not_a_subscription"),
+        ("session_id=cs_test_nosub", 409, "no_subscription"),
+        ("session_id=cs_test_unknownsub", 409, "no_subscription"),
+        ("session_id=cs_test_gone", 409, "subscription_inactive"),
+        ("session_id=cs_test_badref", 422, "invalid_field"),
         ("session_id=cs_test_nope", 404, "not_found"),
         ("session_id=pi_123", 422, "invalid_field"),
         ("session_id=cs_test_x%2F..%2Fy", 422, "invalid_field"),
         ("", 422, "invalid_field"),
         ("session_id=cs_test_paid&extra=1", 422, "invalid_field"),
     ];
+    db.requests.reset();
     for (query, status, code) in cases {
         let (s, body) = claim(&api, query).await;
         assert_eq!((s, body["error"]["code"].as_str().unwrap()), (status, code), "{query}: {body}");
     }
-    assert!(db.store.list_keys(&KeyFilter::default(), 100, None).await.unwrap().items.is_empty());
+    for op in ["PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems"] {
+        assert_eq!(db.requests.get(op), 0, "a refused claim writes nothing ({op})");
+    }
+    assert!(no_keys(&db).await);
+    for c in ["user-7", "user-9"] {
+        assert!(db.store.get_customer(&CustomerId::parse(c).unwrap()).await.unwrap().is_none());
+    }
     // The open session can still be claimed once it is paid.
-    assert!(db.store.get_customer(&CustomerId::parse("user-7").unwrap()).await.unwrap().is_none());
+    standin.add_session(checkout_session("cs_test_open", "complete", "paid", Some("user-7")));
+    assert_eq!(claim(&api, "session_id=cs_test_open").await.0, 201);
 }
 
 #[tokio::test]
-async fn a_wrong_stripe_key_is_an_upstream_error_and_a_missing_one_is_501() {
+async fn a_session_cannot_take_over_a_customer_linked_to_another_stripe_customer() {
+    let (db, api, standin) = setup(API_KEY).await;
+    // acme pays through its own Stripe customer.
+    tollgate_tests::bill(&db.store, "acme", "cus_Acme", SubscriptionStatus::Active, Some("price_1QProMonthly"), 1)
+        .await;
+    let before = db.store.get_customer(&CustomerId::parse("acme").unwrap()).await.unwrap();
+    // A stranger pays once (cus_Standin123) with client_reference_id=acme, as a Payment Link's
+    // URL allows.
+    standin.add_session(checkout_session("cs_test_takeover", "complete", "paid", Some("acme")));
+    let (status, body) = claim(&api, "session_id=cs_test_takeover").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("customer_conflict")), "{body}");
+    assert!(no_keys(&db).await, "no key for the stranger under acme");
+    assert_eq!(db.store.get_customer(&CustomerId::parse("acme").unwrap()).await.unwrap(), before);
+    assert_eq!(db.store.customer_for_stripe("cus_Standin123").await.unwrap(), None);
+    // The other way round: the Stripe customer is linked, a second session names another
+    // customer for it.
+    assert_eq!(claim(&api, "session_id=cs_test_paid").await.0, 201);
+    standin.add_session(checkout_session("cs_test_rename", "complete", "paid", Some("user-43")));
+    let (status, body) = claim(&api, "session_id=cs_test_rename").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("customer_conflict")), "{body}");
+    assert!(db.store.get_customer(&CustomerId::parse("user-43").unwrap()).await.unwrap().is_none());
+    // A refused claim does not use the session up: it stays refused, with the same answer.
+    assert_eq!(claim(&api, "session_id=cs_test_rename").await.1["error"]["code"], "customer_conflict");
+}
+
+#[tokio::test]
+async fn stripe_errors_are_not_echoed_and_a_missing_key_is_501() {
     let (db, api, _standin) = setup("sk_test_wrong").await;
     let (status, body) = claim(&api, "session_id=cs_test_paid").await;
     assert_eq!((status, body["error"]["code"].as_str()), (502, Some("upstream_error")), "{body}");
     assert!(!body.to_string().contains("sk_test_wrong"));
+    assert!(!body.to_string().contains("Invalid API Key"), "Stripe's text stays in the logs: {body}");
     // A failed attempt does not use the session up.
     let again = ManagementApi::new(db.store.clone(), None);
     let (status, body) = claim(&again, "session_id=cs_test_paid").await;
     assert_eq!((status, body["error"]["code"].as_str()), (501, Some("not_configured")));
-    assert!(db.store.list_keys(&KeyFilter::default(), 100, None).await.unwrap().items.is_empty());
+    assert!(no_keys(&db).await);
 }

@@ -1,7 +1,7 @@
 //! The storage contract: every operation the functions rely on, run through the real SDK
 //! against a DynamoDB-protocol server (Dynoxide in-process; moto under `make test`).
 
-use shared::domain::customers::{Customer, CustomerId, EventStamp, SubscriptionStatus};
+use shared::domain::customers::{Customer, CustomerId, SubscriptionStatus};
 use shared::domain::decision::Denial;
 use shared::domain::key_records::{KeyStatus, LimitOverrides};
 use shared::domain::keys::{ApiKey, KeyEnv, KeyId};
@@ -9,8 +9,8 @@ use shared::domain::plans::{Period, Plan, PlanId, Quota, RateLimit};
 use shared::domain::time::{Day, UnixTime};
 use shared::domain::usage::{DayCount, MeterDay, PendingReport, UsageDay};
 use shared::store::{
-    AuthorizeStore, Claim, CustomerStore, IdempotencyStore, KeyFilter, KeyPatch, KeyStore, NewKey, PlanStore,
-    RollupStore, StoreError, UsageStore, Written,
+    AuthorizeStore, BillingStore, Claim, CustomerStore, IdempotencyStore, KeyFilter, KeyPatch, KeyStore, NewKey,
+    PlanStore, RollupStore, StoreError, UsageStore, Written,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -302,7 +302,7 @@ async fn plans_crud_and_in_use_protection() {
     assert_eq!(ids, ["free", "pro"]);
 
     let missing = plan("ghost", None, None);
-    assert!(matches!(db.store.update_plan(&missing).await, Err(StoreError::NotFound("plan"))));
+    assert!(matches!(db.store.update_plan(&missing, NOW, far()).await, Err(StoreError::NotFound("plan"))));
     assert!(matches!(db.store.delete_plan(&missing.id).await, Err(StoreError::NotFound("plan"))));
 
     let (new, _) = new_key("acme", Some("pro"));
@@ -332,7 +332,7 @@ async fn a_plan_update_reaches_every_key_it_governs() {
 
     let mut updated = plan("pro", Some((3, 60)), Some((10, Period::Day)));
     updated.name = "Pro v2".into();
-    db.store.update_plan(&updated).await.unwrap();
+    db.store.update_plan(&updated, NOW, far()).await.unwrap();
     let stored = db.store.get_plan(&updated.id).await.unwrap().unwrap();
     assert_eq!((stored.name.as_str(), stored.created_at), ("Pro v2", NOW));
     for id in [&a, &b] {
@@ -344,35 +344,76 @@ async fn a_plan_update_reaches_every_key_it_governs() {
     assert_eq!(decide(&db, &a, &ka, NOW).await, Ok(()));
 }
 
-// ----- customers --------------------------------------------------------------------------
+// ----- customers and billing identity -------------------------------------------------------
 
-fn stripe_customer(status: SubscriptionStatus, plan: Option<&str>, created: i64, event: &str) -> Customer {
-    let mut c = Customer::new(cid("acme"), NOW);
-    c.stripe_customer_id = Some("cus_123".into());
-    c.stripe_subscription_id = Some("sub_123".into());
-    c.subscription_status = Some(status);
-    c.plan_id = plan.map(|p| PlanId::parse(p).unwrap());
-    c.last_event = Some(EventStamp { created, event_id: event.into() });
-    if status == SubscriptionStatus::PastDue {
-        c.past_due_since = Some(NOW);
-    }
-    c
+fn far() -> std::time::Instant {
+    std::time::Instant::now() + std::time::Duration::from_secs(300)
 }
 
 #[tokio::test]
-async fn a_customer_stripe_reports_first_is_created() {
+async fn a_customer_stripe_bills_is_linked_both_ways() {
     let db = fresh_db().await;
-    let c = stripe_customer(SubscriptionStatus::Active, None, 100, "evt_first");
-    assert!(db.store.apply_customer(&c, 3600).await.unwrap());
+    db.store.create_plan(&plan("pro", Some((100, 60)), None)).await.unwrap();
+    tollgate_tests::bill(&db.store, "acme", "cus_123", SubscriptionStatus::Active, Some("price_pro"), 100).await;
     let stored = db.store.get_customer(&cid("acme")).await.unwrap().unwrap();
     assert_eq!(stored.stripe_customer_id.as_deref(), Some("cus_123"));
+    assert_eq!(stored.stripe_subscription_id.as_deref(), Some("sub_cus_123"));
     assert_eq!(stored.subscription_status, Some(SubscriptionStatus::Active));
-    assert_eq!(stored.last_event, c.last_event);
+    assert_eq!(stored.plan_id.as_ref().map(PlanId::as_str), Some("pro"));
+    assert_eq!(db.store.customer_for_stripe("cus_123").await.unwrap(), Some(cid("acme")));
+    let account = db.store.stripe_account("cus_123").await.unwrap();
+    assert_eq!((account.linked, account.subscriptions.len()), (Some(cid("acme")), 1));
     assert!(db.store.customer_key_ids(&cid("acme")).await.unwrap().is_empty());
 }
 
 #[tokio::test]
-async fn customer_state_is_order_safe_and_drives_its_keys() {
+async fn links_are_written_once_and_never_moved() {
+    let db = fresh_db().await;
+    assert_eq!(db.store.link_customer(&cid("acme"), "cus_1", NOW).await.unwrap(), Written::Applied);
+    assert_eq!(db.store.link_customer(&cid("acme"), "cus_1", NOW).await.unwrap(), Written::Applied, "idempotent");
+    // Neither side moves: not the customer to another Stripe customer, nor the Stripe
+    // customer to another customer.
+    assert_eq!(db.store.link_customer(&cid("acme"), "cus_2", NOW).await.unwrap(), Written::Stale);
+    assert_eq!(db.store.link_customer(&cid("globex"), "cus_1", NOW).await.unwrap(), Written::Stale);
+    assert_eq!(db.store.get_customer(&cid("globex")).await.unwrap(), None, "nothing written");
+    let acme = db.store.get_customer(&cid("acme")).await.unwrap().unwrap();
+    assert_eq!(acme.stripe_customer_id.as_deref(), Some("cus_1"));
+    assert_eq!(acme.subscription_status, Some(SubscriptionStatus::Incomplete), "no access before a subscription");
+    assert_eq!(db.store.customer_for_stripe("cus_2").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn subscription_and_billing_writes_are_conditional_on_what_was_read() {
+    use shared::domain::billing::{Observation, Source, Subscription, SubscriptionFacts};
+    use shared::store::BillingStore;
+    let db = fresh_db().await;
+    db.store.link_customer(&cid("acme"), "cus_1", NOW).await.unwrap();
+    let mut sub = Subscription::new("sub_1", "cus_1");
+    let facts =
+        SubscriptionFacts { price_ids: vec!["price_pro".into()], current_period_end: Some(9), created: Some(1) };
+    sub.observe(Observation::subscription_event(
+        "evt_1",
+        10,
+        Source::SubscriptionCreated,
+        SubscriptionStatus::Active,
+        facts,
+    ));
+    assert_eq!(db.store.put_subscription(&sub, None).await.unwrap(), Written::Applied);
+    assert_eq!(db.store.put_subscription(&sub, None).await.unwrap(), Written::Stale, "already stored");
+    let account = db.store.stripe_account("cus_1").await.unwrap();
+    assert_eq!(account.subscriptions, vec![(sub.clone(), 1)]);
+    assert_eq!(db.store.put_subscription(&sub, Some(1)).await.unwrap(), Written::Applied);
+    // Billing derived from the account as first read is refused: a subscription moved since.
+    let (customer, ver) = db.store.customer_versioned(&cid("acme")).await.unwrap().unwrap();
+    let billed = Customer { subscription_status: Some(SubscriptionStatus::Active), ..customer };
+    assert_eq!(db.store.put_billing(&billed, ver, account.version, 3600).await.unwrap(), Written::Stale);
+    let now = db.store.stripe_account("cus_1").await.unwrap();
+    assert_eq!(db.store.put_billing(&billed, ver, now.version, 3600).await.unwrap(), Written::Applied);
+    assert_eq!(db.store.put_billing(&billed, ver, now.version, 3600).await.unwrap(), Written::Stale, "customer moved");
+}
+
+#[tokio::test]
+async fn customer_billing_drives_its_keys() {
     let db = fresh_db().await;
     db.store.create_plan(&plan("basic", Some((1, 60)), None)).await.unwrap();
     db.store.create_plan(&plan("pro", Some((100, 60)), None)).await.unwrap();
@@ -380,54 +421,30 @@ async fn customer_state_is_order_safe_and_drives_its_keys() {
     let (new, key) = new_key("acme", None);
     let id = db.store.create_key(new).await.unwrap().key_id;
     assert_eq!(db.store.get_key(&id).await.unwrap().unwrap().limits.plan_id, None);
+    let bill = |status, price, at| tollgate_tests::bill(&db.store, "acme", "cus_123", status, price, at);
 
-    let c1 = stripe_customer(SubscriptionStatus::Active, Some("basic"), 100, "evt_1");
-    assert!(db.store.apply_customer(&c1, 3600).await.unwrap());
+    bill(SubscriptionStatus::Active, Some("price_basic"), 100).await;
     let k = db.store.get_key(&id).await.unwrap().unwrap();
     assert_eq!(k.limits.plan_id.as_ref().map(PlanId::as_str), Some("basic"));
     assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()));
     assert_eq!(decide(&db, &id, &key, NOW).await, Err(Denial::RateLimited));
 
     // Upgrade: limits change from the next request.
-    assert!(
-        db.store
-            .apply_customer(&stripe_customer(SubscriptionStatus::Active, Some("pro"), 200, "evt_2"), 3600)
-            .await
-            .unwrap()
-    );
+    bill(SubscriptionStatus::Active, Some("price_pro"), 200).await;
     assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()));
-
     // An older event arriving late changes nothing.
-    assert!(
-        !db.store
-            .apply_customer(&stripe_customer(SubscriptionStatus::Canceled, Some("basic"), 150, "evt_old"), 3600)
-            .await
-            .unwrap()
-    );
-    // Same second: the event id breaks the tie deterministically.
-    assert!(
-        !db.store
-            .apply_customer(&stripe_customer(SubscriptionStatus::Canceled, None, 200, "evt_1"), 3600)
-            .await
-            .unwrap()
-    );
+    bill(SubscriptionStatus::Active, Some("price_basic"), 150).await;
     let stored = db.store.get_customer(&cid("acme")).await.unwrap().unwrap();
-    assert_eq!(stored.subscription_status, Some(SubscriptionStatus::Active));
     assert_eq!(stored.plan_id.as_ref().map(PlanId::as_str), Some("pro"));
-    assert_eq!(stored.stripe_customer_id.as_deref(), Some("cus_123"));
 
-    // Past due: allowed within grace, then not.
-    let pd = stripe_customer(SubscriptionStatus::PastDue, Some("pro"), 300, "evt_3");
-    assert!(db.store.apply_customer(&pd, 3600).await.unwrap());
+    // Past due: allowed within grace (from the event's time), then not.
+    let at = NOW.secs();
+    bill(SubscriptionStatus::PastDue, Some("price_pro"), at).await;
     assert_eq!(decide(&db, &id, &key, NOW.plus(3599)).await, Ok(()));
     assert_eq!(decide(&db, &id, &key, NOW.plus(3600)).await, Err(Denial::SubscriptionInactive));
-
-    assert!(
-        db.store
-            .apply_customer(&stripe_customer(SubscriptionStatus::Canceled, Some("pro"), 400, "evt_4"), 3600)
-            .await
-            .unwrap()
-    );
+    // Canceled is final, even when it is delivered before older events.
+    bill(SubscriptionStatus::Canceled, Some("price_pro"), at + 10).await;
+    bill(SubscriptionStatus::Active, Some("price_pro"), at + 5).await;
     assert_eq!(decide(&db, &id, &key, NOW).await, Err(Denial::SubscriptionInactive));
     assert_eq!(db.store.get_customer(&cid("nobody")).await.unwrap(), None);
 }
@@ -768,7 +785,7 @@ async fn plan_updates_never_lose_reference_counts() {
     let db = fresh_db().await;
     let (a, _) = key_with_plan(&db, "acme", plan("pro", Some((10, 60)), None)).await;
     let (b, _) = key_with_plan(&db, "acme", plan("pro", Some((10, 60)), None)).await;
-    db.store.update_plan(&plan("pro", Some((20, 60)), None)).await.unwrap();
+    db.store.update_plan(&plan("pro", Some((20, 60)), None), NOW, far()).await.unwrap();
     db.store.revoke_key(&a, NOW).await.unwrap();
     let pro = PlanId::parse("pro").unwrap();
     assert!(matches!(db.store.delete_plan(&pro).await, Err(StoreError::Conflict(_))), "b still uses it");
@@ -777,22 +794,64 @@ async fn plan_updates_never_lose_reference_counts() {
 }
 
 #[tokio::test]
-async fn a_new_window_length_restarts_the_window() {
+async fn a_new_window_length_carries_the_count_over() {
     let db = fresh_db().await;
     let (id, key) = key_with_plan(&db, "acme", plan("hourly", Some((2, 3600)), None)).await;
     assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()));
     assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()));
     assert_eq!(decide(&db, &id, &key, NOW).await, Err(Denial::RateLimited));
     // Same window length, higher limit: the count carries on.
-    db.store.update_plan(&plan("hourly", Some((3, 3600)), None)).await.unwrap();
+    db.store.update_plan(&plan("hourly", Some((3, 3600)), None), NOW, far()).await.unwrap();
     assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()));
     assert_eq!(decide(&db, &id, &key, NOW).await, Err(Denial::RateLimited));
-    // A minute window instead of an hour: the hour's count no longer applies.
-    db.store.update_plan(&plan("hourly", Some((3, 60)), None)).await.unwrap();
+    // A minute window instead of an hour: the hour's 3 stay until the hour ends, so switching
+    // the window is no way round the limit.
+    db.store.update_plan(&plan("hourly", Some((3, 60)), None), NOW, far()).await.unwrap();
     let d = db.store.authorize_and_count(&id, &key.hash(), NOW).await.unwrap();
+    assert_eq!(d.outcome, Err(Denial::RateLimited));
+    let hour_end = UnixTime(NOW.secs() - NOW.secs() % 3600 + 3600);
+    assert_eq!(d.rate.unwrap().reset, hour_end);
+    // After it, minute windows.
+    let d = db.store.authorize_and_count(&id, &key.hash(), hour_end).await.unwrap();
     assert!(d.is_allowed());
-    assert_eq!(d.rate.unwrap().remaining(), 2);
-    assert_eq!(d.rate.unwrap().reset, UnixTime(NOW.secs() - NOW.secs() % 60 + 60));
+    assert_eq!(d.rate.unwrap().reset, hour_end.plus(60));
+}
+
+#[tokio::test]
+async fn switching_plans_never_resets_a_quota() {
+    let db = fresh_db().await;
+    let monthly = plan("monthly", None, Some((3, Period::Month)));
+    db.store.create_plan(&plan("daily", None, Some((2, Period::Day)))).await.unwrap();
+    db.store.create_plan(&plan("bigdaily", None, Some((5, Period::Day)))).await.unwrap();
+    let (id, key) = key_with_plan(&db, "acme", monthly).await;
+    for _ in 0..3 {
+        assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()));
+    }
+    assert_eq!(decide(&db, &id, &key, NOW).await, Err(Denial::QuotaExceeded));
+    let switch = |to: &'static str| {
+        let patch = KeyPatch { plan_id: Some(Some(PlanId::parse(to).unwrap())), ..Default::default() };
+        db.store.update_key(&id, patch, NOW)
+    };
+    // Monthly (spent) to a smaller daily quota and back: still spent.
+    switch("daily").await.unwrap();
+    assert_eq!(decide(&db, &id, &key, NOW).await, Err(Denial::QuotaExceeded), "the month's 3 stay");
+    switch("monthly").await.unwrap();
+    assert_eq!(decide(&db, &id, &key, NOW).await, Err(Denial::QuotaExceeded));
+    // To a larger daily quota: the 3 count against it until the month ends (5 in all).
+    switch("bigdaily").await.unwrap();
+    assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()));
+    assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()));
+    assert_eq!(decide(&db, &id, &key, NOW).await, Err(Denial::QuotaExceeded), "5, the largest quota in force");
+    switch("monthly").await.unwrap();
+    assert_eq!(decide(&db, &id, &key, NOW).await, Err(Denial::QuotaExceeded));
+    // Daily to monthly on a fresh key: today's usage counts toward the month.
+    let (id2, key2) = key_with_plan(&db, "globex", plan("bigdaily", None, Some((5, Period::Day)))).await;
+    assert_eq!(decide(&db, &id2, &key2, NOW).await, Ok(()));
+    assert_eq!(decide(&db, &id2, &key2, NOW).await, Ok(()));
+    let patch = KeyPatch { plan_id: Some(Some(PlanId::parse("monthly").unwrap())), ..Default::default() };
+    db.store.update_key(&id2, patch, NOW).await.unwrap();
+    assert_eq!(decide(&db, &id2, &key2, NOW).await, Ok(()));
+    assert_eq!(decide(&db, &id2, &key2, NOW).await, Err(Denial::QuotaExceeded), "2 today + 1 = the month's 3");
 }
 
 #[tokio::test]
@@ -801,11 +860,10 @@ async fn a_replayed_event_repairs_an_interrupted_fan_out() {
     db.store.create_plan(&plan("pro", Some((100, 60)), None)).await.unwrap();
     let (new, key) = new_key("acme", None);
     let id = db.store.create_key(new).await.unwrap().key_id;
-    let canceled = stripe_customer(SubscriptionStatus::Canceled, Some("pro"), 100, "evt_1");
-    assert!(db.store.apply_customer(&canceled, 3600).await.unwrap());
+    tollgate_tests::bill(&db.store, "acme", "cus_1", SubscriptionStatus::Canceled, Some("price_pro"), 100).await;
     assert_eq!(decide(&db, &id, &key, NOW).await, Err(Denial::SubscriptionInactive));
     // Simulate a crash after the customer write but before its keys were updated: put the
-    // key back to its old access by hand, then deliver the same event again.
+    // key back to its old access and forget the fan-out's progress, then refresh again.
     use aws_sdk_dynamodb::types::AttributeValue;
     db.store
         .client()
@@ -819,11 +877,56 @@ async fn a_replayed_event_repairs_an_interrupted_fan_out() {
         .send()
         .await
         .unwrap();
+    db.store
+        .client()
+        .delete_item()
+        .table_name(&db.table)
+        .key("pk", AttributeValue::S("FANOUT#customer#acme".into()))
+        .key("sk", AttributeValue::S("FANOUT".into()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()), "the stale key authorizes");
-    assert!(!db.store.apply_customer(&canceled, 3600).await.unwrap(), "a replay changes no state");
+    let f = db.store.refresh_customer_keys(&cid("acme"), NOW, far()).await.unwrap();
+    assert_eq!((f.visited, f.rewritten, f.complete), (1, 1, true));
     assert_eq!(decide(&db, &id, &key, NOW).await, Err(Denial::SubscriptionInactive));
     let k = db.store.get_key(&id).await.unwrap().unwrap();
     assert_eq!(k.limits.plan_id.as_ref().map(PlanId::as_str), Some("pro"));
+}
+
+#[tokio::test]
+async fn fan_outs_resume_where_they_stopped_and_finished_ones_cost_one_read() {
+    let db = fresh_db().await;
+    db.store.create_plan(&plan("pro", Some((100, 60)), None)).await.unwrap();
+    let n = 120;
+    for _ in 0..n {
+        let (new, _) = new_key("acme", Some("pro"));
+        db.store.create_key(new).await.unwrap();
+    }
+    // A deadline already passed: one page per call, each continuing after the last.
+    let past = std::time::Instant::now();
+    let updated = plan("pro", Some((50, 60)), None);
+    let mut visited = 0;
+    let mut calls = 0;
+    loop {
+        let f = db.store.update_plan(&updated, NOW, past).await.unwrap();
+        calls += 1;
+        visited += f.visited;
+        assert_eq!(f.visited, f.rewritten, "no key is visited twice");
+        if f.complete {
+            break;
+        }
+        assert!(calls < 10);
+    }
+    assert_eq!((visited, calls), (n, 3), "pages of 50");
+    for k in db.store.list_keys(&KeyFilter::default(), 100, None).await.unwrap().items {
+        assert_eq!(k.limits.rate_limit.unwrap().limit, 50);
+    }
+    // The same update again (a retry): the plan is unchanged and the fan-out is done.
+    db.requests.reset();
+    let f = db.store.update_plan(&updated, NOW, far()).await.unwrap();
+    assert_eq!((f.visited, f.complete), (0, true));
+    assert_eq!(db.requests.total(), 2, "the plan and the progress item, nothing per key");
 }
 
 #[tokio::test]

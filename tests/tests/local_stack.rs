@@ -3,9 +3,8 @@
 //! on moto under `make test`.
 
 use serde_json::json;
-use shared::domain::customers::{Customer, CustomerId, EventStamp, SubscriptionStatus};
+use shared::domain::customers::SubscriptionStatus;
 use shared::domain::time::UnixTime;
-use shared::store::CustomerStore;
 use tollgate_tests::{ADMIN_TOKEN, Client, local_stack, local_stack_with};
 
 async fn create_plan(c: &Client, id: &str, rate: Option<(u64, u64)>, quota_per_day: Option<u64>) {
@@ -142,11 +141,8 @@ async fn every_denial_has_its_status_and_body() {
     let (_, lapsed) = create_key(&c, "lapsed-co", "pro").await;
     assert_eq!(c.proxy("/x", &lapsed).await.status, 200);
     let now = UnixTime::now();
-    let mut customer = stack.store().get_customer(&CustomerId::parse("lapsed-co").unwrap()).await.unwrap().unwrap();
-    customer.subscription_status = Some(SubscriptionStatus::Canceled);
-    customer.last_event = Some(EventStamp { created: now.secs(), event_id: "evt_test_cancel".into() });
-    customer.updated_at = now;
-    assert!(stack.store().apply_customer(&Customer { ..customer }, 0).await.unwrap());
+    tollgate_tests::bill(stack.store(), "lapsed-co", "cus_lapsed", SubscriptionStatus::Canceled, None, now.secs())
+        .await;
     let r = c.proxy("/x", &lapsed).await;
     assert_eq!((r.status, r.code()), (402, "subscription_inactive"));
     stack.stop().await;

@@ -6,14 +6,14 @@
 
 use http::Method;
 use issue_key::handler::{ApiRequest, ManagementApi};
-use shared::domain::customers::{Customer, CustomerId, EventStamp, SubscriptionStatus};
+use shared::domain::customers::{CustomerId, SubscriptionStatus};
 use shared::domain::keys::{ApiKey, KeyEnv, KeyId};
 use shared::domain::plans::{Plan, PlanId};
 use shared::domain::time::UnixTime;
 use shared::domain::usage::MeterDay;
 use shared::rollup::{Backoff, Reporting, Rollup, RollupOptions, RunReport, RunStatus, identifier};
 use shared::store::dynamo::DynamoStore;
-use shared::store::{AuthorizeStore, CustomerStore, KeyStore, NewKey, PlanStore, RollupStore};
+use shared::store::{AuthorizeStore, KeyStore, NewKey, PlanStore, RollupStore};
 use shared::stripe::api::StripeApi;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -54,11 +54,8 @@ impl Fixture {
 
     /// A customer billed through Stripe as `cus_<customer>`.
     async fn stripe_customer(&self, customer: &str) {
-        let mut c = Customer::new(CustomerId::parse(customer).unwrap(), NOW);
-        c.stripe_customer_id = Some(format!("cus_{customer}"));
-        c.subscription_status = Some(SubscriptionStatus::Active);
-        c.last_event = Some(EventStamp { created: 1, event_id: format!("evt_{customer}") });
-        assert!(self.store().apply_customer(&c, 3600).await.unwrap());
+        tollgate_tests::bill(self.store(), customer, &format!("cus_{customer}"), SubscriptionStatus::Active, None, 1)
+            .await;
     }
 
     async fn key(&self, customer: &str) -> (KeyId, ApiKey) {

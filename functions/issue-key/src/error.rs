@@ -27,6 +27,12 @@ pub enum ApiError {
     AlreadyClaimed { message: String, key_id: String, display: String },
     #[error("{0}")]
     PaymentRequired(String),
+    /// A request refused for a reason with its own status and code (the Checkout claim's).
+    #[error("{message}")]
+    Refused { status: u16, code: &'static str, message: String },
+    /// Saved, but its fan-out to keys is not finished; the same request again continues.
+    #[error("{0}")]
+    Unfinished(String),
     #[error("storage is unavailable")]
     Unavailable(#[source] StoreError),
     #[error("the payment provider is unavailable: {0}")]
@@ -54,7 +60,8 @@ impl ApiError {
             Self::Internal(_) => 500,
             Self::NotConfigured(_) => 501,
             Self::Upstream(_) => 502,
-            Self::Unavailable(_) => 503,
+            Self::Unavailable(_) | Self::Unfinished(_) => 503,
+            Self::Refused { status, .. } => *status,
         }
     }
 
@@ -73,6 +80,8 @@ impl ApiError {
             Self::NotConfigured(_) => "not_configured",
             Self::Upstream(_) => "upstream_error",
             Self::Unavailable(_) => "unavailable",
+            Self::Unfinished(_) => "unfinished",
+            Self::Refused { code, .. } => code,
         }
     }
 

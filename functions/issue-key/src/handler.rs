@@ -11,8 +11,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use shared::app::billing::{Applied, Billing, BillingError};
+use shared::app::checkout;
 use shared::authorize::bearer_token;
-use shared::domain::customers::{Customer, CustomerId, EventStamp};
+use shared::domain::customers::CustomerId;
 use shared::domain::decision::KeyState;
 use shared::domain::key_records::{
     KeyRecord, KeyStatus, MAX_GRACE_S, validate_metadata, validate_name, validate_overrides, validate_scopes,
@@ -23,14 +25,21 @@ use shared::domain::plans::{Plan, PlanId, ValidationError, is_stripe_id};
 use shared::domain::time::UnixTime;
 use shared::domain::usage::HISTORY_DAYS;
 use shared::store::{
-    Claim, CustomerStore, IdempotencyStore, KeyFilter, KeyPatch, KeyStore, NewKey, PlanStore, UsageStore,
+    BillingStore, Claim, CustomerStore, IdempotencyStore, KeyFilter, KeyPatch, KeyStore, NewKey, PlanStore, UsageStore,
 };
-use shared::stripe::api::{CheckoutSession, StripeApi, StripeError};
+use shared::stripe::api::{StripeApi, StripeError};
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 /// Everything the management API's storage must do.
-pub trait ManagementStore: KeyStore + PlanStore + CustomerStore + UsageStore + IdempotencyStore {}
-impl<T: KeyStore + PlanStore + CustomerStore + UsageStore + IdempotencyStore> ManagementStore for T {}
+pub trait ManagementStore:
+    KeyStore + PlanStore + CustomerStore + UsageStore + IdempotencyStore + BillingStore + Clone
+{
+}
+impl<T: KeyStore + PlanStore + CustomerStore + UsageStore + IdempotencyStore + BillingStore + Clone> ManagementStore
+    for T
+{
+}
 
 /// One HTTP request, independent of where it came from.
 #[derive(Debug, Clone)]
@@ -52,6 +61,10 @@ pub const MAX_PAGE: usize = 100;
 const IDEMPOTENCY_TTL_S: i64 = 86_400;
 /// Checkout claims are remembered for ten years: a session can be claimed once, ever.
 const CLAIM_RECORD_TTL_S: i64 = 10 * 365 * 86_400;
+/// How long one request may spend copying a change onto keys (a plan's, a customer's) before
+/// it answers 503 `unfinished` and the same request again continues; inside API Gateway's
+/// 30 s integration timeout.
+pub const FANOUT_BUDGET: Duration = Duration::from_secs(20);
 /// How long one attempt holds an idempotency claim before a retry may take over.
 const IDEMPOTENCY_LEASE_S: u64 = 30;
 
@@ -59,7 +72,8 @@ pub struct ManagementApi<S> {
     store: S,
     /// For the Checkout claim; without it `GET /v1/claim` answers 501.
     stripe: Option<StripeApi>,
-    past_due_grace_s: u64,
+    /// The claim's writer of billing state (the webhook's too).
+    billing: Billing<S>,
     /// When set, every route but the public claim needs `Authorization: Bearer <token>`. In AWS
     /// it is unset and API Gateway's IAM authorization guards the routes instead.
     admin_token: Option<SecretString>,
@@ -80,13 +94,14 @@ fn ok(status: StatusCode, body: serde_json::Value) -> Reply {
 
 impl<S: ManagementStore> ManagementApi<S> {
     pub fn new(store: S, admin_token: Option<SecretString>) -> Self {
-        Self { store, admin_token, stripe: None, past_due_grace_s: shared::config::DEFAULT_PAST_DUE_GRACE_S }
+        let billing = Billing::new(store.clone(), shared::config::DEFAULT_PAST_DUE_GRACE_S, FANOUT_BUDGET);
+        Self { store, admin_token, stripe: None, billing }
     }
 
     /// Enables the Checkout claim.
     pub fn with_stripe(mut self, stripe: StripeApi, past_due_grace_s: u64) -> Self {
         self.stripe = Some(stripe);
-        self.past_due_grace_s = past_due_grace_s;
+        self.billing = Billing::new(self.store.clone(), past_due_grace_s, FANOUT_BUDGET);
         self
     }
 
@@ -222,7 +237,13 @@ impl<S: ManagementStore> ManagementApi<S> {
         }
         let existing = self.store.get_plan(&id).await?.ok_or(ApiError::NotFound("plan"))?;
         let plan = plan_from(id, input, existing.created_at, now)?;
-        self.store.update_plan(&plan).await?;
+        let fanout = self.store.update_plan(&plan, now, Instant::now() + FANOUT_BUDGET).await?;
+        if !fanout.complete {
+            return Err(ApiError::Unfinished(format!(
+                "The plan is saved and {} of its keys were updated; send the same request again to update the rest.",
+                fanout.visited
+            )));
+        }
         ok(StatusCode::OK, to_json(&PlanView::from(&plan)))
     }
 
@@ -440,7 +461,9 @@ impl<S: ManagementStore> ManagementApi<S> {
     // ---- the Checkout claim ----
 
     /// Hands a paying customer their first key, exactly once per Checkout session. Public: the
-    /// session id (from Stripe's success URL) is the credential, and Stripe confirms it.
+    /// session id (from Stripe's success URL) is the credential, and Stripe confirms it. The
+    /// rules of which sessions qualify are `shared::app::checkout`'s; the customer's billing is
+    /// written by the same service the webhook uses, so either may come first.
     async fn claim(&self, query: &str, now: UnixTime) -> Reply {
         let mut session_id = None;
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
@@ -459,21 +482,16 @@ impl<S: ManagementStore> ManagementApi<S> {
             .ok_or(ApiError::NotConfigured("The claim flow needs STRIPE_API_KEY; this deployment has none."))?;
         let session = stripe.checkout_session(&session_id).await.map_err(|e| match e {
             StripeError::NotFound => ApiError::NotFound("checkout session"),
-            e => ApiError::Upstream(e.to_string()),
+            // Stripe's own words stay in the log: the caller is the public.
+            e => {
+                tracing::error!(error = %e, "Stripe could not be asked about a Checkout session");
+                ApiError::Upstream("Stripe could not confirm the session; retry shortly.".into())
+            }
         })?;
-        if !session.is_paid() {
-            return Err(ApiError::PaymentRequired(format!(
-                "The Checkout session is not complete and paid (status {}, payment {}).",
-                session.status.as_deref().unwrap_or("unknown"),
-                session.payment_status.as_deref().unwrap_or("unknown")
-            )));
-        }
-        let stripe_customer = session
-            .customer
-            .as_ref()
-            .map(|c| c.id().to_owned())
-            .ok_or_else(|| ApiError::Conflict("The Checkout session has no Stripe customer.".into()))?;
-        let customer_id = CustomerId::for_checkout(session.client_reference_id.as_deref(), &stripe_customer)?;
+        let claimable = checkout::claimable(&session).map_err(|refusal| {
+            let (status, code) = refusal.status_and_code();
+            ApiError::Refused { status, code, message: refusal.to_string() }
+        })?;
 
         let owner = uuid::Uuid::new_v4().to_string();
         let expires = now.plus(CLAIM_RECORD_TTL_S);
@@ -496,7 +514,7 @@ impl<S: ManagementStore> ManagementApi<S> {
                 });
             }
         }
-        let issued = self.issue_claimed_key(&session, &session_id, customer_id, stripe_customer, now).await;
+        let issued = self.issue_claimed_key(claimable, &session_id, now).await;
         match issued {
             Ok((key, record)) => {
                 if let Err(e) =
@@ -518,38 +536,31 @@ impl<S: ManagementStore> ManagementApi<S> {
 
     async fn issue_claimed_key(
         &self,
-        session: &CheckoutSession,
+        claimable: checkout::Claimable,
         session_id: &str,
-        customer_id: CustomerId,
-        stripe_customer: String,
         now: UnixTime,
     ) -> Result<(ApiKey, KeyRecord), ApiError> {
-        // Record the Stripe ids unless the webhook already did. The stamp sorts before every
-        // real Stripe event, so this never overwrites state a webhook applied.
-        let stored = self.store.get_customer(&customer_id).await?;
-        if stored.as_ref().is_none_or(|c| c.last_event.is_none()) {
-            let mut customer = stored.unwrap_or_else(|| Customer::new(customer_id.clone(), now));
-            customer.stripe_customer_id.get_or_insert(stripe_customer);
-            if let Some(sub) = &session.subscription {
-                customer.stripe_subscription_id.get_or_insert_with(|| sub.id().to_owned());
+        match self.billing.apply(&claimable.input, now).await {
+            Ok(Applied::Synced { .. }) => {}
+            Ok(Applied::Conflict(conflict)) => {
+                tracing::warn!(session_id, error = %conflict, "claim refused: the customer is linked elsewhere");
+                return Err(ApiError::Refused {
+                    status: 409,
+                    code: "customer_conflict",
+                    message: "This session's customer is already linked to another Stripe customer.".into(),
+                });
             }
-            customer.last_event = Some(EventStamp { created: 0, event_id: format!("claim:{session_id}") });
-            customer.updated_at = now;
-            self.store.apply_customer(&customer, self.past_due_grace_s).await?;
+            Err(BillingError::Store(e)) => return Err(e.into()),
+            Err(e) => return Err(ApiError::Unfinished(e.to_string())),
         }
-        let env = if session_id.starts_with("cs_live_") || session.livemode == Some(true) {
-            KeyEnv::Live
-        } else {
-            KeyEnv::Test
-        };
-        let key = ApiKey::generate(env).map_err(|e| ApiError::Internal(Box::new(e)))?;
+        let key = ApiKey::generate(claimable.env).map_err(|e| ApiError::Internal(Box::new(e)))?;
         let record = self
             .store
             .create_key(NewKey {
                 name: Some("Stripe Checkout".into()),
                 metadata: [("checkout_session".to_owned(), session_id.to_owned())].into_iter().collect(),
                 // No plan of its own: it follows the customer's, which the subscription's price decides.
-                ..NewKey::new(&key, customer_id, None, now)
+                ..NewKey::new(&key, claimable.customer_id, None, now)
             })
             .await?;
         Ok((key, record))

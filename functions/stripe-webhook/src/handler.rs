@@ -4,13 +4,14 @@
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use shared::app::billing::{Applied, Billing, BillingError, StripeInput};
 use shared::config::Secrets;
-use shared::domain::customers::{Customer, CustomerId, EventStamp, SubscriptionStatus};
-use shared::domain::plans::PlanId;
+use shared::domain::customers::CustomerId;
 use shared::domain::time::UnixTime;
-use shared::store::{Claim, CustomerStore, IdempotencyStore, PlanStore, StoreError};
+use shared::store::{BillingStore, Claim, CustomerStore, IdempotencyStore, PlanStore, StoreError};
 use shared::stripe::events::{Change, StripeEvent, parse_event};
 use shared::stripe::signature::{SignatureError, verify};
+use std::time::Duration;
 
 /// Stripe redelivers for up to three days; remember event ids for thirty.
 const EVENT_RECORD_TTL_S: i64 = 30 * 86_400;
@@ -19,8 +20,12 @@ const EVENT_LEASE_S: u64 = 60;
 /// Stripe's events are far smaller; refuse to buffer more than this.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-pub trait WebhookStore: CustomerStore + PlanStore + IdempotencyStore {}
-impl<T: CustomerStore + PlanStore + IdempotencyStore> WebhookStore for T {}
+/// How long one delivery may spend bringing a customer's keys in line before it answers 503
+/// (and Stripe's retry continues where it stopped), well inside Stripe's delivery timeout.
+pub const FANOUT_BUDGET: Duration = Duration::from_secs(8);
+
+pub trait WebhookStore: CustomerStore + PlanStore + IdempotencyStore + BillingStore {}
+impl<T: CustomerStore + PlanStore + IdempotencyStore + BillingStore> WebhookStore for T {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
@@ -32,6 +37,9 @@ pub enum WebhookError {
     BadEvent(String),
     #[error("this event is being processed by another delivery")]
     InProgress,
+    /// Recorded, but not everything it implies is written yet; Stripe's retry continues.
+    #[error("{0}")]
+    Unfinished(String),
     #[error("storage failed")]
     Store(#[from] StoreError),
 }
@@ -43,6 +51,7 @@ impl WebhookError {
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             // Stripe retries non-2xx answers: exactly what these need.
             Self::InProgress => StatusCode::CONFLICT,
+            Self::Unfinished(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -54,6 +63,7 @@ impl WebhookError {
             Self::TooLarge => "body_too_large",
             Self::BadEvent(_) => "invalid_event",
             Self::InProgress => "in_progress",
+            Self::Unfinished(_) => "unfinished",
             Self::Store(StoreError::Unavailable(_)) => "unavailable",
             Self::Store(_) => "internal_error",
         }
@@ -63,18 +73,23 @@ impl WebhookError {
 /// What a delivery did, for the response and the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// The customer's billing moved.
     Applied,
-    /// An older event than the state already stored: nothing changed.
-    Stale,
+    /// Recorded; the customer's billing did not move (an older event, a subscription that does
+    /// not govern, or a Stripe customer not linked to a customer yet).
+    Recorded,
     Duplicate,
     Ignored,
+    /// A checkout naming a customer linked to another Stripe customer: nothing written.
+    Conflict,
 }
 
 impl Outcome {
     fn as_str(self) -> &'static str {
         match self {
             Self::Applied => "applied",
-            Self::Stale => "stale",
+            Self::Recorded => "recorded",
+            Self::Conflict => "conflict",
             Self::Duplicate => "duplicate",
             Self::Ignored => "ignored",
         }
@@ -82,15 +97,14 @@ impl Outcome {
 }
 
 pub struct Webhook<S> {
-    store: S,
+    billing: Billing<S>,
     secrets: Secrets,
     tolerance_s: i64,
-    past_due_grace_s: u64,
 }
 
 impl<S: WebhookStore> Webhook<S> {
     pub fn new(store: S, secrets: Secrets, tolerance_s: i64, past_due_grace_s: u64) -> Self {
-        Self { store, secrets, tolerance_s, past_due_grace_s }
+        Self { billing: Billing::new(store, past_due_grace_s, FANOUT_BUDGET), secrets, tolerance_s }
     }
 
     /// Answers one delivery. `body` is the raw request body (already base64-decoded).
@@ -140,123 +154,55 @@ impl<S: WebhookStore> Webhook<S> {
         let owner = uuid::Uuid::new_v4().to_string();
         let fingerprint = hex::encode(Sha256::digest(body));
         let expires = now.plus(EVENT_RECORD_TTL_S);
-        match self.store.claim("stripe-event", &event.id, &owner, &fingerprint, EVENT_LEASE_S, expires, now).await? {
+        match self
+            .billing
+            .store()
+            .claim("stripe-event", &event.id, &owner, &fingerprint, EVENT_LEASE_S, expires, now)
+            .await?
+        {
             Claim::Fresh => {}
             Claim::InProgress { .. } => return Err(WebhookError::InProgress),
             Claim::Done { .. } => return Ok((event.id, Outcome::Duplicate)),
         }
         match self.apply(&event, change, now).await {
             Ok(outcome) => {
-                self.store.finish("stripe-event", &event.id, &owner, outcome.as_str(), expires).await?;
+                self.billing.store().finish("stripe-event", &event.id, &owner, outcome.as_str(), expires).await?;
                 tracing::info!(event_id = %event.id, outcome = outcome.as_str(), "event processed");
                 Ok((event.id, outcome))
             }
             Err(e) => {
-                let _ = self.store.release("stripe-event", &event.id, &owner).await;
+                let _ = self.billing.store().release("stripe-event", &event.id, &owner).await;
                 Err(e)
             }
         }
     }
 
+    /// Hands the event to the billing service, the one writer of billing state the claim
+    /// shares, so neither order of arrival matters.
     async fn apply(&self, event: &StripeEvent, change: Change, now: UnixTime) -> Result<Outcome, WebhookError> {
-        let mut stamp = EventStamp { created: event.created, event_id: event.id.clone() };
-        let bad = |e: shared::domain::plans::ValidationError| WebhookError::BadEvent(e.to_string());
-        let mut customer = match &change {
-            Change::CheckoutCompleted { client_reference_id, stripe_customer, subscription } => {
-                let id = CustomerId::for_checkout(client_reference_id.as_deref(), stripe_customer).map_err(bad)?;
-                let mut c = match self.store.get_customer(&id).await? {
-                    // Subscription and invoice events carry the same ids, and their state is
-                    // what matters: a checkout never overrides them.
-                    Some(c) if c.last_event.as_ref().is_some_and(|e| e.created > 0) => return Ok(Outcome::Stale),
-                    Some(c) => c,
-                    None => Customer::new(id.clone(), now),
-                };
-                // Subscription events can arrive before the checkout that names the customer;
-                // they were recorded under the Stripe customer id. Carry that state over.
-                if let Some(prior) = self.store.customer_for_stripe(stripe_customer).await?
-                    && prior != id
-                    && let Some(p) = self.store.get_customer(&prior).await?
-                {
-                    c.stripe_subscription_id = p.stripe_subscription_id;
-                    c.subscription_status = p.subscription_status;
-                    c.plan_id = p.plan_id;
-                    c.current_period_end = p.current_period_end;
-                    c.past_due_since = p.past_due_since;
-                    c.unknown_price_id = p.unknown_price_id;
-                    c.last_event = p.last_event;
-                }
-                c.stripe_customer_id = Some(stripe_customer.clone());
-                if subscription.is_some() {
-                    c.stripe_subscription_id.clone_from(subscription);
-                }
-                // A checkout carries no subscription state, so it must not make a subscription
-                // event created before it (and delivered after it) look stale: it sorts before
-                // every real event, or keeps the stamp of the state it carried over.
-                stamp = c.last_event.clone().unwrap_or(EventStamp { created: 0, event_id: event.id.clone() });
-                c
+        let input = match change {
+            Change::CheckoutCompleted { client_reference_id, stripe_customer, subscription: _ } => {
+                let customer = CustomerId::for_checkout(client_reference_id.as_deref(), &stripe_customer)
+                    .map_err(|e| WebhookError::BadEvent(e.to_string()))?;
+                StripeInput { stripe_customer, link: Some(customer), observed: None }
             }
-            Change::Subscription { stripe_customer, .. } | Change::Invoice { stripe_customer, .. } => {
-                let id = match self.store.customer_for_stripe(stripe_customer).await? {
-                    Some(id) => id,
-                    None => CustomerId::parse(stripe_customer).map_err(bad)?,
-                };
-                let mut c = self.store.get_customer(&id).await?.unwrap_or_else(|| Customer::new(id, now));
-                c.stripe_customer_id = Some(stripe_customer.clone());
-                c
+            Change::Observed { stripe_customer, subscription, observation } => {
+                StripeInput { stripe_customer, link: None, observed: Some((subscription, observation)) }
             }
             Change::Ignored => return Ok(Outcome::Ignored),
         };
-        let previous = customer.subscription_status;
-        match change {
-            Change::CheckoutCompleted { .. } | Change::Ignored => {}
-            Change::Subscription { subscription, status, price_id, current_period_end, .. } => {
-                customer.stripe_subscription_id = Some(subscription);
-                customer.subscription_status = Some(status);
-                if let Some(end) = current_period_end {
-                    customer.current_period_end = Some(UnixTime(end));
-                }
-                if let Some(price) = price_id {
-                    match self.plan_for_price(&price).await? {
-                        Some(plan) => {
-                            customer.plan_id = Some(plan);
-                            customer.unknown_price_id = None;
-                        }
-                        None => {
-                            // Recorded for the operator; limits stay as they were.
-                            tracing::error!(
-                                price_id = %price, customer_id = %customer.customer_id, event_id = %event.id,
-                                "no plan lists this Stripe price; add it to a plan's stripe_price_ids"
-                            );
-                            customer.unknown_price_id = Some(price);
-                        }
-                    }
-                }
+        match self.billing.apply(&input, now).await {
+            Ok(Applied::Synced { changed: true, .. }) => Ok(Outcome::Applied),
+            Ok(Applied::Synced { changed: false, .. }) => Ok(Outcome::Recorded),
+            Ok(Applied::Conflict(conflict)) => {
+                // Retrying cannot help, so Stripe gets a 200; the operator gets the log line.
+                tracing::error!(event_id = %event.id, error = %conflict, "checkout names a customer linked elsewhere; nothing written");
+                Ok(Outcome::Conflict)
             }
-            Change::Invoice { paid, .. } => {
-                use SubscriptionStatus::*;
-                // An invoice never revives a subscription that has ended.
-                let ended = matches!(previous, Some(Canceled | IncompleteExpired));
-                if !ended {
-                    customer.subscription_status = Some(if paid { Active } else { PastDue });
-                }
+            Err(BillingError::Store(e)) => Err(WebhookError::Store(e)),
+            Err(e @ (BillingError::Incomplete(_) | BillingError::Contention)) => {
+                Err(WebhookError::Unfinished(e.to_string()))
             }
         }
-        if customer.subscription_status == Some(SubscriptionStatus::PastDue) {
-            if previous != Some(SubscriptionStatus::PastDue) || customer.past_due_since.is_none() {
-                customer.past_due_since = Some(UnixTime(event.created));
-            }
-        } else {
-            customer.past_due_since = None;
-        }
-        customer.last_event = Some(stamp);
-        customer.updated_at = now;
-        let applied = self.store.apply_customer(&customer, self.past_due_grace_s).await?;
-        Ok(if applied { Outcome::Applied } else { Outcome::Stale })
-    }
-
-    async fn plan_for_price(&self, price: &str) -> Result<Option<PlanId>, StoreError> {
-        // Plans are few: a scan of them beats an index that every plan write must keep.
-        let plans = self.store.list_plans().await?;
-        Ok(plans.into_iter().find(|p| p.stripe_price_ids.iter().any(|id| id == price)).map(|p| p.id))
     }
 }

@@ -122,15 +122,6 @@ impl CustomerAccess {
     }
 }
 
-/// The position of a Stripe event in a subscription's history: `created`, then the event id
-/// to break ties deterministically, so replays and out-of-order deliveries never move state
-/// backwards.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct EventStamp {
-    pub created: i64,
-    pub event_id: String,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Customer {
     pub customer_id: CustomerId,
@@ -141,9 +132,9 @@ pub struct Customer {
     pub current_period_end: Option<UnixTime>,
     /// When the subscription went `past_due`; grace is measured from here.
     pub past_due_since: Option<UnixTime>,
-    /// A Stripe price no plan claims; kept so an operator sees why limits did not change.
+    /// The governing subscription's price when no plan lists it, so an operator sees why the
+    /// customer has no plan limits.
     pub unknown_price_id: Option<String>,
-    pub last_event: Option<EventStamp>,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
 }
@@ -159,7 +150,6 @@ impl Customer {
             current_period_end: None,
             past_due_since: None,
             unknown_price_id: None,
-            last_event: None,
             created_at: now,
             updated_at: now,
         }

@@ -232,6 +232,69 @@ impl Decision {
     }
 }
 
+/// How a key's counters continue when its limits change shape (another window length,
+/// another quota period, or a limit where there was none), so that switching plans never
+/// resets what was used. A limit whose shape is unchanged keeps its counter as it is, and its
+/// new limit applies from the next request.
+///
+/// The rule, per counter: the current window (or period) ends at the later of its old end and
+/// the end of the new shape's window around now, and its count is the larger of the old count
+/// and, for a quota, what the key was allowed so far in the new calendar period. So a monthly
+/// quota spent and switched to a daily one stays spent until the month ends; a daily quota
+/// switched to a monthly one starts from the month's usage so far; and no sequence of
+/// switches admits more in any window or period than the largest limit in force in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CarryOver {
+    /// New window end and the change to the window's count.
+    pub window: Option<(UnixTime, i64)>,
+    /// New period end and the change to the period's count.
+    pub period: Option<(UnixTime, i64)>,
+}
+
+impl CarryOver {
+    pub fn is_empty(&self) -> bool {
+        self.window.is_none() && self.period.is_none()
+    }
+}
+
+/// The quota period whose usage so far [`carry_over`] needs, if the change needs one.
+pub fn period_usage_needed(before: Option<&Quota>, after: Option<&Quota>) -> Option<super::plans::Period> {
+    match (before, after) {
+        (b, Some(a)) if b.map(|q| q.period) != Some(a.period) => Some(a.period),
+        _ => None,
+    }
+}
+
+/// See [`CarryOver`]. `period_used` is the key's allowed requests so far in the calendar
+/// period of the new quota around `now` (for the period [`period_usage_needed`] names).
+pub fn carry_over(
+    before: (Option<&RateLimit>, Option<&Quota>),
+    after: (Option<&RateLimit>, Option<&Quota>),
+    counters: &Counters,
+    period_used: u64,
+    now: UnixTime,
+) -> CarryOver {
+    let window = match (before.0, after.0) {
+        (b, Some(a)) if b.map(|r| r.window_s) != Some(a.window_s) => {
+            let live = counters.window_end > now;
+            let end = window_end(now, a.window_s).max(if live { counters.window_end } else { UnixTime(0) });
+            let count = if live { counters.window_count } else { 0 };
+            Some((end, count as i64 - counters.window_count as i64))
+        }
+        _ => None,
+    };
+    let period = match period_usage_needed(before.1, after.1) {
+        Some(p) => {
+            let live = counters.period_end > now;
+            let end = period_end(now, p).max(if live { counters.period_end } else { UnixTime(0) });
+            let count = period_used.max(if live { counters.period_count } else { 0 });
+            Some((end, count as i64 - counters.period_count as i64))
+        }
+        None => None,
+    };
+    CarryOver { window, period }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,5 +418,84 @@ mod tests {
         for (d, code, status) in table {
             assert_eq!((d.code(), d.status()), (code, status));
         }
+    }
+
+    #[test]
+    fn switching_limits_carries_counts_over_and_never_resets_them() {
+        use crate::domain::plans::Period;
+        let now = UnixTime::parse_rfc3339("2026-12-10T12:00:30Z").unwrap();
+        let month = Quota { limit: 1000, period: Period::Month };
+        let day = Quota { limit: 100, period: Period::Day };
+        let month_end = UnixTime::parse_rfc3339("2027-01-01T00:00:00Z").unwrap();
+        let day_end = UnixTime::parse_rfc3339("2026-12-11T00:00:00Z").unwrap();
+        // A spent monthly quota moved to a daily one: spent until the month ends.
+        let spent = Counters { period_end: month_end, period_count: 1000, ..Counters::default() };
+        let c = carry_over((None, Some(&month)), (None, Some(&day)), &spent, 40, now);
+        assert_eq!(c.period, Some((month_end, 0)));
+        // Daily to monthly: the month's usage so far counts.
+        let daily = Counters { period_end: day_end, period_count: 40, ..Counters::default() };
+        let c = carry_over((None, Some(&day)), (None, Some(&month)), &daily, 440, now);
+        assert_eq!(c.period, Some((month_end, 400)));
+        // A quota where there was none: the period's usage so far, whatever the stale counter.
+        let stale = Counters { period_end: UnixTime(0), period_count: 7_000, ..Counters::default() };
+        let c = carry_over((None, None), (None, Some(&month)), &stale, 300, now);
+        assert_eq!(c.period, Some((month_end, 300 - 7_000)));
+        // Same shape, other limit: nothing to carry.
+        let bigger = Quota { limit: 5000, period: Period::Month };
+        assert!(carry_over((None, Some(&month)), (None, Some(&bigger)), &spent, 0, now).is_empty());
+        // Windows: a minute's count carries into the hour; an hour's count stays until the hour ends.
+        let minute = RateLimit { limit: 10, window_s: 60 };
+        let hour = RateLimit { limit: 100, window_s: 3600 };
+        let hour_end = UnixTime::parse_rfc3339("2026-12-10T13:00:00Z").unwrap();
+        let in_minute = Counters { window_end: now.plus(30), window_count: 10, ..Counters::default() };
+        assert_eq!(
+            carry_over((Some(&minute), None), (Some(&hour), None), &in_minute, 0, now).window,
+            Some((hour_end, 0))
+        );
+        let in_hour = Counters { window_end: hour_end, window_count: 100, ..Counters::default() };
+        assert_eq!(
+            carry_over((Some(&hour), None), (Some(&minute), None), &in_hour, 0, now).window,
+            Some((hour_end, 0))
+        );
+        // A window that already ended starts afresh.
+        let ended = Counters { window_end: now.plus(-1), window_count: 10, ..Counters::default() };
+        let c = carry_over((Some(&minute), None), (Some(&hour), None), &ended, 0, now);
+        assert_eq!(c.window, Some((hour_end, -10)));
+    }
+
+    #[test]
+    fn no_sequence_of_switches_admits_more_than_the_largest_quota() {
+        use crate::domain::plans::Period;
+        // Spend as much as each plan allows, switching between a monthly and a daily quota
+        // every day of a month, and count what the month admitted.
+        let month = Quota { limit: 1000, period: Period::Month };
+        let day = Quota { limit: 100, period: Period::Day };
+        let start = UnixTime::parse_rfc3339("2026-12-01T00:00:00Z").unwrap();
+        let mut c = Counters::default();
+        let mut per_day = vec![0u64; 31];
+        let mut current = &day;
+        for d in 0..31 {
+            let now = start.plus(d * 86_400 + 3_600);
+            let next = if d % 2 == 0 { &month } else { &day };
+            let used = match next.period {
+                Period::Day => per_day[d as usize],
+                Period::Month => per_day.iter().sum(),
+            };
+            let carry = carry_over((None, Some(current)), (None, Some(next)), &c, used, now);
+            if let Some((end, delta)) = carry.period {
+                c.period_end = end;
+                c.period_count = (c.period_count as i64 + delta) as u64;
+            }
+            current = next;
+            // Spend until denied.
+            let state = KeyState { quota: Some(*current), rate_limit: None, counters: c, ..state() };
+            let mut st = state;
+            while let Step::Count { roll_period, .. } = next_step(&st, &hash(1), now) {
+                st.counters = rolled(&st, false, roll_period, now);
+                per_day[d as usize] += 1;
+            }
+            c = st.counters;
+        }
+        assert!(per_day.iter().sum::<u64>() <= 1000, "{per_day:?}");
     }
 }

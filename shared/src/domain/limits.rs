@@ -2,7 +2,7 @@
 //! Pure functions of "now", so every rule is testable without a clock or a database.
 
 use super::plans::{Period, Quota, RateLimit};
-use super::time::UnixTime;
+use super::time::{Day, UnixTime};
 
 /// End (exclusive) of the fixed window containing `now`. Windows are aligned to the epoch so
 /// every process computes the same boundaries without coordination.
@@ -21,6 +21,15 @@ pub fn period_end(now: UnixTime, period: Period) -> UnixTime {
     match period {
         Period::Day => now.day().next().start(),
         Period::Month => now.day().next_month_start().start(),
+    }
+}
+
+/// First day of the UTC calendar period containing `now`.
+pub fn period_start(now: UnixTime, period: Period) -> Day {
+    let day = now.day();
+    match period {
+        Period::Day => day,
+        Period::Month => day.minus(i64::from(day.day_of_month()) - 1),
     }
 }
 
@@ -98,6 +107,8 @@ mod tests {
         assert_eq!(period_end(now, Period::Month), at("2026-12-01T00:00:00Z"));
         assert_eq!(period_end(at("2026-12-15T00:00:00Z"), Period::Month), at("2027-01-01T00:00:00Z"));
         assert_eq!(period_end(at("2028-02-01T00:00:00Z"), Period::Month), at("2028-03-01T00:00:00Z"));
+        assert_eq!(period_start(now, Period::Month).iso(), "2026-11-01");
+        assert_eq!(period_start(now, Period::Day).iso(), "2026-11-23");
     }
 
     #[test]

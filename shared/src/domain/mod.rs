@@ -1,6 +1,7 @@
 //! Pure domain logic: no I/O, no AWS types.
 
 mod base62;
+pub mod billing;
 pub mod customers;
 pub mod decision;
 pub mod key_records;

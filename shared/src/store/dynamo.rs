@@ -6,16 +6,21 @@
 use super::metrics::RequestCounter;
 use super::schema::*;
 use super::{
-    AuthorizeStore, Claim, CustomerStore, IdempotencyStore, KeyFilter, KeyPatch, KeyStore, NewKey, Page, PlanStore,
-    StoreError, StoreResult, UsageStore,
+    AuthorizeStore, Claim, CustomerStore, FanOut, IdempotencyStore, KeyFilter, KeyPatch, KeyStore, NewKey, Page,
+    PlanStore, StoreError, StoreResult, UsageStore,
 };
 
+mod billing;
+mod fanout;
 mod rollup;
 use crate::config::Config;
-use crate::domain::customers::{Customer, CustomerAccess, CustomerId, EventStamp, SubscriptionStatus};
-use crate::domain::decision::{Counters, Decision, Denial, KeyState, Step, next_step, rolled};
+use crate::domain::customers::{Customer, CustomerAccess, CustomerId, SubscriptionStatus};
+use crate::domain::decision::{
+    CarryOver, Counters, Decision, Denial, KeyState, Step, carry_over, next_step, period_usage_needed, rolled,
+};
 use crate::domain::key_records::{EffectiveLimits, KeyRecord, KeyStatus, LimitOverrides, Rotation, governing_plan};
 use crate::domain::keys::{KeyEnv, KeyHash, KeyId};
+use crate::domain::limits::period_start;
 use crate::domain::plans::{Period, Plan, PlanId, Quota, RateLimit};
 use crate::domain::time::{Day, UnixTime};
 use crate::domain::usage::{DayCount, HISTORY_DAYS, MeterDay, MeterLedger, PendingReport, UsageDay};
@@ -286,13 +291,23 @@ impl DynamoStore {
         now: UnixTime,
         edit: impl Fn(&mut KeyRecord) -> StoreResult<bool> + Send + Sync,
     ) -> StoreResult<KeyRecord> {
+        Ok(self.write_key_counted(id, now, edit).await?.0)
+    }
+
+    /// [`Self::write_key`], and whether the key item was rewritten.
+    async fn write_key_counted(
+        &self,
+        id: &KeyId,
+        now: UnixTime,
+        edit: impl Fn(&mut KeyRecord) -> StoreResult<bool> + Send + Sync,
+    ) -> StoreResult<(KeyRecord, bool)> {
         for _ in 0..MANAGEMENT_ATTEMPTS {
             let item = self.get_key_item(id).await?.ok_or(StoreError::NotFound("key"))?;
             let record = key_record_from_item(&item)?;
             let ver = u64_or(&item, "ver", 0)?;
             let mut next = record.clone();
             if !edit(&mut next)? {
-                return Ok(record);
+                return Ok((record, false));
             }
             let customer = self.get_customer_versioned(&next.customer_id).await?;
             let governing =
@@ -307,19 +322,25 @@ impl DynamoStore {
             next.limits = EffectiveLimits::resolve(plan.as_ref().map(|p| &p.0), &next.overrides);
             next.access = customer.as_ref().map(|c| c.1).unwrap_or_default();
             if next == record {
-                return Ok(record);
+                return Ok((record, false));
             }
             next.updated_at = now;
-            // A different window length or quota period restarts that counter: the old
-            // window's end and count mean nothing under the new shape.
-            let mut restart = vec![];
-            if record.limits.rate_limit.map(|r| r.window_s) != next.limits.rate_limit.map(|r| r.window_s) {
-                restart.push("win_end");
-            }
-            if record.limits.quota.map(|q| q.period) != next.limits.quota.map(|q| q.period) {
-                restart.push("q_end");
-            }
-            let mut tx = vec![self.key_definition_update(&next, ver, &restart)?];
+            // Another window length or quota period: the counts made so far carry over
+            // (domain::decision::carry_over), so a plan switch never resets them.
+            let counters = key_state_from_item(&item)?.counters;
+            let (lim_before, lim_after) = (&record.limits, &next.limits);
+            let period_used = match period_usage_needed(lim_before.quota.as_ref(), lim_after.quota.as_ref()) {
+                Some(period) => self.allowed_since(id, period_start(now, period)).await?,
+                None => 0,
+            };
+            let carry = carry_over(
+                (lim_before.rate_limit.as_ref(), lim_before.quota.as_ref()),
+                (lim_after.rate_limit.as_ref(), lim_after.quota.as_ref()),
+                &counters,
+                period_used,
+                now,
+            );
+            let mut tx = vec![self.key_definition_update(&next, ver, &carry, &counters)?];
             let counted = |r: &KeyRecord| (r.status != KeyStatus::Revoked).then(|| r.limits.plan_id.clone()).flatten();
             let (before, after) = (counted(&record), counted(&next));
             if before != after {
@@ -337,7 +358,7 @@ impl DynamoStore {
                 tx.push(self.customer_version_check(&next.customer_id, *cver)?);
             }
             match self.transact(tx).await {
-                Ok(()) => return Ok(next),
+                Ok(()) => return Ok((next, true)),
                 Err(TxError::ConditionFailed(_)) => continue,
                 Err(TxError::Store(e)) => return Err(e),
             }
@@ -345,35 +366,51 @@ impl DynamoStore {
         Err(StoreError::Conflict("the key changed concurrently; try again".into()))
     }
 
+    /// Requests the key was allowed from the start of `from` on (history and live counters).
+    async fn allowed_since(&self, id: &KeyId, from: Day) -> StoreResult<u64> {
+        Ok(self.usage_history(id, from).await?.iter().map(|d| d.allowed).sum())
+    }
+
     /// Brings a key's enforced limits and access in line with its plan and customer.
-    /// Idempotent; revoked keys are left alone.
-    async fn refresh_key(&self, id: &KeyId, now: UnixTime) -> StoreResult<KeyRecord> {
-        self.write_key(id, now, |k| Ok(k.status != KeyStatus::Revoked)).await
+    /// Idempotent; revoked keys are left alone. True when the key item was rewritten.
+    async fn refresh_key(&self, id: &KeyId, now: UnixTime) -> StoreResult<bool> {
+        Ok(self.write_key_counted(id, now, |k| Ok(k.status != KeyStatus::Revoked)).await?.1)
     }
 
     /// An update that writes every definition attribute of `record` (not its counters),
     /// guarded by the key's version.
-    fn key_definition_update(&self, record: &KeyRecord, ver: u64, restart: &[&str]) -> StoreResult<TransactWriteItem> {
+    ///
+    /// With a [`CarryOver`], the counters move with it: the new end is set and the count moved
+    /// by `ADD` (so requests counted concurrently are kept), guarded by the end that was read
+    /// (so a concurrent rollover makes this write fail and retry instead of mixing windows).
+    fn key_definition_update(
+        &self,
+        record: &KeyRecord,
+        ver: u64,
+        carry: &CarryOver,
+        read: &Counters,
+    ) -> StoreResult<TransactWriteItem> {
         let mut e = Expr::default();
-        let mut sets = vec![];
-        let mut removes = vec![];
-        for (name, value) in key_definition(record) {
-            let n = e.name(name);
-            match value {
-                Some(v) => sets.push(format!("{n} = {}", e.value(v))),
-                None => removes.push(n),
-            }
+        let (mut assign, mut cond) = e.versioned(key_definition(record), ver);
+        let moves = [
+            ("win_end", "win_count", carry.window, read.window_end),
+            ("q_end", "q_count", carry.period, read.period_end),
+        ];
+        for (end_attr, count_attr, change, read_end) in moves {
+            let Some((end, delta)) = change else { continue };
+            let end_name = e.name(end_attr);
+            let guard = if read_end.secs() == 0 {
+                format!(" AND (attribute_not_exists({end_name}) OR {end_name} = {})", e.value(n(0)))
+            } else {
+                format!(" AND {end_name} = {}", e.value(n(read_end.secs())))
+            };
+            cond.push_str(&guard);
+            assign.sets.push(format!("{end_name} = {}", e.value(n(end.secs()))));
+            // Always, so that a counter that never existed now does (the steady-state write
+            // compares it with the limit).
+            assign.adds.push(format!("{} {}", e.name(count_attr), e.value(n(delta))));
         }
-        for attr in restart {
-            removes.push(e.name(attr));
-        }
-        let vn = e.name("ver");
-        sets.push(format!("{vn} = {}", e.value(n(ver + 1))));
-        let cond = format!("{vn} = {}", e.value(n(ver)));
-        let mut update = format!("SET {}", sets.join(", "));
-        if !removes.is_empty() {
-            update.push_str(&format!(" REMOVE {}", removes.join(", ")));
-        }
+        let update = assign.expression();
         let u = Update::builder()
             .table_name(&self.table)
             .key(PK, s(key_pk(record.key_id.as_str())))
@@ -882,7 +919,7 @@ impl KeyStore for DynamoStore {
             record.display = new_display.clone();
             record.updated_at = now;
             let tx = vec![
-                self.key_definition_update(&record, ver, &[])?,
+                self.key_definition_update(&record, ver, &CarryOver::default(), &Counters::default())?,
                 self.put_if_absent(HashMap::from([
                     (PK.to_owned(), s(hash_pk(&new_hash.to_hex()))),
                     (SK.to_owned(), s(HASH_SK)),
@@ -967,38 +1004,25 @@ impl PlanStore for DynamoStore {
         }
     }
 
-    async fn update_plan(&self, plan: &Plan) -> StoreResult<()> {
-        // Only the definition changes: `created_at` and the reference count `refs` (moved by
-        // key transactions at any moment) are never written here.
-        let mut e = Expr::default();
-        let mut sets = vec![];
-        let mut removes = vec![];
-        for (name, value) in plan_definition(plan) {
-            if name == "created_at" {
-                continue;
+    async fn update_plan(&self, plan: &Plan, now: UnixTime, deadline: Instant) -> StoreResult<FanOut> {
+        let (stored, ver) = self.get_plan_versioned(&plan.id).await?.ok_or(StoreError::NotFound("plan"))?;
+        let same = Plan { created_at: stored.created_at, updated_at: stored.updated_at, ..plan.clone() } == stored;
+        let ver = if same {
+            // A retried update: the version stays, so the fan-out below resumes.
+            ver
+        } else {
+            // Only the definition changes: `created_at` and the reference count `refs` (moved by
+            // key transactions at any moment) are never written here.
+            let mut e = Expr::default();
+            let fields = plan_definition(plan).into_iter().filter(|(name, _)| *name != "created_at");
+            let (assign, cond) = e.versioned(fields, ver);
+            let update = assign.expression();
+            if !self.conditional_update(&plan_pk(plan.id.as_str()), PLAN_SK, update, cond, e).await? {
+                return Err(StoreError::Conflict("the plan changed concurrently; try again".into()));
             }
-            let n_ = e.name(name);
-            match value {
-                Some(v) => sets.push(format!("{n_} = {}", e.value(v))),
-                None => removes.push(n_),
-            }
-        }
-        let vn = e.name("ver");
-        sets.push(format!("{vn} = if_not_exists({vn}, {}) + {}", e.value(n(0)), e.value(n(1))));
-        let mut update = format!("SET {}", sets.join(", "));
-        if !removes.is_empty() {
-            update.push_str(&format!(" REMOVE {}", removes.join(", ")));
-        }
-        let cond = format!("attribute_exists({})", e.name(PK));
-        if !self.conditional_update(&plan_pk(plan.id.as_str()), PLAN_SK, update, cond, e).await? {
-            return Err(StoreError::NotFound("plan"));
-        }
-        // Fan out the new limits to every key the plan governs.
-        let now = UnixTime::now();
-        for key_id in self.query_key_ids(GSI2, GSI2_PK, &plan_pk(plan.id.as_str())).await? {
-            self.refresh_key(&key_id, now).await?;
-        }
-        Ok(())
+            ver + 1
+        };
+        self.fan_out(fanout::Governed::Plan(&plan.id), ver, now, deadline).await
     }
 
     async fn get_plan(&self, id: &PlanId) -> StoreResult<Option<Plan>> {
@@ -1144,83 +1168,18 @@ impl CustomerStore for DynamoStore {
         Ok(self.get_customer_versioned(id).await?.map(|(c, _, _)| c))
     }
 
-    async fn apply_customer(&self, customer: &Customer, past_due_grace_s: u64) -> StoreResult<bool> {
-        let access = customer.access(past_due_grace_s);
-        let mut applied = None;
-        for _ in 0..MANAGEMENT_ATTEMPTS {
-            let existing = self.get(customer_pk(customer.customer_id.as_str()), CUSTOMER_SK).await?;
-            let stored = existing.as_ref().map(customer_from_item).transpose()?;
-            // Order safety: state from a newer Stripe event is never overwritten. The same
-            // event again (a retry) writes nothing but still re-runs the fan-out below, in
-            // case the first delivery stopped half-way through it.
-            if let (Some(incoming), Some(current)) =
-                (&customer.last_event, stored.as_ref().and_then(|c| c.last_event.as_ref()))
-                && current >= incoming
-            {
-                applied = Some(false);
-                if current > incoming {
-                    return Ok(false);
-                }
-                break;
-            }
-            let ver = existing.as_ref().map(|i| u64_or(i, "ver", 0)).transpose()?;
-            let mut item = customer_item(customer, Some(access));
-            if let Some(created) = existing.as_ref().and_then(|i| i.get("created_at")) {
-                item.insert("created_at".into(), created.clone());
-            }
-            item.insert("ver".into(), n(ver.unwrap_or(0) + 1));
-            let mut e = Expr::default();
-            let cond = match ver {
-                Some(v) => format!("{} = {}", e.name("ver"), e.value(n(v))),
-                None => format!("attribute_not_exists({})", e.name(PK)),
-            };
-            let res = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression(cond)
-                .set_expression_attribute_names((!e.names.is_empty()).then_some(e.names))
-                .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
-                .send()
-                .await;
-            match res {
-                Ok(_) => {
-                    applied = Some(true);
-                    break;
-                }
-                // Someone else wrote the customer meanwhile: look again.
-                Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
-                Err(err) => return Err(sdk_err(err)),
-            }
+    async fn customer_for_stripe(&self, stripe_customer_id: &str) -> StoreResult<Option<CustomerId>> {
+        match self.get(stripe_customer_pk(stripe_customer_id), STRIPE_CUSTOMER_SK).await? {
+            Some(item) => billing::linked_customer(&item),
+            None => Ok(None),
         }
-        let Some(applied) = applied else {
-            return Err(StoreError::Conflict("the customer changed concurrently; try again".into()));
-        };
-        if let Some(stripe_id) = &customer.stripe_customer_id {
-            // Idempotent, so a redelivery that finds the customer written still repairs it.
-            self.client
-                .put_item()
-                .table_name(&self.table)
-                .item(PK, s(stripe_customer_pk(stripe_id)))
-                .item(SK, s(STRIPE_CUSTOMER_SK))
-                .item("customer_id", s(customer.customer_id.as_str()))
-                .send()
-                .await
-                .map_err(sdk_err)?;
-        }
-        let now = UnixTime::now();
-        for key_id in self.customer_key_ids(&customer.customer_id).await? {
-            self.refresh_key(&key_id, now).await?;
-        }
-        Ok(applied)
     }
 
-    async fn customer_for_stripe(&self, stripe_customer_id: &str) -> StoreResult<Option<CustomerId>> {
-        let Some(item) = self.get(stripe_customer_pk(stripe_customer_id), STRIPE_CUSTOMER_SK).await? else {
-            return Ok(None);
+    async fn refresh_customer_keys(&self, id: &CustomerId, now: UnixTime, deadline: Instant) -> StoreResult<FanOut> {
+        let Some((_, _, ver)) = self.get_customer_versioned(id).await? else {
+            return Ok(FanOut { complete: true, ..Default::default() });
         };
-        CustomerId::parse(req_s(&item, "customer_id")?).map(Some).map_err(|e| StoreError::Corrupt(e.to_string()))
+        self.fan_out(fanout::Governed::Customer(id), ver, now, deadline).await
     }
 
     async fn customer_key_ids(&self, id: &CustomerId) -> StoreResult<Vec<KeyId>> {
@@ -1652,8 +1611,6 @@ fn customer_item(c: &Customer, access: Option<CustomerAccess>) -> Item {
     put("current_period_end", c.current_period_end.map(|t| n(t.secs())));
     put("past_due_since", c.past_due_since.map(|t| n(t.secs())));
     put("unknown_price_id", c.unknown_price_id.clone().map(s));
-    put("ev_created", c.last_event.as_ref().map(|e| n(e.created)));
-    put("ev_id", c.last_event.as_ref().map(|e| s(e.event_id.clone())));
     if let Some(a) = access {
         put("sub_status", a.status.map(|v| s(v.as_str())));
         put("sub_grace_until", a.grace_until.map(|t| n(t.secs())));
@@ -1674,10 +1631,6 @@ fn customer_from_item(item: &Item) -> StoreResult<Customer> {
         current_period_end: time_opt(item, "current_period_end")?,
         past_due_since: time_opt(item, "past_due_since")?,
         unknown_price_id: s_opt(item, "unknown_price_id").map(str::to_owned),
-        last_event: match (time_opt(item, "ev_created")?, s_opt(item, "ev_id")) {
-            (Some(c), Some(id)) => Some(EventStamp { created: c.secs(), event_id: id.to_owned() }),
-            _ => None,
-        },
         created_at: time_opt(item, "created_at")?.unwrap_or(UnixTime(0)),
         updated_at: time_opt(item, "updated_at")?.unwrap_or(UnixTime(0)),
     })
@@ -1803,6 +1756,47 @@ impl Expr {
         let k = format!(":v{}", self.values.len());
         self.values.insert(k.clone(), v);
         k
+    }
+
+    /// `SET` each field that has a value and `REMOVE` each that has none, and move the item's
+    /// `ver` from `ver` to `ver + 1`. Returns the assignments and the condition on `ver`.
+    fn versioned<'a>(
+        &mut self,
+        fields: impl IntoIterator<Item = (&'a str, Option<AttributeValue>)>,
+        ver: u64,
+    ) -> (Assignments, String) {
+        let mut a = Assignments::default();
+        for (name, value) in fields {
+            let attr = self.name(name);
+            match value {
+                Some(v) => a.sets.push(format!("{attr} = {}", self.value(v))),
+                None => a.removes.push(attr),
+            }
+        }
+        let vn = self.name("ver");
+        a.sets.push(format!("{vn} = {}", self.value(n(ver + 1))));
+        let cond = format!("{vn} = {}", self.value(n(ver)));
+        (a, cond)
+    }
+}
+
+/// The clauses of an update expression.
+#[derive(Default)]
+struct Assignments {
+    sets: Vec<String>,
+    removes: Vec<String>,
+    adds: Vec<String>,
+}
+
+impl Assignments {
+    fn expression(&self) -> String {
+        let mut out = vec![];
+        for (verb, parts) in [("SET", &self.sets), ("REMOVE", &self.removes), ("ADD", &self.adds)] {
+            if !parts.is_empty() {
+                out.push(format!("{verb} {}", parts.join(", ")));
+            }
+        }
+        out.join(" ")
     }
 }
 

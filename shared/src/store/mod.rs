@@ -9,6 +9,7 @@ pub mod embedded;
 pub mod metrics;
 pub mod schema;
 
+use crate::domain::billing::Subscription;
 use crate::domain::customers::{Customer, CustomerId};
 use crate::domain::decision::Decision;
 use crate::domain::key_records::{KeyRecord, KeyStatus, LimitOverrides};
@@ -18,6 +19,7 @@ use crate::domain::time::{Day, UnixTime};
 use crate::domain::usage::{DayCount, MeterDay, MeterLedger, PendingReport, UsageDay};
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::time::Instant;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -148,8 +150,15 @@ pub trait KeyStore: Send + Sync {
 
 pub trait PlanStore: Send + Sync {
     fn create_plan(&self, plan: &Plan) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Replaces an existing plan and re-applies its limits to every key it governs.
-    fn update_plan(&self, plan: &Plan) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Replaces an existing plan (its version moves only when the definition changed), then
+    /// re-applies its limits to every key it governs until `deadline`. Resumable: the same
+    /// update again continues after the last key an earlier attempt finished.
+    fn update_plan(
+        &self,
+        plan: &Plan,
+        now: UnixTime,
+        deadline: Instant,
+    ) -> impl Future<Output = StoreResult<FanOut>> + Send;
     fn get_plan(&self, id: &PlanId) -> impl Future<Output = StoreResult<Option<Plan>>> + Send;
     fn list_plans(&self) -> impl Future<Output = StoreResult<Vec<Plan>>> + Send;
     /// `Conflict` while any non-revoked key is governed by the plan.
@@ -158,20 +167,77 @@ pub trait PlanStore: Send + Sync {
 
 pub trait CustomerStore: Send + Sync {
     fn get_customer(&self, id: &CustomerId) -> impl Future<Output = StoreResult<Option<Customer>>> + Send;
-    /// Writes `customer` unless a newer Stripe event has already been applied to it, then
-    /// brings every key of the customer in line (plan limits, subscription access).
-    /// Returns false, writing nothing, when the stored state is newer.
-    fn apply_customer(
-        &self,
-        customer: &Customer,
-        past_due_grace_s: u64,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
     fn customer_key_ids(&self, id: &CustomerId) -> impl Future<Output = StoreResult<Vec<KeyId>>> + Send;
-    /// The customer a Stripe customer id was last recorded for (by `apply_customer`).
+    /// The customer a Stripe customer id is linked to.
     fn customer_for_stripe(
         &self,
         stripe_customer_id: &str,
     ) -> impl Future<Output = StoreResult<Option<CustomerId>>> + Send;
+    /// Brings every key of the customer in line with it (plan limits, subscription access),
+    /// until `deadline`. Resumable: a later call for the same customer version continues after
+    /// the last key an earlier call finished.
+    fn refresh_customer_keys(
+        &self,
+        id: &CustomerId,
+        now: UnixTime,
+        deadline: Instant,
+    ) -> impl Future<Output = StoreResult<FanOut>> + Send;
+}
+
+/// How far a fan-out (a plan's or a customer's change, copied to their keys) got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FanOut {
+    /// Keys this call looked at (after the point an earlier call reached).
+    pub visited: usize,
+    /// Of those, keys whose item was rewritten.
+    pub rewritten: usize,
+    /// False when the deadline came first; call again to continue.
+    pub complete: bool,
+}
+
+/// A Stripe customer as Tollgate knows it: which customer it is linked to, and what was heard
+/// of each of its subscriptions.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StripeAccount {
+    pub linked: Option<CustomerId>,
+    /// Moves on every subscription write, so a customer's billing derived from these
+    /// subscriptions is written only if none changed meanwhile.
+    pub version: u64,
+    /// Each with its stored version.
+    pub subscriptions: Vec<(Subscription, u64)>,
+}
+
+/// Billing identity's storage: the link between a customer and a Stripe customer, the
+/// subscriptions, and the customer's billing fields. Every write is conditional on what was
+/// read; the rules live in `domain::billing` and `app::billing`.
+pub trait BillingStore: Send + Sync {
+    fn stripe_account(&self, stripe_customer: &str) -> impl Future<Output = StoreResult<StripeAccount>> + Send;
+    /// Writes `sub` if its stored version is still `ver` (`None`: not stored yet).
+    fn put_subscription(
+        &self,
+        sub: &Subscription,
+        ver: Option<u64>,
+    ) -> impl Future<Output = StoreResult<Written>> + Send;
+    /// Links `customer` and `stripe_customer` to each other, creating the customer (billed
+    /// through Stripe, `incomplete` until a subscription is known) if it is new. `Stale` when
+    /// either is linked to something else by the time of the write.
+    fn link_customer(
+        &self,
+        customer: &CustomerId,
+        stripe_customer: &str,
+        now: UnixTime,
+    ) -> impl Future<Output = StoreResult<Written>> + Send;
+    /// The customer and its stored version.
+    fn customer_versioned(&self, id: &CustomerId) -> impl Future<Output = StoreResult<Option<(Customer, u64)>>> + Send;
+    /// Writes the customer's billing fields (and the access its keys copy) if the customer is
+    /// still at `ver` and its Stripe account at `account_version`.
+    fn put_billing(
+        &self,
+        customer: &Customer,
+        ver: u64,
+        account_version: u64,
+        past_due_grace_s: u64,
+    ) -> impl Future<Output = StoreResult<Written>> + Send;
 }
 
 pub trait AuthorizeStore: Send + Sync {

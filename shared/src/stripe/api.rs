@@ -18,7 +18,8 @@ pub struct CheckoutSession {
     /// `payment`, `setup` or `subscription`.
     pub mode: Option<String>,
     pub customer: Option<Expandable>,
-    pub subscription: Option<Expandable>,
+    /// The subscription object ([`StripeApi::checkout_session`] expands it), or its id.
+    pub subscription: Option<serde_json::Value>,
     pub client_reference_id: Option<String>,
     pub livemode: Option<bool>,
 }
@@ -40,6 +41,16 @@ impl Expandable {
 }
 
 impl CheckoutSession {
+    pub fn subscription_id(&self) -> Option<&str> {
+        let s = self.subscription.as_ref()?;
+        s.as_str().or_else(|| s["id"].as_str())
+    }
+
+    /// The expanded subscription object, when Stripe returned one.
+    pub fn subscription_object(&self) -> Option<&serde_json::Value> {
+        self.subscription.as_ref().filter(|s| s.is_object())
+    }
+
     /// Complete, and paid (or needing no payment, as with a trial).
     pub fn is_paid(&self) -> bool {
         self.status.as_deref() == Some("complete")
@@ -89,10 +100,11 @@ impl StripeApi {
         Ok(Self { http: HttpClient::new(timeout)?, base: base.trim_end_matches('/').to_owned(), api_key })
     }
 
-    /// `GET /v1/checkout/sessions/{id}`. `id` must already be validated (`cs_...`): it goes
-    /// into the path as is.
+    /// `GET /v1/checkout/sessions/{id}?expand[]=subscription`: the session and, in the same
+    /// request, its subscription as it stands. `id` must already be validated (`cs_...`): it
+    /// goes into the path as is.
     pub async fn checkout_session(&self, id: &str) -> Result<CheckoutSession, StripeError> {
-        let req = http::Request::get(format!("{}/v1/checkout/sessions/{id}", self.base))
+        let req = http::Request::get(format!("{}/v1/checkout/sessions/{id}?expand%5B%5D=subscription", self.base))
             .header(http::header::AUTHORIZATION, format!("Bearer {}", self.api_key.expose_secret()))
             .body(Bytes::new())
             .map_err(|e| StripeError::BadResponse(e.to_string()))?;

@@ -2,6 +2,7 @@
 //! current API shapes them (period dates on subscription items; an invoice's subscription under
 //! `parent.subscription_details`), with the older top-level fields accepted too.
 
+use crate::domain::billing::{Observation, Source, SubscriptionFacts};
 use crate::domain::customers::SubscriptionStatus;
 use serde::Deserialize;
 use serde_json::Value;
@@ -23,19 +24,14 @@ pub struct EventData {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// `checkout.session.completed` in subscription mode.
+    /// `checkout.session.completed` in subscription mode: links the customer it names (by
+    /// `client_reference_id`, else the Stripe customer id) to the Stripe customer.
     CheckoutCompleted { client_reference_id: Option<String>, stripe_customer: String, subscription: Option<String> },
-    /// `customer.subscription.created|updated|deleted`.
-    Subscription {
-        stripe_customer: String,
-        subscription: String,
-        status: SubscriptionStatus,
-        price_id: Option<String>,
-        current_period_end: Option<i64>,
-    },
-    /// `invoice.paid` (true) or `invoice.payment_failed` (false).
-    Invoice { stripe_customer: String, subscription: Option<String>, paid: bool },
-    /// Any other type, or a checkout that is not for a subscription.
+    /// `customer.subscription.created|updated|deleted`, or an invoice of a subscription: what
+    /// it says about that one subscription.
+    Observed { stripe_customer: String, subscription: String, observation: Observation },
+    /// Any other type, a checkout that is not for a subscription, an invoice of no
+    /// subscription, or a failed first invoice (the subscription stays `incomplete`).
     Ignored,
 }
 
@@ -48,6 +44,33 @@ pub struct EventError {
 
 pub fn parse_event(body: &[u8]) -> Result<StripeEvent, EventError> {
     serde_json::from_slice(body).map_err(|e| EventError { kind: "Stripe".into(), reason: e.to_string() })
+}
+
+/// A subscription object's status and the facts Tollgate keeps (every item's price, the
+/// period end, its own `created`), from the current shape (period on the items) or the older
+/// one (`plan` and `current_period_end` at the top level).
+pub fn subscription_facts(o: &Value) -> Result<(SubscriptionStatus, SubscriptionFacts), &'static str> {
+    let status = o["status"].as_str().and_then(SubscriptionStatus::parse).ok_or("missing or unknown status")?;
+    let items = o["items"]["data"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let mut price_ids: Vec<String> = items
+        .iter()
+        .filter_map(|i| i["price"]["id"].as_str().or_else(|| i["plan"]["id"].as_str()))
+        .map(str::to_owned)
+        .collect();
+    if price_ids.is_empty()
+        && let Some(p) = o["plan"]["id"].as_str()
+    {
+        price_ids.push(p.to_owned());
+    }
+    let facts = SubscriptionFacts {
+        price_ids,
+        current_period_end: items
+            .first()
+            .and_then(|i| i["current_period_end"].as_i64())
+            .or_else(|| o["current_period_end"].as_i64()),
+        created: o["created"].as_i64(),
+    };
+    Ok((status, facts))
 }
 
 impl StripeEvent {
@@ -66,28 +89,37 @@ impl StripeEvent {
                 })
             }
             "customer.subscription.created" | "customer.subscription.updated" | "customer.subscription.deleted" => {
-                let status = o["status"]
-                    .as_str()
-                    .and_then(SubscriptionStatus::parse)
-                    .ok_or_else(|| err("missing or unknown status"))?;
-                let item = &o["items"]["data"][0];
-                Ok(Change::Subscription {
+                let (status, facts) = subscription_facts(o).map_err(err)?;
+                let source = match self.kind.as_str() {
+                    "customer.subscription.created" => Source::SubscriptionCreated,
+                    "customer.subscription.updated" => Source::SubscriptionUpdated,
+                    _ => Source::SubscriptionDeleted,
+                };
+                // A deleted subscription is over whatever status it last had.
+                let status = if source == Source::SubscriptionDeleted { SubscriptionStatus::Canceled } else { status };
+                Ok(Change::Observed {
                     stripe_customer: id_of(&o["customer"]).ok_or_else(|| err("no customer"))?,
                     subscription: o["id"].as_str().ok_or_else(|| err("no id"))?.to_owned(),
-                    // A deleted subscription is over whatever status it last had.
-                    status: if self.kind.ends_with("deleted") { SubscriptionStatus::Canceled } else { status },
-                    price_id: item["price"]["id"].as_str().or_else(|| o["plan"]["id"].as_str()).map(str::to_owned),
-                    current_period_end: item["current_period_end"]
-                        .as_i64()
-                        .or_else(|| o["current_period_end"].as_i64()),
+                    observation: Observation::subscription_event(&self.id, self.created, source, status, facts),
                 })
             }
-            "invoice.paid" | "invoice.payment_failed" => Ok(Change::Invoice {
-                stripe_customer: id_of(&o["customer"]).ok_or_else(|| err("no customer"))?,
-                subscription: id_of(&o["parent"]["subscription_details"]["subscription"])
-                    .or_else(|| id_of(&o["subscription"])),
-                paid: self.kind == "invoice.paid",
-            }),
+            "invoice.paid" | "invoice.payment_failed" => {
+                let stripe_customer = id_of(&o["customer"]).ok_or_else(|| err("no customer"))?;
+                let subscription =
+                    id_of(&o["parent"]["subscription_details"]["subscription"]).or_else(|| id_of(&o["subscription"]));
+                let observation = Observation::invoice(
+                    &self.id,
+                    self.created,
+                    self.kind == "invoice.paid",
+                    o["billing_reason"].as_str(),
+                );
+                match (subscription, observation) {
+                    (Some(subscription), Some(observation)) => {
+                        Ok(Change::Observed { stripe_customer, subscription, observation })
+                    }
+                    _ => Ok(Change::Ignored),
+                }
+            }
             _ => Ok(Change::Ignored),
         }
     }
@@ -126,10 +158,18 @@ mod tests {
         );
         let inv_old = event("invoice.paid", json!({"customer": "cus_1", "subscription": "sub_1"}));
         assert_eq!(inv_new.change(), inv_old.change());
+        let Change::Observed { stripe_customer, subscription, observation } = inv_old.change().unwrap() else {
+            panic!("an invoice of a subscription is an observation of it")
+        };
+        assert_eq!((stripe_customer.as_str(), subscription.as_str()), ("cus_1", "sub_1"));
+        assert_eq!(observation.status, SubscriptionStatus::Active);
+        // One-off invoices (no subscription) and failed first invoices say nothing.
         assert_eq!(
-            inv_old.change().unwrap(),
-            Change::Invoice { stripe_customer: "cus_1".into(), subscription: Some("sub_1".into()), paid: true }
+            event("invoice.paid", json!({"customer": "cus_1", "subscription": null})).change(),
+            Ok(Change::Ignored)
         );
+        let first = json!({"customer": "cus_1", "subscription": "sub_1", "billing_reason": "subscription_create"});
+        assert_eq!(event("invoice.payment_failed", first).change(), Ok(Change::Ignored));
     }
 
     #[test]

@@ -1,0 +1,5 @@
+//! Use cases over the storage traits: the steps and retries around the pure rules in
+//! `domain`, shared by every surface that needs them.
+
+pub mod billing;
+pub mod checkout;
