@@ -9,10 +9,10 @@ NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
 # the same features and reuses every artifact (with -p it rebuilt much of the tree).
 ifeq ($(NEXTEST),yes)
 TEST_ALL := cargo nextest run --workspace --no-fail-fast
-TEST_CONTRACT := cargo nextest run --workspace --test contract --test authorizer --test local_stack --test management --test webhook --no-fail-fast
+TEST_CONTRACT := cargo nextest run --workspace --test contract --test authorizer --test local_stack --test management --test webhook --test claim --no-fail-fast
 else
 TEST_ALL := cargo test --workspace --no-fail-fast
-TEST_CONTRACT := cargo test --workspace --test contract --test authorizer --test local_stack --test management --test webhook --no-fail-fast
+TEST_CONTRACT := cargo test --workspace --test contract --test authorizer --test local_stack --test management --test webhook --test claim --no-fail-fast
 endif
 
 .PHONY: help test lint lint-template test-dynoxide test-moto dev build deploy bench

@@ -15,6 +15,7 @@
 //!
 //! Ends with one summary table (criterion's estimates, read back from its output directory).
 
+mod fanout;
 mod lambda;
 mod load;
 
@@ -87,6 +88,16 @@ fn criterion_dir() -> PathBuf {
 }
 
 fn main() {
+    // `TOLLGATE_BENCH=fanout cargo bench -p tollgate-bench`: only the fan-out rows (minutes
+    // rather than the whole suite's quarter hour).
+    if std::env::var("TOLLGATE_BENCH").as_deref() == Ok("fanout") {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        println!("| measure | result | goal |\n|---|---|---|");
+        for (measure, result, goal) in rt.block_on(fanout::rows()) {
+            println!("| {measure} | {result} | {goal} |");
+        }
+        return;
+    }
     let mut c = Criterion::default()
         .output_directory(&criterion_dir())
         .warm_up_time(Duration::from_secs(1))
@@ -166,6 +177,7 @@ fn main() {
     let mut rows = rt.block_on(lambda_rows());
     rows.extend(load_rows(&rt));
     rows.extend(size_rows());
+    rows.extend(rt.block_on(fanout::rows()));
 
     // The summary.
     let cpu = mean_ns("handler_cpu/stub_store");

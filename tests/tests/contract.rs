@@ -406,10 +406,13 @@ async fn subscription_and_billing_writes_are_conditional_on_what_was_read() {
     // Billing derived from the account as first read is refused: a subscription moved since.
     let (customer, ver) = db.store.customer_versioned(&cid("acme")).await.unwrap().unwrap();
     let billed = Customer { subscription_status: Some(SubscriptionStatus::Active), ..customer };
-    assert_eq!(db.store.put_billing(&billed, ver, account.version, 3600).await.unwrap(), Written::Stale);
+    assert_eq!(db.store.put_billing(&billed, ver, &account, 3600).await.unwrap(), Written::Stale);
+    // A torn read: the account's current version beside a subscription's old one.
     let now = db.store.stripe_account("cus_1").await.unwrap();
-    assert_eq!(db.store.put_billing(&billed, ver, now.version, 3600).await.unwrap(), Written::Applied);
-    assert_eq!(db.store.put_billing(&billed, ver, now.version, 3600).await.unwrap(), Written::Stale, "customer moved");
+    let torn = shared::store::StripeAccount { subscriptions: account.subscriptions.clone(), ..now.clone() };
+    assert_eq!(db.store.put_billing(&billed, ver, &torn, 3600).await.unwrap(), Written::Stale);
+    assert_eq!(db.store.put_billing(&billed, ver, &now, 3600).await.unwrap(), Written::Applied);
+    assert_eq!(db.store.put_billing(&billed, ver, &now, 3600).await.unwrap(), Written::Stale, "customer moved");
 }
 
 #[tokio::test]
@@ -605,9 +608,11 @@ async fn idempotency_claims_leases_and_expiry() {
     let s = &db.store;
     assert_eq!(s.claim("keys", "abc", "w1", "fp1", 30, exp, NOW).await.unwrap(), Claim::Fresh);
     assert_eq!(
-        s.claim("keys", "abc", "w1", "fp1", 30, exp, NOW).await.unwrap(),
+        s.claim("keys", "abc", "w2", "fp1", 30, exp, NOW).await.unwrap(),
         Claim::InProgress { fingerprint: "fp1".into() }
     );
+    // The same attempt again (the SDK resending a put whose answer was lost): still ours.
+    assert_eq!(s.claim("keys", "abc", "w1", "fp1", 30, exp, NOW).await.unwrap(), Claim::Fresh);
     // Other scopes are independent.
     assert_eq!(s.claim("stripe", "abc", "w9", "fp9", 30, exp, NOW).await.unwrap(), Claim::Fresh);
     s.finish("keys", "abc", "w1", "{\"key_id\":\"k\"}", exp).await.unwrap();

@@ -54,8 +54,15 @@ impl Fixture {
 
     /// A customer billed through Stripe as `cus_<customer>`.
     async fn stripe_customer(&self, customer: &str) {
-        tollgate_tests::bill(self.store(), customer, &format!("cus_{customer}"), SubscriptionStatus::Active, None, 1)
-            .await;
+        tollgate_tests::bill(
+            self.store(),
+            customer,
+            &format!("cus_{customer}"),
+            SubscriptionStatus::Active,
+            Some("price_pro"),
+            1,
+        )
+        .await;
     }
 
     async fn key(&self, customer: &str) -> (KeyId, ApiKey) {

@@ -46,7 +46,7 @@ async fn setup() -> Fixture {
             rate_limit: Some(RateLimit { limit, window_s: 60 }),
             quota: None,
             stripe_price_ids: vec![price.into()],
-            meter_event_name: None,
+            meter_event_name: Some(format!("api_{id}")),
             created_at: NOW,
             updated_at: NOW,
         };
@@ -270,7 +270,16 @@ async fn unknown_prices_are_recorded_and_other_types_ignored() {
     assert_eq!(f.post(&unknown).await, "applied");
     let c = f.customer("user-42").await;
     assert_eq!(c.unknown_price_id.as_deref(), Some("price_1QNobodyMapsThis"));
-    assert_eq!(c.plan_id, None, "no plan lists the price: the key has no plan limits, and the operator is told");
+    assert_eq!(c.plan_id, None, "no plan lists the price, and the operator is told");
+    assert_eq!(f.decide(NOW).await, Err("subscription_inactive"), "an unknown price buys no access (fails closed)");
+    // The operator adds the price to a plan and resends the event from Stripe's dashboard.
+    let mut basic = f.db.store.get_plan(&PlanId::parse("basic").unwrap()).await.unwrap().unwrap();
+    basic.stripe_price_ids.push("price_1QNobodyMapsThis".into());
+    f.db.store.update_plan(&basic, NOW, std::time::Instant::now() + std::time::Duration::from_secs(60)).await.unwrap();
+    assert_eq!(f.post(&unknown).await, "applied", "a resent event derives the billing again");
+    assert_eq!(f.customer("user-42").await.plan_id.unwrap().as_str(), "basic");
+    assert_eq!(f.decide(NOW).await, Ok(()));
+    assert_eq!(f.post(&unknown).await, "duplicate");
     f.db.requests.reset();
     assert_eq!(f.post(&fixture("charge-succeeded")).await, "ignored");
     assert_eq!(f.writes(), 0);
@@ -319,4 +328,337 @@ async fn every_subscription_status_has_the_access_the_readme_promises() {
             assert_eq!(f.decide(UnixTime(since + GRACE_S as i64 + 1)).await, Err("subscription_inactive"));
         }
     }
+}
+
+// ----- the issue-12 cases, and every order ----------------------------------------------
+
+/// Case 1: the subscription event, then the customer's success page claiming the session,
+/// then the checkout event. The claimed key has the subscription's plan from the start.
+#[tokio::test]
+async fn the_claim_before_the_checkout_event_keeps_the_subscription() {
+    let f = setup().await;
+    let (api, _standin) = claim_api(&f.db).await;
+    assert_eq!(f.post(&fixture("customer-subscription-created")).await, "recorded");
+    let (status, body) = claim_session(&api, "cs_test_a1TollgateDemo").await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(f.post(&fixture("checkout-session-completed")).await, "recorded", "the claim did it already");
+    let c = f.customer("user-42").await;
+    assert_eq!((c.subscription_status, c.plan_id.unwrap().as_str()), (Some(SubscriptionStatus::Active), "pro"));
+    let key_id = shared::domain::keys::KeyId::parse(body["key_id"].as_str().unwrap()).unwrap();
+    let key = f.db.store.get_key(&key_id).await.unwrap().unwrap();
+    assert_eq!(key.limits.rate_limit, Some(RateLimit { limit: 100, window_s: 60 }), "pro's limits, not none");
+    assert_eq!(key.limits.plan_id.unwrap().as_str(), "pro");
+}
+
+/// Case 3 through the webhook: a checkout naming a customer linked to another Stripe customer
+/// writes nothing (200, so Stripe does not retry what retrying cannot fix).
+#[tokio::test]
+async fn a_checkout_naming_a_customer_linked_elsewhere_writes_nothing() {
+    let f = setup().await;
+    f.post(&fixture("checkout-session-completed")).await;
+    f.post(&fixture("customer-subscription-created")).await;
+    let before = f.customer("user-42").await;
+    let mut stranger = fixture("checkout-session-completed");
+    stranger["id"] = "evt_stranger".into();
+    stranger["data"]["object"]["customer"] = "cus_Stranger".into();
+    stranger["data"]["object"]["subscription"] = "sub_Stranger".into();
+    assert_eq!(f.post(&stranger).await, "conflict");
+    assert_eq!(f.customer("user-42").await, before);
+    assert_eq!(f.db.store.customer_for_stripe("cus_Stranger").await.unwrap(), None);
+}
+
+/// Case 4: an invoice moves only the subscription it names, and a failed first invoice of an
+/// incomplete subscription grants no past-due grace.
+#[tokio::test]
+async fn invoices_move_only_their_own_subscription() {
+    let f = setup().await;
+    f.post(&fixture("checkout-session-completed")).await;
+    f.post(&fixture("customer-subscription-created")).await;
+    assert_eq!(f.post(&fixture("invoice-payment-failed")).await, "applied");
+    assert_eq!(f.customer("user-42").await.subscription_status, Some(SubscriptionStatus::PastDue));
+    let after_grace = UnixTime(1_795_428_200 + GRACE_S as i64 + 1);
+    assert_eq!(f.decide(after_grace).await, Err("subscription_inactive"));
+    // A paid invoice of another subscription of the same Stripe customer.
+    let mut other = fixture("invoice-paid");
+    other["id"] = "evt_other_sub_paid".into();
+    other["data"]["object"]["parent"]["subscription_details"]["subscription"] = "sub_1QSomethingElse".into();
+    assert_eq!(f.post(&other).await, "recorded");
+    assert_eq!(f.customer("user-42").await.subscription_status, Some(SubscriptionStatus::PastDue));
+    assert_eq!(f.decide(after_grace).await, Err("subscription_inactive"), "still 402");
+    // An invoice of no subscription at all.
+    let mut one_off = fixture("invoice-paid");
+    one_off["id"] = "evt_one_off".into();
+    one_off["data"]["object"]["parent"] = Value::Null;
+    assert_eq!(f.post(&one_off).await, "ignored");
+
+    // An incomplete subscription whose first invoice fails stays without access.
+    let g = setup().await;
+    g.post(&fixture("checkout-session-completed")).await;
+    let mut incomplete = fixture("customer-subscription-created");
+    incomplete["data"]["object"]["status"] = "incomplete".into();
+    g.post(&incomplete).await;
+    assert_eq!(g.post(&fixture("invoice-payment-failed-first")).await, "ignored");
+    assert_eq!(g.customer("user-42").await.subscription_status, Some(SubscriptionStatus::Incomplete));
+    assert_eq!(g.decide(NOW).await, Err("subscription_inactive"), "no grace for a subscription never paid");
+}
+
+/// Case 5 through Stripe: switching plans in the customer portal does not reset the quota.
+#[tokio::test]
+async fn a_plan_switch_through_stripe_keeps_the_quota_used() {
+    use shared::domain::plans::{Period, Quota};
+    let f = setup().await;
+    for (id, price, quota) in
+        [("monthly", "price_1QMonthly", (3, Period::Month)), ("daily", "price_1QDaily", (2, Period::Day))]
+    {
+        let plan = Plan {
+            id: PlanId::parse(id).unwrap(),
+            name: id.into(),
+            rate_limit: None,
+            quota: Some(Quota { limit: quota.0, period: quota.1 }),
+            stripe_price_ids: vec![price.into()],
+            meter_event_name: None,
+            created_at: NOW,
+            updated_at: NOW,
+        };
+        f.db.store.create_plan(&plan).await.unwrap();
+    }
+    f.post(&fixture("checkout-session-completed")).await;
+    let switch = |i: i64, price: &str| {
+        let mut e = fixture("customer-subscription-updated");
+        e["id"] = format!("evt_switch_{i}").into();
+        e["created"] = (1_795_428_400 + i).into();
+        e["data"]["object"]["items"]["data"][0]["price"]["id"] = price.into();
+        e
+    };
+    f.post(&switch(0, "price_1QMonthly")).await;
+    for _ in 0..3 {
+        assert_eq!(f.decide(NOW).await, Ok(()));
+    }
+    assert_eq!(f.decide(NOW).await, Err("quota_exceeded"));
+    f.post(&switch(1, "price_1QDaily")).await;
+    assert_eq!(f.decide(NOW).await, Err("quota_exceeded"), "the month's 3 count against the day's 2");
+    f.post(&switch(2, "price_1QMonthly")).await;
+    assert_eq!(f.decide(NOW).await, Err("quota_exceeded"), "and back: still spent");
+}
+
+async fn claim_api(
+    db: &TestDb,
+) -> (issue_key::handler::ManagementApi<DynamoStore>, tollgate_tests::stripe::StripeStandIn) {
+    use tollgate_tests::stripe::{API_KEY, StripeStandIn, checkout_session, subscription};
+    let standin = StripeStandIn::start().await;
+    let mut session = checkout_session("cs_test_a1TollgateDemo", "complete", "paid", Some("user-42"));
+    session["customer"] = "cus_RTollgateDemo".into();
+    session["subscription"] = "sub_1QTollgateDemo".into();
+    standin.add_session(session);
+    standin.add_subscription(subscription("sub_1QTollgateDemo", "cus_RTollgateDemo", "active", "price_1QProMonthly"));
+    let stripe = shared::stripe::api::StripeApi::new(
+        &standin.base,
+        API_KEY.to_owned().into(),
+        std::time::Duration::from_secs(5),
+    );
+    let api = issue_key::handler::ManagementApi::new(db.store.clone(), None).with_stripe(stripe.unwrap(), GRACE_S);
+    (api, standin)
+}
+
+async fn claim_session(api: &issue_key::handler::ManagementApi<DynamoStore>, session: &str) -> (u16, Value) {
+    let req = issue_key::handler::ApiRequest {
+        method: http::Method::GET,
+        path: "/v1/claim".into(),
+        query: format!("session_id={session}"),
+        headers: HeaderMap::new(),
+        body: vec![],
+        request_id: "req-claim".into(),
+    };
+    let resp = api.handle(req, NOW).await;
+    (resp.status().as_u16(), serde_json::from_str(resp.body()).unwrap())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Checkout,
+    Created,
+    Updated,
+    Failed,
+    Paid,
+    Claim,
+}
+
+/// Stripe's creation order, and the test's reference: the subscription and its first (paid)
+/// invoice, the checkout, the success page's claim, a plan change, a failed renewal.
+const IN_ORDER: [Step; 6] = [Step::Created, Step::Paid, Step::Checkout, Step::Claim, Step::Updated, Step::Failed];
+
+/// The fixture for `step`, renamed for scenario `n` so that scenarios share one table.
+fn scenario_event(step: Step, n: usize, with_reference: bool) -> Value {
+    let name = match step {
+        Step::Checkout => "checkout-session-completed",
+        Step::Created => "customer-subscription-created",
+        Step::Updated => "customer-subscription-updated",
+        Step::Failed => "invoice-payment-failed",
+        Step::Paid => "invoice-paid",
+        Step::Claim => unreachable!("the claim is no event"),
+    };
+    let mut e = fixture(name);
+    if step == Step::Paid {
+        // The subscription's first invoice, paid as the subscription starts.
+        e["created"] = 1_795_428_005.into();
+        e["data"]["object"]["billing_reason"] = "subscription_create".into();
+    }
+    let reference = if with_reference { format!("\"user-p{n}\"") } else { "null".into() };
+    let text = e
+        .to_string()
+        .replace("cus_RTollgateDemo", &format!("cus_p{n}"))
+        .replace("sub_1QTollgateDemo", &format!("sub_p{n}"))
+        .replace("\"evt_1Q", &format!("\"evt_p{n}_1Q"))
+        .replace("cs_test_a1TollgateDemo", &format!("cs_test_p{n}"))
+        .replace("\"user-42\"", &reference);
+    serde_json::from_str(&text).unwrap()
+}
+
+/// What a scenario ends with, ids normalised: the customer's billing and its keys' limits,
+/// access and meter.
+async fn final_state(f: &Fixture, n: usize, with_reference: bool) -> String {
+    let id = if with_reference { format!("user-p{n}") } else { format!("cus_p{n}") };
+    let c = f.customer(&id).await;
+    let mut out = format!(
+        "customer {:?} {:?} {:?} {:?} {:?} {:?} {:?}\n",
+        c.stripe_customer_id,
+        c.stripe_subscription_id,
+        c.subscription_status,
+        c.plan_id,
+        c.current_period_end,
+        c.past_due_since,
+        c.unknown_price_id
+    );
+    for key_id in f.db.store.customer_key_ids(&c.customer_id).await.unwrap() {
+        let k = f.db.store.get_key(&key_id).await.unwrap().unwrap();
+        let meter = match &k.limits.plan_id {
+            Some(p) => f.db.store.get_plan(p).await.unwrap().and_then(|p| p.meter_event_name),
+            None => None,
+        };
+        out.push_str(&format!("key {:?} {:?} {:?}\n", k.limits, k.access, meter));
+    }
+    out.replace(&format!("p{n}"), "pN")
+}
+
+/// Every order of the six inputs, with and without `client_reference_id`, each with a
+/// duplicate delivery mixed in, ends in the state in-order delivery ends in. Against moto
+/// (an independent implementation, single-threaded and about ten times slower) every third
+/// order runs, alternating with and without the reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_order_of_events_and_the_claim_ends_in_the_same_state() {
+    // Failures name their cause in the logs (the webhook's error line carries the source).
+    shared::telemetry::init_with_default("error");
+    let external = std::env::var(tollgate_tests::ENDPOINT_VAR).is_ok_and(|v| !v.is_empty());
+    let mut orders = vec![IN_ORDER.to_vec()];
+    orders.extend(permutations(&IN_ORDER));
+    let mut scenarios = vec![];
+    for (i, order) in orders.iter().enumerate() {
+        for with_reference in [true, false] {
+            if external && i > 0 && (i % 3 != 0 || with_reference != (i % 2 == 0)) {
+                continue;
+            }
+            // A duplicate of one step, delivered again somewhere after the first.
+            let mut steps = order.clone();
+            let dup = steps[i % 6];
+            steps.insert((i % 6 + 1 + i / 6 % 5).min(steps.len()), dup);
+            scenarios.push((scenarios.len(), with_reference, steps));
+        }
+    }
+    let total = scenarios.len();
+    let mut results = vec![];
+    // A fresh table per chunk keeps every table small (moto's index queries scan the table).
+    for chunk in scenarios.chunks(100) {
+        results.extend(run_scenarios(chunk.to_vec()).await);
+    }
+    let reference = |with: bool| results.iter().find(|(n, w, _, _)| *w == with && *n < 2).unwrap().3.clone();
+    let (with_ref, without_ref) = (reference(true), reference(false));
+    // In order: past due since the failed renewal, on the plan the update chose; the claimed key
+    // has basic's limits and meter.
+    assert!(with_ref.contains("Some(PastDue)") && with_ref.contains("Some(PlanId(\"basic\"))"), "{with_ref}");
+    assert!(with_ref.contains("Some(UnixTime(1795428200))"), "{with_ref}");
+    assert!(with_ref.contains("key ") && with_ref.contains("Some(\"api_basic\")"), "{with_ref}");
+    assert_eq!(with_ref.matches("key ").count(), 1, "exactly one key: the claim's");
+    let mut mismatches = 0;
+    for (n, with, steps, state) in &results {
+        let want = if *with { &with_ref } else { &without_ref };
+        if state != want {
+            mismatches += 1;
+            if mismatches <= 3 {
+                eprintln!("scenario {n} ({steps:?}, reference {with}):\n{state}\nwanted\n{want}");
+            }
+        }
+    }
+    assert_eq!(mismatches, 0, "{total} scenarios");
+    assert_eq!(results.len(), if external { 2 + 240 } else { 2 * 721 });
+}
+
+/// Runs `scenarios` on a fresh table, eight at a time: (scenario, with reference, steps, state).
+async fn run_scenarios(scenarios: Vec<(usize, bool, Vec<Step>)>) -> Vec<(usize, bool, Vec<Step>, String)> {
+    use futures::StreamExt;
+    use tollgate_tests::stripe::{API_KEY, StripeStandIn, checkout_session, subscription};
+    let f = std::sync::Arc::new(setup().await);
+    let standin = StripeStandIn::start().await;
+    let stripe = shared::stripe::api::StripeApi::new(
+        &standin.base,
+        API_KEY.to_owned().into(),
+        std::time::Duration::from_secs(30),
+    );
+    let api = std::sync::Arc::new(
+        issue_key::handler::ManagementApi::new(f.db.store.clone(), None).with_stripe(stripe.unwrap(), GRACE_S),
+    );
+    for (n, with_reference, _) in &scenarios {
+        let mut session = checkout_session(&format!("cs_test_p{n}"), "complete", "paid", None);
+        if *with_reference {
+            session["client_reference_id"] = format!("user-p{n}").into();
+        }
+        session["customer"] = format!("cus_p{n}").into();
+        session["subscription"] = format!("sub_p{n}").into();
+        standin.add_session(session);
+        // What Stripe's API says when the claim asks: the subscription as it started.
+        standin.add_subscription(subscription(
+            &format!("sub_p{n}"),
+            &format!("cus_p{n}"),
+            "active",
+            "price_1QProMonthly",
+        ));
+    }
+    futures::stream::iter(scenarios)
+        .map(|(n, with_reference, steps)| {
+            let (f, api) = (f.clone(), api.clone());
+            async move {
+                let mut claimed = false;
+                for step in &steps {
+                    if *step == Step::Claim {
+                        let (status, body) = claim_session(&api, &format!("cs_test_p{n}")).await;
+                        assert!(status == 201 || (claimed && status == 409), "{n} {steps:?}: {status} {body}");
+                        claimed = true;
+                    } else {
+                        let body = serde_json::to_vec(&scenario_event(*step, n, with_reference)).unwrap();
+                        let (status, resp) = f.post_raw(&body, Some(sign(&body, SECRET, NOW.secs())), NOW).await;
+                        assert_eq!(status, 200, "scenario {n} {steps:?}, at {step:?}: {resp}");
+                    }
+                }
+                let state = final_state(&f, n, with_reference).await;
+                (n, with_reference, steps, state)
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await
+}
+
+fn permutations<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
+    if items.len() <= 1 {
+        return vec![items.to_vec()];
+    }
+    let mut out = vec![];
+    for i in 0..items.len() {
+        let mut rest = items.to_vec();
+        let first = rest.remove(i);
+        for mut p in permutations(&rest) {
+            p.insert(0, first.clone());
+            out.push(p);
+        }
+    }
+    out
 }

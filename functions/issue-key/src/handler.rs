@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use shared::app::billing::{Applied, Billing, BillingError};
+use shared::app::billing::{Applied, Billing, BillingError, plan_for_price};
 use shared::app::checkout;
 use shared::authorize::bearer_token;
 use shared::domain::customers::CustomerId;
@@ -65,6 +65,10 @@ const CLAIM_RECORD_TTL_S: i64 = 10 * 365 * 86_400;
 /// it answers 503 `unfinished` and the same request again continues; inside API Gateway's
 /// 30 s integration timeout.
 pub const FANOUT_BUDGET: Duration = Duration::from_secs(20);
+/// How long a Checkout claim holds its session: longer than everything it does (Stripe's
+/// answer, the billing fan-out's budget, the key), so no second claimant can take over while
+/// the first is still issuing a key.
+const CLAIM_LEASE_S: u64 = 120;
 /// How long one attempt holds an idempotency claim before a retry may take over.
 const IDEMPOTENCY_LEASE_S: u64 = 30;
 
@@ -488,18 +492,15 @@ impl<S: ManagementStore> ManagementApi<S> {
                 ApiError::Upstream("Stripe could not confirm the session; retry shortly.".into())
             }
         })?;
-        let claimable = checkout::claimable(&session).map_err(|refusal| {
+        let plans = self.store.list_plans().await?;
+        let claimable = checkout::claimable(&session, |price| plan_for_price(&plans, price)).map_err(|refusal| {
             let (status, code) = refusal.status_and_code();
             ApiError::Refused { status, code, message: refusal.to_string() }
         })?;
 
         let owner = uuid::Uuid::new_v4().to_string();
         let expires = now.plus(CLAIM_RECORD_TTL_S);
-        match self
-            .store
-            .claim("checkout-claim", &session_id, &owner, &session_id, IDEMPOTENCY_LEASE_S, expires, now)
-            .await?
-        {
+        match self.store.claim("checkout-claim", &session_id, &owner, &session_id, CLAIM_LEASE_S, expires, now).await? {
             Claim::Fresh => {}
             Claim::InProgress { .. } => {
                 return Err(ApiError::Conflict("This session is being claimed right now; retry in a moment.".into()));

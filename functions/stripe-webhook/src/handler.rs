@@ -162,7 +162,23 @@ impl<S: WebhookStore> Webhook<S> {
         {
             Claim::Fresh => {}
             Claim::InProgress { .. } => return Err(WebhookError::InProgress),
-            Claim::Done { .. } => return Ok((event.id, Outcome::Duplicate)),
+            Claim::Done { .. } => {
+                // Nothing is recorded twice, but the customer's billing is derived again: after
+                // an operator adds a missing price to a plan, resending the event from Stripe's
+                // dashboard brings the customer in line (and repairs a fan-out cut short).
+                let stripe_customer = match &change {
+                    Change::CheckoutCompleted { stripe_customer, .. } | Change::Observed { stripe_customer, .. } => {
+                        stripe_customer
+                    }
+                    Change::Ignored => return Ok((event.id, Outcome::Duplicate)),
+                };
+                return match self.billing.sync(stripe_customer, now).await {
+                    Ok(Applied::Synced { changed: true, .. }) => Ok((event.id, Outcome::Applied)),
+                    Ok(_) => Ok((event.id, Outcome::Duplicate)),
+                    Err(BillingError::Store(e)) => Err(WebhookError::Store(e)),
+                    Err(e) => Err(WebhookError::Unfinished(e.to_string())),
+                };
+            }
         }
         match self.apply(&event, change, now).await {
             Ok(outcome) => {

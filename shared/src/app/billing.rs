@@ -2,7 +2,7 @@
 //! what they learned, and it links, records and derives through `domain::billing`, so the
 //! result does not depend on which of them (or which event) comes first.
 
-use crate::domain::billing::{LinkConflict, Observation, Subscription, check_link, govern};
+use crate::domain::billing::{LinkConflict, Observation, Subscription, carried_over, check_link, govern};
 use crate::domain::customers::CustomerId;
 use crate::domain::plans::{Plan, PlanId};
 use crate::domain::time::UnixTime;
@@ -132,7 +132,7 @@ impl<S: BillingStore + CustomerStore + PlanStore> Billing<S> {
         let mut target = None;
         for _ in 0..ATTEMPTS {
             let account = self.store.stripe_account(stripe_customer).await?;
-            let customer = match account.linked {
+            let customer = match account.linked.clone() {
                 Some(c) => c,
                 None => match self.implicit_customer(stripe_customer).await? {
                     Some(c) => {
@@ -149,7 +149,17 @@ impl<S: BillingStore + CustomerStore + PlanStore> Billing<S> {
                 self.store.link_customer(&customer, stripe_customer, now).await?;
                 continue;
             };
-            let subscriptions: Vec<Subscription> = account.subscriptions.into_iter().map(|(s, _)| s).collect();
+            let mut subscriptions: Vec<Subscription> = account.subscriptions.iter().map(|(s, _)| s.clone()).collect();
+            // A customer whose subscription state predates per-subscription tracking.
+            let known = |id: &str| subscriptions.iter().any(|s| s.id == id && s.state().is_some());
+            if stored.stripe_subscription_id.as_deref().is_some_and(|id| !known(id)) {
+                let price = stored
+                    .plan_id
+                    .as_ref()
+                    .and_then(|p| plans.iter().find(|plan| plan.id == *p))
+                    .and_then(|plan| plan.stripe_price_ids.first().map(String::as_str));
+                subscriptions.extend(carried_over(&stored, price));
+            }
             let billing = govern(&subscriptions, |price| plan_for_price(&plans, price));
             if let Some(price) = &billing.unknown_price_id {
                 tracing::error!(
@@ -159,7 +169,7 @@ impl<S: BillingStore + CustomerStore + PlanStore> Billing<S> {
             }
             let next = stored.billed(stripe_customer, billing, now);
             if next != stored {
-                match self.store.put_billing(&next, ver, account.version, self.past_due_grace_s).await? {
+                match self.store.put_billing(&next, ver, &account, self.past_due_grace_s).await? {
                     Written::Applied => changed = true,
                     Written::Stale => continue,
                 }
@@ -186,6 +196,7 @@ impl<S: BillingStore + CustomerStore + PlanStore> Billing<S> {
     }
 }
 
-fn plan_for_price(plans: &[Plan], price: &str) -> Option<PlanId> {
+/// The plan whose `stripe_price_ids` list `price`.
+pub fn plan_for_price(plans: &[Plan], price: &str) -> Option<PlanId> {
     plans.iter().find(|p| p.stripe_price_ids.iter().any(|id| id == price)).map(|p| p.id.clone())
 }

@@ -34,6 +34,8 @@ pub enum ClaimRefusal {
     SubscriptionInactive(&'static str),
     #[error("client_reference_id: {0}")]
     InvalidReference(String),
+    #[error("The session's subscription is for a price no plan lists; it buys no API access.")]
+    UnknownPrice,
 }
 
 impl ClaimRefusal {
@@ -47,14 +49,19 @@ impl ClaimRefusal {
             Self::NoSubscription => (409, "no_subscription"),
             Self::SubscriptionInactive(_) => (409, "subscription_inactive"),
             Self::InvalidReference(_) => (422, "invalid_field"),
+            Self::UnknownPrice => (409, "unknown_price"),
         }
     }
 }
 
 /// Whether `session` (retrieved with its subscription expanded) may be claimed: a complete,
-/// paid (or free-trial) `mode: subscription` session whose subscription exists and grants
-/// access now.
-pub fn claimable(session: &CheckoutSession) -> Result<Claimable, ClaimRefusal> {
+/// paid (or free-trial) `mode: subscription` session whose subscription exists, grants access
+/// now, and is for a price one of the plans lists (`plan_for_price`): a subscription to
+/// another product of the seller's buys no key.
+pub fn claimable(
+    session: &CheckoutSession,
+    plan_for_price: impl Fn(&str) -> Option<crate::domain::plans::PlanId>,
+) -> Result<Claimable, ClaimRefusal> {
     let mode = session.mode.as_deref().unwrap_or("unknown");
     if mode != "subscription" {
         return Err(ClaimRefusal::NotSubscription(mode.to_owned()));
@@ -72,6 +79,9 @@ pub fn claimable(session: &CheckoutSession) -> Result<Claimable, ClaimRefusal> {
     use SubscriptionStatus::*;
     if !matches!(status, Active | Trialing | PastDue) {
         return Err(ClaimRefusal::SubscriptionInactive(status.as_str()));
+    }
+    if !facts.price_ids.iter().any(|p| plan_for_price(p).is_some()) {
+        return Err(ClaimRefusal::UnknownPrice);
     }
     let customer_id = CustomerId::for_checkout(session.client_reference_id.as_deref(), &stripe_customer)
         .map_err(|e| ClaimRefusal::InvalidReference(e.message))?;
@@ -107,8 +117,13 @@ mod tests {
         serde_json::from_value(s).unwrap()
     }
 
+    fn plans(price: &str) -> Option<crate::domain::plans::PlanId> {
+        (price == "price_pro").then(|| crate::domain::plans::PlanId::parse("pro").unwrap())
+    }
+
     #[test]
     fn only_paid_subscription_sessions_with_a_live_subscription_are_claimable() {
+        let claimable = |s: &CheckoutSession| claimable(s, plans);
         let ok = claimable(&session(json!({}))).unwrap();
         assert_eq!((ok.customer_id.as_str(), ok.env), ("user-42", KeyEnv::Test));
         let (sub, obs) = ok.input.observed.unwrap();
@@ -125,7 +140,10 @@ mod tests {
         assert_eq!(code(json!({"customer": null})), (422, "no_customer"));
         assert_eq!(code(json!({"client_reference_id": "no spaces"})), (422, "invalid_field"));
         let trial = json!({"payment_status": "no_payment_required",
-            "subscription": {"id": "sub_1", "status": "trialing", "items": {"data": []}}});
+            "subscription": {"id": "sub_1", "status": "trialing", "items": {"data": [{"price": {"id": "price_pro"}}]}}});
         assert!(claimable(&session(trial)).is_ok());
+        let other_product = json!({"subscription": {"id": "sub_1", "status": "active",
+            "items": {"data": [{"price": {"id": "price_newsletter"}}]}}});
+        assert_eq!(code(other_product), (409, "unknown_price"));
     }
 }

@@ -114,11 +114,17 @@ impl Observation {
     }
 
     /// `invoice.paid` (the subscription is paid up: active) or `invoice.payment_failed` (past
-    /// due). A failed *first* invoice (`billing_reason: subscription_create`) leaves the
-    /// subscription `incomplete`, which grants nothing, so it says nothing: `None`.
+    /// due). Only the invoices that decide a subscription's standing say so: its first
+    /// (`subscription_create`) and its renewals (`subscription_cycle`, or `subscription` in
+    /// older versions; an absent reason is taken as a renewal). A paid proration or threshold
+    /// invoice does not settle an overdue renewal, so it says nothing (`None`); a failed first
+    /// invoice leaves the subscription `incomplete`, which grants nothing, so neither does it.
     pub fn invoice(event_id: &str, created: i64, paid: bool, billing_reason: Option<&str>) -> Option<Self> {
+        let standing =
+            matches!(billing_reason, None | Some("subscription_create" | "subscription_cycle" | "subscription"));
         let status = match (paid, billing_reason) {
-            (true, _) => SubscriptionStatus::Active,
+            (true, _) if standing => SubscriptionStatus::Active,
+            (true, _) => return None,
             (false, Some("subscription_create")) => return None,
             (false, _) => SubscriptionStatus::PastDue,
         };
@@ -131,6 +137,28 @@ impl Observation {
         };
         Some(Self { stamp, status, facts: None })
     }
+}
+
+/// What a customer item written before subscriptions were tracked one by one (Tollgate 0.1
+/// kept the state on the customer) says of its subscription, as a snapshot, so an upgrade
+/// loses nothing: it sorts before every event and is superseded by the first one that
+/// carries the subscription object. `None` when the customer says nothing of a subscription.
+pub fn carried_over(customer: &Customer, plan_price: Option<&str>) -> Option<Subscription> {
+    let (sub_id, status, stripe) = (
+        customer.stripe_subscription_id.as_deref()?,
+        customer.subscription_status?,
+        customer.stripe_customer_id.as_deref()?,
+    );
+    let facts = SubscriptionFacts {
+        price_ids: plan_price.map(str::to_owned).into_iter().collect(),
+        current_period_end: customer.current_period_end.map(UnixTime::secs),
+        created: None,
+    };
+    let mut sub = Subscription::new(sub_id, stripe);
+    let mut obs = Observation::snapshot("carried-over", status, facts);
+    obs.stamp.event_id = format!("carried-over:{sub_id}");
+    sub.observe(obs);
+    Some(sub)
 }
 
 /// Observations kept per subscription beyond the ones that decide its state (the newest
@@ -447,6 +475,9 @@ mod tests {
         s.observe(sub_event("evt_c", 10, Source::SubscriptionCreated, Incomplete, "price_pro"));
         assert_eq!(s.state().unwrap().status, Incomplete);
         assert_eq!(Observation::invoice("evt_2", 10, false, Some("subscription_cycle")).unwrap().status, PastDue);
+        // A paid proration does not settle an overdue renewal.
+        assert_eq!(Observation::invoice("evt_3", 10, true, Some("subscription_update")), None);
+        assert_eq!(Observation::invoice("evt_4", 10, true, Some("subscription_cycle")).unwrap().status, Active);
     }
 
     #[test]
@@ -494,6 +525,22 @@ mod tests {
         invoice_only.observe(Observation::invoice("evt_i", 5, true, None).unwrap());
         assert_eq!(govern(&[invoice_only], plans).status, Some(Incomplete));
         assert_eq!(govern(&[], plans).status, Some(Incomplete));
+    }
+
+    #[test]
+    fn state_kept_on_the_customer_before_upgrading_carries_over() {
+        let mut c = Customer::new(CustomerId::parse("acme").unwrap(), UnixTime(5));
+        assert_eq!(carried_over(&c, Some("price_pro")), None);
+        c.stripe_customer_id = Some("cus_1".into());
+        c.stripe_subscription_id = Some("sub_1".into());
+        c.subscription_status = Some(PastDue);
+        let sub = carried_over(&c, Some("price_pro")).unwrap();
+        let b = govern(std::slice::from_ref(&sub), plans);
+        assert_eq!((b.status, b.plan_id.as_ref().map(PlanId::as_str)), (Some(PastDue), Some("pro")));
+        // The first real event wins over it.
+        let mut sub = sub;
+        sub.observe(sub_event("evt_1", 1, Source::SubscriptionUpdated, Active, "price_basic"));
+        assert_eq!(sub.state().unwrap().status, Active);
     }
 
     #[test]

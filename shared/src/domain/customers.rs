@@ -155,8 +155,13 @@ impl Customer {
         }
     }
 
-    /// The access this customer's keys get, given the operator's past-due grace.
+    /// The access this customer's keys get, given the operator's past-due grace. A customer
+    /// billed through Stripe whose subscription buys no plan Tollgate knows (a price no plan
+    /// lists) gets none: Tollgate cannot know its limits or its meter, so it fails closed.
     pub fn access(&self, past_due_grace_s: u64) -> CustomerAccess {
+        if self.stripe_customer_id.is_some() && self.plan_id.is_none() {
+            return CustomerAccess { status: Some(SubscriptionStatus::Incomplete), grace_until: None };
+        }
         CustomerAccess {
             status: self.subscription_status,
             grace_until: match self.subscription_status {
@@ -202,6 +207,17 @@ mod tests {
         assert_eq!(c.access(50).grace_until, Some(UnixTime(150)));
         c.subscription_status = Some(SubscriptionStatus::Active);
         assert_eq!(c.access(50).grace_until, None);
+    }
+
+    #[test]
+    fn a_stripe_billed_customer_without_a_known_plan_gets_no_access() {
+        let mut c = Customer::new(CustomerId::parse("acme").unwrap(), UnixTime(0));
+        c.subscription_status = Some(SubscriptionStatus::Active);
+        assert!(c.access(0).allows(UnixTime(1)), "not billed through Stripe: the operator's call");
+        c.stripe_customer_id = Some("cus_1".into());
+        assert!(!c.access(0).allows(UnixTime(1)), "an unknown price buys nothing");
+        c.plan_id = Some(PlanId::parse("pro").unwrap());
+        assert!(c.access(0).allows(UnixTime(1)));
     }
 
     #[test]

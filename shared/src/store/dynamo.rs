@@ -47,6 +47,8 @@ type Item = HashMap<String, AttributeValue>;
 const DECISION_BUDGET: Duration = Duration::from_millis(900);
 /// Optimistic-concurrency retries for management writes.
 const MANAGEMENT_ATTEMPTS: usize = 4;
+/// Sends of one transaction that conflicted with another (see `DynamoStore::transact`).
+const TX_CONFLICT_ATTEMPTS: usize = 5;
 
 #[derive(Clone, Debug)]
 pub struct DynamoStore {
@@ -259,24 +261,33 @@ impl DynamoStore {
         }
     }
 
+    /// One TransactWriteItems. A transaction cancelled only because another one held an item
+    /// (`TransactionConflict`: fan-outs refresh keys of one customer or plan side by side, and
+    /// each checks that item) wrote nothing, so it is sent again after a short random pause,
+    /// up to [`TX_CONFLICT_ATTEMPTS`] times.
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), TxError> {
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                if let Some(TransactWriteItemsError::TransactionCanceledException(tc)) = e.as_service_error() {
-                    let reasons: Vec<bool> = tc
-                        .cancellation_reasons()
-                        .iter()
-                        .map(|r| r.code().is_some_and(|c| c == "ConditionalCheckFailed"))
-                        .collect();
-                    if reasons.iter().any(|&failed| failed) {
-                        return Err(TxError::ConditionFailed(reasons));
-                    }
-                    // Cancelled for another reason (e.g. a concurrent transaction): retryable.
-                    return Err(TxError::Store(StoreError::Unavailable(Box::new(e))));
-                }
-                Err(TxError::Store(sdk_err(e)))
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let e = match self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            let Some(TransactWriteItemsError::TransactionCanceledException(tc)) = e.as_service_error() else {
+                return Err(TxError::Store(sdk_err(e)));
+            };
+            let code = |r: &aws_sdk_dynamodb::types::CancellationReason| r.code().unwrap_or("").to_owned();
+            let reasons: Vec<bool> =
+                tc.cancellation_reasons().iter().map(|r| code(r) == "ConditionalCheckFailed").collect();
+            if reasons.iter().any(|&failed| failed) {
+                return Err(TxError::ConditionFailed(reasons));
             }
+            let conflict = tc.cancellation_reasons().iter().any(|r| code(r) == "TransactionConflict");
+            if !conflict || attempt >= TX_CONFLICT_ATTEMPTS {
+                // Cancelled for another reason, or conflicts persisted: retryable later.
+                return Err(TxError::Store(StoreError::Unavailable(Box::new(e))));
+            }
+            tokio::time::sleep(Duration::from_millis(5 + rand::random::<u64>() % (20 * attempt as u64))).await;
         }
     }
 
@@ -983,6 +994,9 @@ impl DynamoStore {
 
 impl PlanStore for DynamoStore {
     async fn create_plan(&self, plan: &Plan) -> StoreResult<()> {
+        // A plan deleted and made again starts at version 1: its predecessor's fan-out progress
+        // (at some version, perhaps finished) must not be taken for this plan's.
+        self.forget_fan_out(fanout::Governed::Plan(&plan.id)).await?;
         let mut item = plan_item(plan);
         item.insert("ver".into(), n(1));
         item.insert("refs".into(), n(0));
@@ -1247,6 +1261,9 @@ impl IdempotencyStore for DynamoStore {
                     Some("done") => {
                         Ok(Claim::Done { fingerprint, result: s_opt(&old, "result").unwrap_or_default().to_owned() })
                     }
+                    // Our own put, applied by an attempt whose answer was lost (a timeout the
+                    // SDK retried): the claim is ours.
+                    Some("pending") if s_opt(&old, "owner") == Some(owner) => Ok(Claim::Fresh),
                     _ => Ok(Claim::InProgress { fingerprint }),
                 }
             }

@@ -230,12 +230,13 @@ pub trait BillingStore: Send + Sync {
     /// The customer and its stored version.
     fn customer_versioned(&self, id: &CustomerId) -> impl Future<Output = StoreResult<Option<(Customer, u64)>>> + Send;
     /// Writes the customer's billing fields (and the access its keys copy) if the customer is
-    /// still at `ver` and its Stripe account at `account_version`.
+    /// still at `ver` and its Stripe account (its version and every subscription's) is still as
+    /// `derived_from` read it.
     fn put_billing(
         &self,
         customer: &Customer,
         ver: u64,
-        account_version: u64,
+        derived_from: &StripeAccount,
         past_due_grace_s: u64,
     ) -> impl Future<Output = StoreResult<Written>> + Send;
 }

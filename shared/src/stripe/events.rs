@@ -79,7 +79,10 @@ impl StripeEvent {
         let err = |reason: &str| EventError { kind: self.kind.clone(), reason: reason.to_owned() };
         match self.kind.as_str() {
             "checkout.session.completed" => {
-                if o["mode"].as_str() != Some("subscription") {
+                // Only a paid (or free-trial) subscription checkout links a customer: an unpaid
+                // one (an asynchronous payment still pending) proves nothing yet.
+                let paid = matches!(o["payment_status"].as_str(), Some("paid" | "no_payment_required"));
+                if o["mode"].as_str() != Some("subscription") || !paid {
                     return Ok(Change::Ignored);
                 }
                 Ok(Change::CheckoutCompleted {

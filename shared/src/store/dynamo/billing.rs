@@ -54,8 +54,8 @@ impl BillingStore for DynamoStore {
             .item("state", s(state))
             .item("ver", n(ver.unwrap_or(0) + 1))
             .condition_expression(cond)
-            .set_expression_attribute_names(Some(e.names))
-            .set_expression_attribute_values(Some(e.values))
+            .set_expression_attribute_names((!e.names.is_empty()).then_some(e.names))
+            .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
             .build()
             .map_err(|e| StoreError::Backend(e.into()))?;
         let bump = Update::builder()
@@ -105,8 +105,8 @@ impl BillingStore for DynamoStore {
             .key(SK, s(CUSTOMER_SK))
             .update_expression(format!("SET {}", sets.join(", ")))
             .condition_expression(cond)
-            .set_expression_attribute_names(Some(e.names))
-            .set_expression_attribute_values(Some(e.values))
+            .set_expression_attribute_names((!e.names.is_empty()).then_some(e.names))
+            .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
             .build()
             .map_err(|e| StoreError::Backend(e.into()))?;
         let tx = vec![
@@ -124,9 +124,10 @@ impl BillingStore for DynamoStore {
         &self,
         customer: &Customer,
         ver: u64,
-        account_version: u64,
+        derived_from: &StripeAccount,
         past_due_grace_s: u64,
     ) -> StoreResult<Written> {
+        let account_version = derived_from.version;
         let stripe_customer = customer
             .stripe_customer_id
             .as_deref()
@@ -153,8 +154,8 @@ impl BillingStore for DynamoStore {
             .key(SK, s(CUSTOMER_SK))
             .update_expression(update)
             .condition_expression(cond)
-            .set_expression_attribute_names(Some(e.names))
-            .set_expression_attribute_values(Some(e.values))
+            .set_expression_attribute_names((!e.names.is_empty()).then_some(e.names))
+            .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
             .build()
             .map_err(|e| StoreError::Backend(e.into()))?;
         // The subscriptions it was derived from are still the stored ones.
@@ -169,10 +170,24 @@ impl BillingStore for DynamoStore {
             check.condition_expression("#v = :v").expression_attribute_values(":v", n(account_version))
         };
         let check = check.build().map_err(|e| StoreError::Backend(e.into()))?;
-        let tx = vec![
+        let mut tx = vec![
             TransactWriteItem::builder().update(cust).build(),
             TransactWriteItem::builder().condition_check(check).build(),
         ];
+        // A Query is read-committed per item, not a snapshot: it may have seen the account's
+        // new version beside a subscription's old item. Each subscription as read, too.
+        for (sub, sub_ver) in &derived_from.subscriptions {
+            let c = ConditionCheck::builder()
+                .table_name(&self.table)
+                .key(PK, s(stripe_customer_pk(stripe_customer)))
+                .key(SK, s(format!("{SUBSCRIPTION_SK_PREFIX}{}", sub.id)))
+                .condition_expression("#v = :v")
+                .expression_attribute_names("#v", "ver")
+                .expression_attribute_values(":v", n(*sub_ver))
+                .build()
+                .map_err(|e| StoreError::Backend(e.into()))?;
+            tx.push(TransactWriteItem::builder().condition_check(c).build());
+        }
         written(self.transact(tx).await)
     }
 }

@@ -130,8 +130,8 @@ impl DynamoStore {
             .table_name(&self.table)
             .index_name(index)
             .key_condition_expression(cond)
-            .set_expression_attribute_names(Some(e.names))
-            .set_expression_attribute_values(Some(e.values))
+            .set_expression_attribute_names((!e.names.is_empty()).then_some(e.names))
+            .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
             .limit(PAGE)
             .send()
             .await
@@ -147,6 +147,19 @@ impl DynamoStore {
             })
             .collect::<StoreResult<Vec<_>>>()?;
         Ok((ids, out.last_evaluated_key.is_some()))
+    }
+
+    /// Deletes `whom`'s progress item, so its next fan-out starts from the first key.
+    pub(super) async fn forget_fan_out(&self, whom: Governed<'_>) -> StoreResult<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, s(whom.progress_pk()))
+            .key(SK, s(PROGRESS_SK))
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        Ok(())
     }
 
     async fn save_progress(&self, pk: &str, version: u64, after: &str) -> StoreResult<()> {
