@@ -143,6 +143,13 @@ async fn only_paid_subscription_sessions_with_a_live_subscription_yield_a_key() 
     let mut unknown_sub = checkout_session("cs_test_unknownsub", "complete", "paid", Some("user-9"));
     unknown_sub["subscription"] = "sub_NotAtStripe".into();
     standin.add_session(unknown_sub);
+    let mut old = checkout_session("cs_test_old", "complete", "paid", Some("user-9"));
+    old["created"] = (NOW.secs() - 8 * 86_400).into();
+    standin.add_session(old);
+    let mut other_product = checkout_session("cs_test_other", "complete", "paid", Some("user-9"));
+    other_product["subscription"] = "sub_Newsletter".into();
+    standin.add_session(other_product);
+    standin.add_subscription(subscription("sub_Newsletter", "cus_Standin123", "active", "price_1QNewsletter"));
     let mut bad_ref = checkout_session("cs_test_badref", "complete", "paid", Some("not a valid id"));
     bad_ref["client_reference_id"] = "not a valid id".into();
     standin.add_session(bad_ref);
@@ -153,6 +160,8 @@ async fn only_paid_subscription_sessions_with_a_live_subscription_yield_a_key() 
         ("session_id=cs_test_nosub", 409, "no_subscription"),
         ("session_id=cs_test_unknownsub", 409, "no_subscription"),
         ("session_id=cs_test_gone", 409, "subscription_inactive"),
+        ("session_id=cs_test_old", 409, "session_expired"),
+        ("session_id=cs_test_other", 409, "unknown_price"),
         ("session_id=cs_test_badref", 422, "invalid_field"),
         ("session_id=cs_test_nope", 404, "not_found"),
         ("session_id=pi_123", 422, "invalid_field"),

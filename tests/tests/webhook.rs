@@ -542,8 +542,8 @@ async fn final_state(f: &Fixture, n: usize, with_reference: bool) -> String {
 
 /// Every order of the six inputs, with and without `client_reference_id`, each with a
 /// duplicate delivery mixed in, ends in the state in-order delivery ends in. Against moto
-/// (an independent implementation, single-threaded and about ten times slower) every third
-/// order runs, alternating with and without the reference.
+/// (an independent implementation, single-threaded and some fifty times slower: about two
+/// seconds a scenario) every eighth order runs, alternating with and without the reference.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_order_of_events_and_the_claim_ends_in_the_same_state() {
     // Failures name their cause in the logs (the webhook's error line carries the source).
@@ -554,7 +554,7 @@ async fn every_order_of_events_and_the_claim_ends_in_the_same_state() {
     let mut scenarios = vec![];
     for (i, order) in orders.iter().enumerate() {
         for with_reference in [true, false] {
-            if external && i > 0 && (i % 3 != 0 || with_reference != (i % 2 == 0)) {
+            if external && i > 0 && (i % 8 != 0 || with_reference != (i % 16 == 0)) {
                 continue;
             }
             // A duplicate of one step, delivered again somewhere after the first.
@@ -589,7 +589,7 @@ async fn every_order_of_events_and_the_claim_ends_in_the_same_state() {
         }
     }
     assert_eq!(mismatches, 0, "{total} scenarios");
-    assert_eq!(results.len(), if external { 2 + 240 } else { 2 * 721 });
+    assert_eq!(results.len(), if external { 2 + 90 } else { 2 * 721 });
 }
 
 /// Runs `scenarios` on a fresh table, eight at a time: (scenario, with reference, steps, state).

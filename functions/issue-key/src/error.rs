@@ -25,8 +25,6 @@ pub enum ApiError {
     Conflict(String),
     #[error("{message}")]
     AlreadyClaimed { message: String, key_id: String, display: String },
-    #[error("{0}")]
-    PaymentRequired(String),
     /// A request refused for a reason with its own status and code (the Checkout claim's).
     #[error("{message}")]
     Refused { status: u16, code: &'static str, message: String },
@@ -51,7 +49,6 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             Self::Unauthorized => 401,
-            Self::PaymentRequired(_) => 402,
             Self::NotFound(_) | Self::NoRoute => 404,
             Self::MethodNotAllowed(_) => 405,
             Self::Conflict(_) | Self::AlreadyClaimed { .. } => 409,
@@ -68,7 +65,6 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Unauthorized => "unauthorized",
-            Self::PaymentRequired(_) => "payment_required",
             Self::NotFound(_) | Self::NoRoute => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Conflict(_) => "conflict",

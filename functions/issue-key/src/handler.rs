@@ -493,10 +493,11 @@ impl<S: ManagementStore> ManagementApi<S> {
             }
         })?;
         let plans = self.store.list_plans().await?;
-        let claimable = checkout::claimable(&session, |price| plan_for_price(&plans, price)).map_err(|refusal| {
-            let (status, code) = refusal.status_and_code();
-            ApiError::Refused { status, code, message: refusal.to_string() }
-        })?;
+        let claimable =
+            checkout::claimable(&session, |price| plan_for_price(&plans, price), now).map_err(|refusal| {
+                let (status, code) = refusal.status_and_code();
+                ApiError::Refused { status, code, message: refusal.to_string() }
+            })?;
 
         let owner = uuid::Uuid::new_v4().to_string();
         let expires = now.plus(CLAIM_RECORD_TTL_S);

@@ -36,7 +36,14 @@ pub enum ClaimRefusal {
     InvalidReference(String),
     #[error("The session's subscription is for a price no plan lists; it buys no API access.")]
     UnknownPrice,
+    #[error("The Checkout session is more than {} days old; ask the seller for a key.", CLAIM_WINDOW_S / 86_400)]
+    TooOld,
 }
+
+/// How long after checkout a session can be claimed. The success page claims it at once; a
+/// session id that leaks later (browser history, logs, analytics) is worth nothing to
+/// whoever finds it.
+pub const CLAIM_WINDOW_S: i64 = 7 * 86_400;
 
 impl ClaimRefusal {
     /// Status and code: 409 for a session whose state refuses a key, 422 for one that can
@@ -50,6 +57,7 @@ impl ClaimRefusal {
             Self::SubscriptionInactive(_) => (409, "subscription_inactive"),
             Self::InvalidReference(_) => (422, "invalid_field"),
             Self::UnknownPrice => (409, "unknown_price"),
+            Self::TooOld => (409, "session_expired"),
         }
     }
 }
@@ -61,6 +69,7 @@ impl ClaimRefusal {
 pub fn claimable(
     session: &CheckoutSession,
     plan_for_price: impl Fn(&str) -> Option<crate::domain::plans::PlanId>,
+    now: crate::domain::time::UnixTime,
 ) -> Result<Claimable, ClaimRefusal> {
     let mode = session.mode.as_deref().unwrap_or("unknown");
     if mode != "subscription" {
@@ -71,6 +80,9 @@ pub fn claimable(
             status: session.status.clone().unwrap_or_else(|| "unknown".into()),
             payment: session.payment_status.clone().unwrap_or_else(|| "unknown".into()),
         });
+    }
+    if session.created.is_none_or(|c| now.secs() - c > CLAIM_WINDOW_S) {
+        return Err(ClaimRefusal::TooOld);
     }
     let stripe_customer = session.customer.as_ref().map(|c| c.id().to_owned()).ok_or(ClaimRefusal::NoCustomer)?;
     let subscription = session.subscription_object().ok_or(ClaimRefusal::NoSubscription)?;
@@ -108,6 +120,7 @@ mod tests {
         let mut s = json!({
             "id": "cs_test_1", "object": "checkout.session", "mode": "subscription", "status": "complete",
             "payment_status": "paid", "customer": "cus_1", "client_reference_id": "user-42", "livemode": false,
+            "created": 900,
             "subscription": {"id": "sub_1", "object": "subscription", "status": "active", "customer": "cus_1",
                 "created": 5, "items": {"data": [{"price": {"id": "price_pro"}, "current_period_end": 99}]}},
         });
@@ -123,7 +136,7 @@ mod tests {
 
     #[test]
     fn only_paid_subscription_sessions_with_a_live_subscription_are_claimable() {
-        let claimable = |s: &CheckoutSession| claimable(s, plans);
+        let claimable = |s: &CheckoutSession| claimable(s, plans, crate::domain::time::UnixTime(1_000));
         let ok = claimable(&session(json!({}))).unwrap();
         assert_eq!((ok.customer_id.as_str(), ok.env), ("user-42", KeyEnv::Test));
         let (sub, obs) = ok.input.observed.unwrap();
@@ -145,5 +158,6 @@ mod tests {
         let other_product = json!({"subscription": {"id": "sub_1", "status": "active",
             "items": {"data": [{"price": {"id": "price_newsletter"}}]}}});
         assert_eq!(code(other_product), (409, "unknown_price"));
+        assert_eq!(code(json!({"created": 1_000 - CLAIM_WINDOW_S - 1})), (409, "session_expired"));
     }
 }

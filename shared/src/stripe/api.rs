@@ -22,6 +22,8 @@ pub struct CheckoutSession {
     pub subscription: Option<serde_json::Value>,
     pub client_reference_id: Option<String>,
     pub livemode: Option<bool>,
+    /// Epoch seconds.
+    pub created: Option<i64>,
 }
 
 /// An id, or the object itself when the request expanded it.
