@@ -59,6 +59,23 @@ const HOP_BY_HOP: [&str; 9] = [
     "host",
 ];
 
+/// Whether a client's header goes on to the upstream. Never hop-by-hop headers, never the API
+/// key (`x-api-key`, or an `Authorization: Bearer` that carried one: like Kong's
+/// `hide_credentials`, so keys do not land in the upstream's access logs), and never a
+/// client-sent `x-tollgate-*` header: the upstream gets exactly one set of those, the gateway's.
+fn forwarded(name: &http::HeaderName, value: &HeaderValue) -> bool {
+    let name = name.as_str();
+    if HOP_BY_HOP.contains(&name) || name == "x-api-key" || name.starts_with("x-tollgate-") {
+        return false;
+    }
+    if name == header::AUTHORIZATION.as_str() {
+        let carries_key =
+            value.to_str().ok().and_then(shared::authorize::bearer_token).is_some_and(|t| t.starts_with("tg_"));
+        return !carries_key;
+    }
+    true
+}
+
 impl<S: AuthorizeStore> Gateway<S> {
     pub fn new(authorizer: Authorizer<S>, upstream: Upstream, http: HttpClient) -> Self {
         Self { authorizer, upstream, http }
@@ -106,7 +123,7 @@ impl<S: AuthorizeStore> Gateway<S> {
         }
         let mut out = http::Request::builder().method(req.method.clone()).uri(&uri);
         for (name, value) in &req.headers {
-            if !HOP_BY_HOP.contains(&name.as_str()) {
+            if forwarded(name, value) {
                 out = out.header(name, value);
             }
         }

@@ -194,6 +194,9 @@ async fn allowed_requests_are_forwarded_to_the_upstream() {
                 "body": String::from_utf8_lossy(&body),
                 "key_id": header("x-tollgate-key-id"),
                 "customer_id": header("x-tollgate-customer-id"),
+                "customer_ids": parts.headers.get_all("x-tollgate-customer-id").iter().count(),
+                "authorization": header("authorization"),
+                "headers": parts.headers.iter().map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or(""))).collect::<Vec<_>>(),
             })),
         )
     });
@@ -212,6 +215,25 @@ async fn allowed_requests_are_forwarded_to_the_upstream() {
     assert_eq!(r.body["body"], r#"{"a":1}"#);
     assert_eq!(r.body["key_id"], key_id.as_str());
     assert_eq!(r.body["customer_id"], "acme");
+    // The upstream never sees the key, and sees exactly one set of identity headers: the
+    // gateway's, whatever the client sent. Its own Authorization scheme passes through.
+    let forged = [
+        ("x-api-key", key.as_str()),
+        ("x-tollgate-customer-id", "victim"),
+        ("X-Tollgate-Plan-Id", "enterprise"),
+        ("authorization", "Basic dXNlcjpwYXNz"),
+    ];
+    let r = c.send("GET", "/proxy/v2/me", &forged, None).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!((r.body["customer_id"].as_str(), r.body["customer_ids"].as_u64()), (Some("acme"), Some(1)));
+    assert_eq!(r.body["authorization"], "Basic dXNlcjpwYXNz");
+    let seen = r.body["headers"].to_string();
+    assert!(!seen.contains(&key) && !seen.contains("victim") && !seen.contains("enterprise"), "{seen}");
+    let bearer = format!("Bearer {key}");
+    let r = c.send("GET", "/proxy/v2/me", &[("authorization", &bearer)], None).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.body["authorization"], serde_json::Value::Null, "a bearer key is not forwarded");
+    assert!(!r.body["headers"].to_string().contains(&key));
     // Denied requests never reach it.
     let r = c.send("PUT", "/proxy/v2/things/1", &[], None).await;
     assert_eq!(r.status, 401);
