@@ -421,11 +421,15 @@ impl DynamoStore {
             // compares it with the limit).
             assign.adds.push(format!("{} {}", e.name(count_attr), e.value(n(delta))));
         }
-        let update = assign.expression();
+        self.tx_update(key_pk(record.key_id.as_str()), KEY_SK, assign.expression(), cond, e)
+    }
+
+    /// One conditional UpdateItem as a transaction item.
+    fn tx_update(&self, pk: String, sk: &str, update: String, cond: String, e: Expr) -> StoreResult<TransactWriteItem> {
         let u = Update::builder()
             .table_name(&self.table)
-            .key(PK, s(key_pk(record.key_id.as_str())))
-            .key(SK, s(KEY_SK))
+            .key(PK, s(pk))
+            .key(SK, s(sk))
             .update_expression(update)
             .condition_expression(cond)
             .set_expression_attribute_names((!e.names.is_empty()).then_some(e.names))
@@ -446,17 +450,7 @@ impl DynamoStore {
             Some(v) => format!("attribute_exists({pk}) AND {} = {}", e.name("ver"), e.value(n(v))),
             None => format!("attribute_exists({pk})"),
         };
-        let u = Update::builder()
-            .table_name(&self.table)
-            .key(PK, s(plan_pk(plan.as_str())))
-            .key(SK, s(PLAN_SK))
-            .update_expression(update)
-            .condition_expression(cond)
-            .set_expression_attribute_names((!e.names.is_empty()).then_some(e.names))
-            .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
-            .build()
-            .map_err(|e| StoreError::Backend(e.into()))?;
-        Ok(TransactWriteItem::builder().update(u).build())
+        self.tx_update(plan_pk(plan.as_str()), PLAN_SK, update, cond, e)
     }
 
     /// Counts a denied request for the history. Best effort by design: a lost denial count

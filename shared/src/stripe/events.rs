@@ -26,7 +26,7 @@ pub struct EventData {
 pub enum Change {
     /// `checkout.session.completed` in subscription mode: links the customer it names (by
     /// `client_reference_id`, else the Stripe customer id) to the Stripe customer.
-    CheckoutCompleted { client_reference_id: Option<String>, stripe_customer: String, subscription: Option<String> },
+    CheckoutCompleted { client_reference_id: Option<String>, stripe_customer: String },
     /// `customer.subscription.created|updated|deleted`, or an invoice of a subscription: what
     /// it says about that one subscription.
     Observed { stripe_customer: String, subscription: String, observation: Observation },
@@ -88,7 +88,6 @@ impl StripeEvent {
                 Ok(Change::CheckoutCompleted {
                     client_reference_id: o["client_reference_id"].as_str().map(str::to_owned),
                     stripe_customer: id_of(&o["customer"]).ok_or_else(|| err("no customer"))?,
-                    subscription: id_of(&o["subscription"]),
                 })
             }
             "customer.subscription.created" | "customer.subscription.updated" | "customer.subscription.deleted" => {

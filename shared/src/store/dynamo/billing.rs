@@ -99,20 +99,9 @@ impl BillingStore for DynamoStore {
             format!("{} = if_not_exists({0}, {}) + {}", e.name("ver"), e.value(n(0)), e.value(n(1))),
         ];
         let cond = format!("attribute_not_exists({sc}) OR {sc} = {}", e.value(s(stripe_customer)));
-        let cust = Update::builder()
-            .table_name(&self.table)
-            .key(PK, s(customer_pk(customer.as_str())))
-            .key(SK, s(CUSTOMER_SK))
-            .update_expression(format!("SET {}", sets.join(", ")))
-            .condition_expression(cond)
-            .set_expression_attribute_names((!e.names.is_empty()).then_some(e.names))
-            .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
-            .build()
-            .map_err(|e| StoreError::Backend(e.into()))?;
-        let tx = vec![
-            TransactWriteItem::builder().update(account).build(),
-            TransactWriteItem::builder().update(cust).build(),
-        ];
+        let cust =
+            self.tx_update(customer_pk(customer.as_str()), CUSTOMER_SK, format!("SET {}", sets.join(", ")), cond, e)?;
+        let tx = vec![TransactWriteItem::builder().update(account).build(), cust];
         written(self.transact(tx).await)
     }
 
@@ -147,17 +136,8 @@ impl BillingStore for DynamoStore {
         ];
         let mut e = Expr::default();
         let (assign, cond) = e.versioned(fields, ver);
-        let update = assign.expression();
-        let cust = Update::builder()
-            .table_name(&self.table)
-            .key(PK, s(customer_pk(customer.customer_id.as_str())))
-            .key(SK, s(CUSTOMER_SK))
-            .update_expression(update)
-            .condition_expression(cond)
-            .set_expression_attribute_names((!e.names.is_empty()).then_some(e.names))
-            .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
-            .build()
-            .map_err(|e| StoreError::Backend(e.into()))?;
+        let cust =
+            self.tx_update(customer_pk(customer.customer_id.as_str()), CUSTOMER_SK, assign.expression(), cond, e)?;
         // The subscriptions it was derived from are still the stored ones.
         let check = ConditionCheck::builder()
             .table_name(&self.table)
@@ -170,10 +150,7 @@ impl BillingStore for DynamoStore {
             check.condition_expression("#v = :v").expression_attribute_values(":v", n(account_version))
         };
         let check = check.build().map_err(|e| StoreError::Backend(e.into()))?;
-        let mut tx = vec![
-            TransactWriteItem::builder().update(cust).build(),
-            TransactWriteItem::builder().condition_check(check).build(),
-        ];
+        let mut tx = vec![cust, TransactWriteItem::builder().condition_check(check).build()];
         // A Query is read-committed per item, not a snapshot: it may have seen the account's
         // new version beside a subscription's old item. Each subscription as read, too.
         for (sub, sub_ver) in &derived_from.subscriptions {
