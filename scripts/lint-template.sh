@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Lint every SAM template in infra/, offline: no AWS account, credentials or network needed.
 #
-# Per template, four checks; all must be clean (cfn-lint fails on warnings too):
+# Per template, five checks; all must be clean (cfn-lint fails on warnings too):
 #   1. cfn-lint on the template itself (SAM resources checked against SAM's schemas);
 #   2. `sam validate --lint` (the same cfn-lint as SAM CLI runs it);
 #   3. `sam validate` (the SAM translator: catches what only the transform knows, e.g. an
 #      unknown event property or authorizer name);
 #   4. cfn-lint on the translated CloudFormation (catches what SAM-schema linting cannot see
-#      inside SAM resources, e.g. an IAM action that does not exist or an unknown runtime).
+#      inside SAM resources, e.g. an IAM action that does not exist or an unknown runtime);
+#   5. checkov on the template and on that translation (scripts/checkov.sh: security checks;
+#      every finding fixed or suppressed with its reason in the resource's Metadata).
 #
 # The tools come from ./.venv-sam, created and filled here from the fully pinned
 # scripts/requirements-sam.txt (a venv of its own: aws-sam-cli's exact pins conflict with the
-# moto lock in ./.venv). Fast path: stamp current and the pinned versions import: no pip at all.
-# Env: PYTHON (default python3) = interpreter used if the venv has to be created.
+# moto lock in ./.venv), and ./.venv-checkov (scripts/requirements-checkov.txt, installed by
+# scripts/checkov.sh). Fast path: stamps current and the pinned versions import: no pip at all.
+# Env: PYTHON (default python3) = interpreter used if a venv has to be created;
+# TOLLGATE_SKIP_CHECKOV=1 skips step 5 (e.g. `make deploy` on a machine without PyPI access).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -68,6 +72,9 @@ PY
 
 # Step 4's translation: SAM's own transform, with local CodeUri paths replaced by S3 URIs (what
 # `sam package` would do) and no IAM lookups (the templates name managed policies by ARN only).
+# passthrough_metadata: every resource SAM generates keeps its SAM resource's Metadata (the
+# functions' does anyway), so step 5's checkov suppressions also cover the generated roles,
+# stages and the Function URL. CloudFormation ignores resource Metadata.
 translate() {
     "$VENV/bin/python" - "$1" "$REGION" <<'PY'
 import json, sys
@@ -92,7 +99,7 @@ class NoManagedPolicyLookups:
 
 with mock.patch("boto3.session.Session.region_name", sys.argv[2]):
     try:
-        translated = transform(template, {}, NoManagedPolicyLookups())
+        translated = transform(template, {}, NoManagedPolicyLookups(), passthrough_metadata=True)
     except InvalidDocumentException as e:
         sys.exit("\n".join(str(cause) for cause in e.causes))
 json.dump(translated, sys.stdout, indent=1)
@@ -113,6 +120,7 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$VENV/translated"
 failed=0
 passed=0
+checkov_args=()
 check() {
     local what="$1"
     shift
@@ -129,13 +137,24 @@ for t in "${templates[@]}"; do
     check "sam validate --lint $t" "$VENV/bin/sam" validate --lint --template "$t" --region "$REGION"
     check "sam validate $t" "$VENV/bin/sam" validate --template "$t" --region "$REGION"
     translated="$VENV/translated/$(basename "$t").json"
+    checkov_args+=(--template "$t")
     if translate "$t" >"$translated" 2>"$work/out"; then
         check "cfn-lint on the SAM translation of $t" "$VENV/bin/cfn-lint" --regions "$REGION" -- "$translated"
+        checkov_args+=(--translation "${translated#"$ROOT/"}")
     else
         failed=$((failed + 1))
         echo "lint-template: FAILED: SAM translation of $t" >&2
         sed 's/^/    /' "$work/out" >&2
     fi
 done
+# Step 5, once for all templates (one checkov start-up): its summary is printed either way.
+if [ "${TOLLGATE_SKIP_CHECKOV:-}" = 1 ]; then
+    echo "lint-template: checkov skipped (TOLLGATE_SKIP_CHECKOV=1)" >&2
+elif bash "$ROOT/scripts/checkov.sh" "${checkov_args[@]}"; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1))
+    echo "lint-template: FAILED: checkov" >&2
+fi
 echo "lint-template: ${templates[*]}: $passed checks passed, $failed failed"
 [ "$failed" -eq 0 ]
