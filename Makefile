@@ -9,13 +9,13 @@ NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
 # the same features and reuses every artifact (with -p it rebuilt much of the tree).
 ifeq ($(NEXTEST),yes)
 TEST_ALL := cargo nextest run --workspace --no-fail-fast
-TEST_CONTRACT := cargo nextest run --workspace --test contract --test authorizer --test local_stack --test management --test webhook --test claim --no-fail-fast
+TEST_CONTRACT := cargo nextest run --workspace --test contract --test authorizer --test local_stack --test management --test webhook --test claim --test faults --no-fail-fast
 else
 TEST_ALL := cargo test --workspace --no-fail-fast
-TEST_CONTRACT := cargo test --workspace --test contract --test authorizer --test local_stack --test management --test webhook --test claim --no-fail-fast
+TEST_CONTRACT := cargo test --workspace --test contract --test authorizer --test local_stack --test management --test webhook --test claim --test faults --no-fail-fast
 endif
 
-.PHONY: help test lint lint-template test-dynoxide test-moto dev build deploy bench
+.PHONY: help test lint lint-template test-dynoxide test-moto dev build deploy bench fuzz
 
 # The local stack: every handler behind one server on in-process Dynoxide; --seed prints a demo key.
 dev:
@@ -26,6 +26,7 @@ help:
 	@echo "make dev     the local stack on http://127.0.0.1:3000 with a demo plan and key (Ctrl-C stops it)"
 	@echo "make build   cargo lambda build --release --arm64 of every function (cargo-lambda into .venv), then zip sizes vs 3 MB"
 	@echo "make deploy  lint the template, sam build (cargo-lambda, no Docker), sam deploy --guided (docs/deploy.md)"
+	@echo "make fuzz    every cargo-fuzz target for FUZZ_SECONDS (default 600) each, on nightly; the corpus grows in fuzz/corpus"
 	@echo "make bench   the benchmarks: decision CPU and DynamoDB requests, authorizer cold start and RSS, local stack load (wrk), sizes"
 
 test: lint lint-template test-dynoxide test-moto
@@ -43,8 +44,10 @@ test-dynoxide:
 test-moto:
 	bash scripts/with-moto.sh $(TEST_CONTRACT)
 
-# Every SAM template in infra/: cfn-lint, sam validate --lint, sam validate, and cfn-lint of the
-# SAM translation, offline (pinned tools in .venv-sam, installed on first use).
+# Every SAM template in infra/: cfn-lint, sam validate --lint, sam validate, cfn-lint of the SAM
+# translation, then checkov on the template and the translation (fails on any finding not
+# suppressed with a reason in the resource's Metadata), offline (pinned tools in .venv-sam and
+# .venv-checkov, installed on first use).
 lint-template:
 	bash scripts/lint-template.sh
 
@@ -67,3 +70,9 @@ deploy:
 	PATH="$(CURDIR)/.venv/bin:$(CURDIR)/.venv-sam/bin:$$PATH" SAM_CLI_TELEMETRY=0 \
 	  sam build --beta-features --template-file infra/template.yaml
 	PATH="$(CURDIR)/.venv-sam/bin:$$PATH" SAM_CLI_TELEMETRY=0 sam deploy --guided
+
+# cargo-fuzz on nightly: key parsing, Stripe-Signature and the webhook, authorizer events, management
+# requests (bodies and query strings), cursors; FUZZ_SECONDS per target (default 600). The corpus it
+# grows is replayed on stable by make test (tests/tests/fuzz_corpus.rs).
+fuzz:
+	bash scripts/fuzz.sh

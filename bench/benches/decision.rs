@@ -65,6 +65,8 @@ impl AuthorizeStore for StubStore {
         let counters = Counters { window_count: 37, ..self.state.counters };
         Ok(Decision::for_key(&self.state, Ok(()), &counters, now))
     }
+
+    async fn record_denials(&self, _key_id: &KeyId, _day: shared::domain::time::Day, _n: u64) {}
 }
 
 fn stub_state(now: UnixTime) -> KeyState {
@@ -295,12 +297,13 @@ async fn lambda_measure(binary: &Path, endpoint: &str) -> Result<Vec<Row>, Strin
     let store = DynamoStore::new(client, table);
     store.create_table_if_missing().await.map_err(|e| format!("create table: {e}"))?;
     seed_unlimited(&store).await?;
-    let function = lambda::Function {
-        binary: binary.to_owned(),
-        dynamodb_endpoint: endpoint.to_owned(),
-        table: table.to_owned(),
-        log: target_dir().join("bench-authorizer.log"),
-    };
+    let function = lambda::Function::new(
+        binary.to_owned(),
+        "authorizer",
+        endpoint,
+        table,
+        target_dir().join("bench-authorizer.log"),
+    );
     let event = std::fs::read(root().join("events/authorizer-http-api-key.json"))
         .map_err(|e| format!("events/authorizer-http-api-key.json: {e}"))?;
     let event = axum::body::Bytes::from(event);

@@ -15,8 +15,8 @@ use issue_key::error::ApiError;
 use issue_key::handler::{ApiRequest, ManagementApi, bearer_matches};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
-use shared::authorize::Authorizer;
-use shared::config::{Config, ConfigError, FailMode, Secrets};
+use shared::authorize::{Authorizer, AuthorizerOptions};
+use shared::config::{Config, ConfigError, Secrets};
 use shared::domain::customers::CustomerId;
 use shared::domain::keys::{ApiKey, KeyEnv};
 use shared::domain::plans::{Period, Plan, PlanId, Quota, RateLimit};
@@ -68,7 +68,8 @@ pub struct Settings {
     pub webhook_secrets: Secrets,
     pub webhook_tolerance_s: i64,
     pub upstream: Upstream,
-    pub fail_mode: FailMode,
+    /// Fail mode, fail-open window and key environment (`TOLLGATE_FAIL_MODE`, ...).
+    pub authorizer: AuthorizerOptions,
     pub past_due_grace_s: u64,
     /// `STRIPE_API_KEY` and `STRIPE_API_BASE`, for the Checkout claim and the rollup's reports.
     pub stripe: Option<(String, SecretString)>,
@@ -120,6 +121,7 @@ impl Settings {
                 });
             }
         };
+        let authorizer = AuthorizerOptions::from_config(&config);
         let (admin_token, admin_token_generated) = match config.admin_token {
             Some(t) => (t, false),
             None => (SecretString::from(format!("tga_{}", random_token())), true),
@@ -145,7 +147,7 @@ impl Settings {
             admin_token,
             admin_token_generated,
             upstream,
-            fail_mode: config.fail_mode,
+            authorizer,
             past_due_grace_s: config.past_due_grace_s,
             stripe: config.stripe_api_key.map(|k| (config.stripe_api_base, k)),
             rollup_interval_s,
@@ -223,7 +225,8 @@ impl LocalStack {
         let demo = if settings.seed { Some(seed(&store).await?) } else { None };
 
         let http = HttpClient::new(Duration::from_secs(30))?;
-        let mut api = ManagementApi::new(store.clone(), Some(settings.admin_token.clone()));
+        let mut api = ManagementApi::new(store.clone(), Some(settings.admin_token.clone()))
+            .with_key_env(settings.authorizer.key_env);
         let stripe = match &settings.stripe {
             Some((base, key)) => Some(StripeApi::new(base, key.clone(), Duration::from_secs(10))?),
             None => None,
@@ -232,7 +235,11 @@ impl LocalStack {
             api = api.with_stripe(stripe.clone(), settings.past_due_grace_s);
         }
         let app = Arc::new(App {
-            gateway: Gateway::new(Authorizer::new(store.clone(), settings.fail_mode), settings.upstream.clone(), http),
+            gateway: Gateway::new(
+                Authorizer::with_options(store.clone(), settings.authorizer.clone()),
+                settings.upstream.clone(),
+                http,
+            ),
             api,
             webhook: Webhook::new(
                 store.clone(),
@@ -383,7 +390,7 @@ async fn proxy(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<Socke
     into_axum(app.gateway.handle(req, UnixTime::now()).await)
 }
 
-async fn manage(State(app): State<Arc<App>>, req: Request) -> Response {
+async fn manage(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
     let request_id = request_id();
     let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, MAX_MANAGEMENT_BODY).await {
@@ -400,6 +407,9 @@ async fn manage(State(app): State<Arc<App>>, req: Request) -> Response {
         headers: parts.headers,
         body,
         request_id,
+        // One caller here: whoever holds the admin token (the handler checks it).
+        caller: Some("admin-token".into()),
+        source: Some(peer.ip().to_string()),
     };
     app.api.handle(req, UnixTime::now()).await.map(Body::from).into_response()
 }

@@ -88,7 +88,7 @@ fn print_banner(stack: &LocalStack) {
             tollgate_dev::gateway::Upstream::Url(u) => u.clone(),
         }
     );
-    println!("  fail mode       {}", if s.fail_mode == FailMode::Open { "open" } else { "closed" });
+    println!("  fail mode       {}", if s.authorizer.fail_mode == FailMode::Open { "open" } else { "closed" });
     println!(
         "  admin token     {token}{}",
         if s.admin_token_generated { "   (generated; set TOLLGATE_ADMIN_TOKEN to fix it)" } else { "" }

@@ -2,15 +2,16 @@
 //! context and headers a gateway returns. Shared by the Lambda authorizer and the local stack;
 //! it knows nothing of API Gateway's event shapes.
 
-use crate::config::FailMode;
-use crate::domain::decision::{Decision, Denial};
-use crate::domain::keys::{ApiKey, KeyHash, KeyId};
+use crate::config::{Config, DEFAULT_FAIL_OPEN_WINDOW_S, FailMode};
+use crate::domain::decision::{Decision, Denial, KeyContext};
+use crate::domain::keys::{ApiKey, KeyEnv, KeyHash, KeyId};
+use crate::domain::limits::LimitStatus;
 use crate::domain::time::UnixTime;
 use crate::store::{AuthorizeStore, StoreError};
+use lru::LruCache;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 /// The key a client presented: `x-api-key`, else `Authorization: Bearer <key>`. Header names
 /// are matched case-insensitively, as HTTP requires.
@@ -37,101 +38,274 @@ pub fn bearer_token(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Remembers which key id a key hash belongs to. The mapping never changes once written, so
-/// positive entries never go stale; negative ones expire quickly. This is what makes the
-/// steady state one DynamoDB request per decision.
-struct KeyIdCache {
-    entries: Mutex<HashMap<KeyHash, Entry>>,
-    capacity: usize,
-    negative_ttl: Duration,
+/// How an authorizer behaves beyond the store: its fail mode and what it remembers.
+#[derive(Debug, Clone)]
+pub struct AuthorizerOptions {
+    pub fail_mode: FailMode,
+    /// `open` only: how recently storage must have allowed a key for an outage to let it
+    /// through (`TOLLGATE_FAIL_OPEN_WINDOW_S`).
+    pub open_window_s: u64,
+    /// The deployment's key environment (`TOLLGATE_KEY_ENV`): keys of the other one are
+    /// refused before storage is asked. `None` accepts both.
+    pub key_env: Option<KeyEnv>,
+    /// Entries of each of the two bounded memories (usable keys; unusable hashes).
+    pub capacity: usize,
 }
 
-enum Entry {
-    Known(KeyId),
-    Unknown(Instant),
+impl Default for AuthorizerOptions {
+    fn default() -> Self {
+        Self {
+            fail_mode: FailMode::Closed,
+            open_window_s: DEFAULT_FAIL_OPEN_WINDOW_S,
+            key_env: None,
+            capacity: MEMORY_CAPACITY,
+        }
+    }
 }
 
-impl KeyIdCache {
-    fn get(&self, hash: &KeyHash) -> Option<Option<KeyId>> {
-        let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match entries.get(hash)? {
-            Entry::Known(id) => Some(Some(id.clone())),
-            Entry::Unknown(at) if at.elapsed() < self.negative_ttl => Some(None),
-            Entry::Unknown(_) => None,
+impl AuthorizerOptions {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            fail_mode: config.fail_mode,
+            open_window_s: config.fail_open_window_s,
+            key_env: config.key_env,
+            ..Self::default()
+        }
+    }
+}
+
+/// Entries per memory: about 300 bytes each, so both full stay under 15 MB.
+pub const MEMORY_CAPACITY: usize = 20_000;
+/// How long a hash storage does not know stays known as unknown. Keys are created with a
+/// secret from the CSPRNG and shown only after their hash is stored, so an unknown hash does
+/// not become known; the limit is only a backstop.
+pub const UNKNOWN_HASH_TTL_S: i64 = 600;
+/// The longest a spent window or quota is answered from memory before storage is asked again:
+/// a raised limit, a plan change or an override reaches every container within this.
+pub const SPENT_RECHECK_S: i64 = 10;
+
+/// What one container remembers of the keys it has seen, in two bounded LRU memories so that
+/// a flood of random (well-formed) keys evicts only other unusable hashes, never the keys in
+/// use. Positive knowledge never lets a request in by itself: every allowed decision is still
+/// a conditional write, so revocation, disabling and a lapsed subscription take effect at once.
+struct Memory {
+    usable: LruCache<KeyHash, Known>,
+    unusable: LruCache<KeyHash, Unusable>,
+}
+
+struct Known {
+    key_id: KeyId,
+    /// The last decision storage allowed for this key, and when: what `open` may act on.
+    active: Option<Active>,
+    /// A window or quota storage said is spent: answered here until then.
+    spent: Option<Spent>,
+}
+
+struct Active {
+    at: UnixTime,
+    key: KeyContext,
+    rate: Option<LimitStatus>,
+    quota: Option<LimitStatus>,
+}
+
+struct Spent {
+    until: UnixTime,
+    decision: Decision,
+    /// Denials answered from memory, added to the key's denial count at the next recheck.
+    unrecorded: u64,
+}
+
+/// A hash no request will ever be allowed with (unknown; the key revoked; a secret rotated
+/// past its grace), until `until` for the unknown.
+struct Unusable {
+    denial: Denial,
+    until: Option<UnixTime>,
+}
+
+/// What memory says before storage is asked.
+enum Recall {
+    /// Answer without storage.
+    Answer(Decision),
+    /// Ask storage; the key id when known, and denials to record once storage answers.
+    Ask(Option<KeyId>, u64),
+}
+
+impl Memory {
+    fn recall(&mut self, hash: &KeyHash, now: UnixTime) -> Recall {
+        if let Some(u) = self.unusable.get(hash) {
+            if u.until.is_none_or(|until| now < until) {
+                return Recall::Answer(Decision::denied(u.denial));
+            }
+            self.unusable.pop(hash);
+        }
+        let Some(known) = self.usable.get_mut(hash) else { return Recall::Ask(None, 0) };
+        match &mut known.spent {
+            Some(spent) if now < spent.until => {
+                spent.unrecorded += 1;
+                Recall::Answer(spent.decision.clone())
+            }
+            Some(_) => {
+                let unrecorded = known.spent.take().map_or(0, |s| s.unrecorded);
+                Recall::Ask(Some(known.key_id.clone()), unrecorded)
+            }
+            None => Recall::Ask(Some(known.key_id.clone()), 0),
         }
     }
 
-    fn put(&self, hash: KeyHash, id: Option<KeyId>) {
-        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if entries.len() >= self.capacity {
-            // Simple and bounded: a full cache starts over; the cost is one lookup per key.
-            entries.clear();
+    fn unknown(&mut self, hash: KeyHash, now: UnixTime) {
+        self.unusable.put(hash, Unusable { denial: Denial::InvalidKey, until: Some(now.plus(UNKNOWN_HASH_TTL_S)) });
+    }
+
+    /// Learns from what storage decided for `key_id`.
+    fn learn(&mut self, hash: KeyHash, key_id: &KeyId, decision: &Decision, now: UnixTime) {
+        // Permanent: a revoked key stays revoked, a rotated-away secret never returns, and a
+        // hash whose key item is gone has nothing to come back to.
+        if let Err(denial @ (Denial::InvalidKey | Denial::KeyRevoked)) = decision.outcome {
+            self.usable.pop(&hash);
+            self.unusable.put(hash, Unusable { denial, until: None });
+            return;
         }
-        entries.insert(hash, id.map_or_else(|| Entry::Unknown(Instant::now()), Entry::Known));
+        let known = self.usable.get_or_insert_mut(hash, || Known { key_id: key_id.clone(), active: None, spent: None });
+        known.spent = None;
+        match decision.outcome {
+            Ok(()) => {
+                known.active =
+                    decision.key.clone().map(|key| Active { at: now, key, rate: decision.rate, quota: decision.quota });
+            }
+            Err(limit @ (Denial::RateLimited | Denial::QuotaExceeded)) => {
+                let reset = if limit == Denial::RateLimited { decision.rate } else { decision.quota }.map(|l| l.reset);
+                let until = reset.map_or(now, |r| r.min(now.plus(SPENT_RECHECK_S)));
+                if now < until {
+                    known.spent = Some(Spent { until, decision: decision.clone(), unrecorded: 0 });
+                }
+            }
+            // Disabled, expired, no subscription: not active any more, and each can change
+            // at any moment, so nothing is answered from memory.
+            Err(_) => known.active = None,
+        }
+    }
+
+    /// `open` under a transient outage: a key storage allowed within `window_s`, within the
+    /// limits it had left as far as this container knows.
+    fn degraded(&mut self, hash: &KeyHash, now: UnixTime, window_s: u64) -> Option<Decision> {
+        let active = self.usable.get_mut(hash)?.active.as_mut()?;
+        if now.secs() - active.at.secs() > window_s as i64 {
+            return None;
+        }
+        let room = |l: &mut Option<LimitStatus>| {
+            let Some(l) = l else { return true };
+            if now >= l.reset {
+                let w = l.window_s.max(1) as i64;
+                l.reset = l.reset.plus(((now.secs() - l.reset.secs()) / w + 1) * w);
+                l.used = 0;
+            }
+            l.used < l.limit
+        };
+        let outcome = if !room(&mut active.rate) {
+            Err(Denial::RateLimited)
+        } else if !room(&mut active.quota) {
+            Err(Denial::QuotaExceeded)
+        } else {
+            for l in [&mut active.rate, &mut active.quota].into_iter().flatten() {
+                l.used += 1;
+            }
+            Ok(())
+        };
+        Some(Decision {
+            degraded: outcome.is_ok(),
+            outcome,
+            key: Some(active.key.clone()),
+            rate: active.rate,
+            quota: active.quota,
+        })
     }
 }
 
 pub struct Authorizer<S> {
     store: S,
-    fail_mode: FailMode,
-    cache: KeyIdCache,
+    options: AuthorizerOptions,
+    memory: Mutex<Memory>,
 }
 
 impl<S: AuthorizeStore> Authorizer<S> {
     pub fn new(store: S, fail_mode: FailMode) -> Self {
-        Self {
-            store,
-            fail_mode,
-            cache: KeyIdCache {
-                entries: Mutex::new(HashMap::new()),
-                capacity: 50_000,
-                negative_ttl: Duration::from_secs(10),
-            },
-        }
+        Self::with_options(store, AuthorizerOptions { fail_mode, ..AuthorizerOptions::default() })
+    }
+
+    pub fn with_options(store: S, options: AuthorizerOptions) -> Self {
+        let capacity = NonZeroUsize::new(options.capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
+        let memory = Memory { usable: LruCache::new(capacity), unusable: LruCache::new(capacity) };
+        Self { store, options, memory: Mutex::new(memory) }
     }
 
     pub fn store(&self) -> &S {
         &self.store
     }
 
-    /// Decides one request. Never fails: storage trouble becomes a decision per the fail mode.
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Decides one request. Never fails: storage trouble becomes a decision per the
+    /// fail-mode matrix (README, "Fail modes").
     pub async fn decide(&self, presented: Option<&str>, now: UnixTime) -> Decision {
         let Some(raw) = presented.map(str::trim).filter(|s| !s.is_empty()) else {
             return Decision::denied(Denial::MissingKey);
         };
-        // Format and checksum first: garbage never reaches storage.
+        // Format, checksum and environment first: garbage never reaches storage.
         let Ok(key) = ApiKey::parse(raw) else {
             return Decision::denied(Denial::InvalidKey);
         };
+        if self.options.key_env.is_some_and(|env| env != key.env()) {
+            return Decision::denied(Denial::InvalidKey);
+        }
         let hash = key.hash();
-        let key_id = match self.cache.get(&hash) {
-            Some(Some(id)) => id,
-            Some(None) => return Decision::denied(Denial::InvalidKey),
-            None => match self.store.key_id_for_hash(&hash).await {
-                Ok(found) => {
-                    self.cache.put(hash, found.clone());
-                    match found {
-                        Some(id) => id,
-                        None => return Decision::denied(Denial::InvalidKey),
-                    }
+        let recalled = self.memory().recall(&hash, now);
+        let (key_id, unrecorded) = match recalled {
+            Recall::Answer(decision) => return decision,
+            Recall::Ask(Some(id), unrecorded) => (id, unrecorded),
+            Recall::Ask(None, _) => match self.store.key_id_for_hash(&hash).await {
+                Ok(Some(id)) => (id, 0),
+                Ok(None) => {
+                    self.memory().unknown(hash, now);
+                    return Decision::denied(Denial::InvalidKey);
                 }
-                Err(e) => return self.unavailable(&e),
+                Err(e) => return self.unavailable(&hash, &e, now),
             },
         };
         let span = tracing::info_span!("authorize", key_id = %key_id);
         let _guard = span.enter();
-        match self.store.authorize_and_count(&key_id, &hash, now).await {
+        let decision = match self.store.authorize_and_count(&key_id, &hash, now).await {
             Ok(decision) => decision,
-            Err(e) => self.unavailable(&e),
+            Err(e) => return self.unavailable(&hash, &e, now),
+        };
+        self.memory().learn(hash, &key_id, &decision, now);
+        if unrecorded > 0 {
+            self.store.record_denials(&key_id, now.day(), unrecorded).await;
         }
+        decision
     }
 
-    fn unavailable(&self, err: &StoreError) -> Decision {
-        tracing::error!(error = %err, source = ?std::error::Error::source(err), fail_mode = ?self.fail_mode, "storage unavailable during authorization");
-        match self.fail_mode {
-            FailMode::Closed => Decision::denied(Denial::Unavailable),
-            FailMode::Open => Decision { outcome: Ok(()), key: None, rate: None, quota: None, degraded: true },
-        }
+    /// The fail-mode matrix: `open` allows only a transient outage (timeout, 5xx, connection)
+    /// for a key storage allowed within the window, and within what it had left; throttling,
+    /// contention, corrupt items and unknown keys are refused in both modes.
+    fn unavailable(&self, hash: &KeyHash, err: &StoreError, now: UnixTime) -> Decision {
+        let fault = err.fault();
+        let degraded = match (self.options.fail_mode, fault) {
+            (FailMode::Open, Some(f)) if f.is_transient() => {
+                self.memory().degraded(hash, now, self.options.open_window_s)
+            }
+            _ => None,
+        };
+        tracing::error!(
+            error = %err,
+            source = ?std::error::Error::source(err),
+            fault = fault.map_or("answer", |f| f.as_str()),
+            fail_mode = ?self.options.fail_mode,
+            outcome = degraded.as_ref().map_or("unavailable", |d| if d.is_allowed() { "degraded" } else { "limited" }),
+            "storage unavailable during authorization"
+        );
+        degraded.unwrap_or_else(|| Decision::denied(Denial::Unavailable))
     }
 }
 
@@ -219,8 +393,278 @@ impl AuthorizerContext {
 mod tests {
     use super::*;
     use crate::domain::customers::CustomerId;
-    use crate::domain::decision::KeyContext;
-    use crate::domain::limits::LimitStatus;
+    use crate::domain::time::Day;
+    use crate::store::{Fault, Outage, StoreResult};
+    use std::collections::{HashMap, VecDeque};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// What the fake store answers next, per call.
+    enum Answer {
+        Decide(Result<(), Denial>, Option<LimitStatus>),
+        Fail(Fault),
+        Corrupt,
+    }
+
+    /// A scripted fake of the narrow trait: lookups know `known`, decisions pop `answers`.
+    #[derive(Default)]
+    struct Scripted {
+        known: Mutex<HashMap<KeyHash, KeyId>>,
+        lookup_fault: Mutex<Option<Fault>>,
+        answers: Mutex<VecDeque<Answer>>,
+        lookups: AtomicU64,
+        decisions: AtomicU64,
+        recorded: AtomicU64,
+    }
+
+    fn outage(f: Fault) -> StoreError {
+        StoreError::Unavailable(Outage::new(f, "injected"))
+    }
+
+    impl AuthorizeStore for Scripted {
+        async fn key_id_for_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyId>> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            if let Some(f) = *self.lookup_fault.lock().unwrap() {
+                return Err(outage(f));
+            }
+            Ok(self.known.lock().unwrap().get(hash).cloned())
+        }
+
+        async fn authorize_and_count(&self, key_id: &KeyId, _hash: &KeyHash, _now: UnixTime) -> StoreResult<Decision> {
+            self.decisions.fetch_add(1, Ordering::SeqCst);
+            match self.answers.lock().unwrap().pop_front().expect("an answer was scripted") {
+                Answer::Decide(outcome, rate) => Ok(Decision {
+                    outcome,
+                    key: Some(KeyContext {
+                        key_id: key_id.clone(),
+                        customer_id: CustomerId::parse("acme").unwrap(),
+                        plan_id: None,
+                    }),
+                    rate,
+                    quota: None,
+                    degraded: false,
+                }),
+                Answer::Fail(f) => Err(outage(f)),
+                Answer::Corrupt => Err(StoreError::Corrupt("key item without a status".into())),
+            }
+        }
+
+        async fn record_denials(&self, _key_id: &KeyId, _day: Day, n: u64) {
+            self.recorded.fetch_add(n, Ordering::SeqCst);
+        }
+    }
+
+    const T0: UnixTime = UnixTime(1_800_000_000);
+
+    fn key(store: &Scripted) -> String {
+        let k = ApiKey::generate(KeyEnv::Live).unwrap();
+        store.known.lock().unwrap().insert(k.hash(), KeyId::generate(1_800_000_000_000));
+        k.expose_secret().to_owned()
+    }
+
+    fn script(a: &Authorizer<Scripted>, answers: impl IntoIterator<Item = Answer>) {
+        a.store().answers.lock().unwrap().extend(answers);
+    }
+
+    fn rate(limit: u64, used: u64, reset: UnixTime) -> Option<LimitStatus> {
+        Some(LimitStatus { limit, used, reset, window_s: 60 })
+    }
+
+    fn ok() -> Answer {
+        Answer::Decide(Ok(()), rate(100, 1, T0.plus(60)))
+    }
+
+    fn code(d: &Decision) -> &'static str {
+        match d.outcome {
+            Ok(()) if d.degraded => "degraded",
+            Ok(()) => "ok",
+            Err(denial) => denial.code(),
+        }
+    }
+
+    /// The fail-mode matrix, cell by cell: error class x what this container knows of the
+    /// key x fail mode.
+    #[tokio::test]
+    async fn the_fail_mode_matrix() {
+        type Inject = fn() -> Answer;
+        let faults: [(&str, Inject); 6] = [
+            ("timeout", || Answer::Fail(Fault::Timeout)),
+            ("server_error", || Answer::Fail(Fault::Server)),
+            ("connection", || Answer::Fail(Fault::Connection)),
+            ("throttled", || Answer::Fail(Fault::Throttled)),
+            ("contention", || Answer::Fail(Fault::Contention)),
+            ("corrupt", || Answer::Corrupt),
+        ];
+        // (knowledge, fault) -> (closed, open)
+        let expected = |knowledge: &str, fault: &str| -> (&str, &str) {
+            let transient = matches!(fault, "timeout" | "server_error" | "connection");
+            match knowledge {
+                "active_recently" if transient => ("authorization_unavailable", "degraded"),
+                _ => ("authorization_unavailable", "authorization_unavailable"),
+            }
+        };
+        for (fault, answer) in faults {
+            for knowledge in ["active_recently", "active_long_ago", "denied_last", "unknown"] {
+                for mode in [FailMode::Closed, FailMode::Open] {
+                    let a = Authorizer::new(Scripted::default(), mode);
+                    let k = key(a.store());
+                    let now = match knowledge {
+                        "active_recently" => {
+                            script(&a, [ok()]);
+                            assert_eq!(code(&a.decide(Some(&k), T0).await), "ok");
+                            T0.plus(DEFAULT_FAIL_OPEN_WINDOW_S as i64)
+                        }
+                        "active_long_ago" => {
+                            script(&a, [ok()]);
+                            a.decide(Some(&k), T0).await;
+                            T0.plus(DEFAULT_FAIL_OPEN_WINDOW_S as i64 + 1)
+                        }
+                        "denied_last" => {
+                            script(&a, [ok(), Answer::Decide(Err(Denial::KeyDisabled), None)]);
+                            a.decide(Some(&k), T0).await;
+                            assert_eq!(code(&a.decide(Some(&k), T0).await), "key_disabled");
+                            T0.plus(1)
+                        }
+                        _ => T0,
+                    };
+                    script(&a, [answer()]);
+                    let got = code(&a.decide(Some(&k), now).await);
+                    let (closed, open) = expected(knowledge, fault);
+                    let want = if mode == FailMode::Open { open } else { closed };
+                    assert_eq!(got, want, "{fault} x {knowledge} x {mode:?}");
+                }
+            }
+        }
+        // An unknown hash whose lookup fails never passes, in either mode, whatever the fault.
+        for fault in [Fault::Timeout, Fault::Server, Fault::Connection, Fault::Throttled] {
+            let a = Authorizer::new(Scripted::default(), FailMode::Open);
+            *a.store().lookup_fault.lock().unwrap() = Some(fault);
+            let random = ApiKey::generate(KeyEnv::Live).unwrap();
+            assert_eq!(code(&a.decide(Some(random.expose_secret()), T0).await), "authorization_unavailable");
+        }
+    }
+
+    #[tokio::test]
+    async fn fail_open_keeps_to_what_the_key_had_left() {
+        let a = Authorizer::new(Scripted::default(), FailMode::Open);
+        let k = key(a.store());
+        // Storage allowed the 98th of 100 in this window: two are left.
+        script(&a, [Answer::Decide(Ok(()), rate(100, 98, T0.plus(30)))]);
+        a.decide(Some(&k), T0).await;
+        script(&a, (0..4).map(|_| Answer::Fail(Fault::Timeout)));
+        let mut codes = vec![];
+        for _ in 0..3 {
+            codes.push(code(&a.decide(Some(&k), T0.plus(1)).await));
+        }
+        assert_eq!(codes, ["degraded", "degraded", "rate_limited"]);
+        // The next window starts afresh, as storage would have it.
+        let d = a.decide(Some(&k), T0.plus(31)).await;
+        assert_eq!(code(&d), "degraded");
+        assert_eq!(d.rate.map(|r| (r.used, r.reset)), Some((1, T0.plus(90))));
+        assert!(d.key.is_some(), "a degraded decision still names the key for the upstream");
+    }
+
+    #[tokio::test]
+    async fn unusable_hashes_cost_storage_once() {
+        let a = Authorizer::new(Scripted::default(), FailMode::Closed);
+        // Unknown: one lookup, then memory, until the backstop expires.
+        let random = ApiKey::generate(KeyEnv::Live).unwrap();
+        for _ in 0..5 {
+            assert_eq!(code(&a.decide(Some(random.expose_secret()), T0).await), "invalid_api_key");
+        }
+        assert_eq!(a.store().lookups.load(Ordering::SeqCst), 1);
+        a.decide(Some(random.expose_secret()), T0.plus(UNKNOWN_HASH_TTL_S)).await;
+        assert_eq!(a.store().lookups.load(Ordering::SeqCst), 2);
+
+        // Revoked and rotated-away: one decision each, then never again.
+        for denial in [Denial::KeyRevoked, Denial::InvalidKey] {
+            let k = key(a.store());
+            script(&a, [ok(), Answer::Decide(Err(denial), None)]);
+            assert_eq!(code(&a.decide(Some(&k), T0).await), "ok");
+            let before = a.store().decisions.load(Ordering::SeqCst);
+            for i in 0..5 {
+                assert_eq!(code(&a.decide(Some(&k), T0.plus(i * 86_400)).await), denial.code());
+            }
+            assert_eq!(a.store().decisions.load(Ordering::SeqCst), before + 1, "{denial:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn disabled_and_inactive_keys_are_asked_every_time() {
+        // They can change back at any moment (enable, a paid invoice): nothing from memory.
+        let a = Authorizer::new(Scripted::default(), FailMode::Closed);
+        let k = key(a.store());
+        script(
+            &a,
+            [
+                Answer::Decide(Err(Denial::KeyDisabled), None),
+                Answer::Decide(Err(Denial::SubscriptionInactive), None),
+                Answer::Decide(Err(Denial::KeyExpired), None),
+                ok(),
+            ],
+        );
+        let mut codes = vec![];
+        for _ in 0..4 {
+            codes.push(code(&a.decide(Some(&k), T0).await));
+        }
+        assert_eq!(codes, ["key_disabled", "subscription_inactive", "key_expired", "ok"]);
+        assert_eq!(a.store().decisions.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_spent_window_is_answered_from_memory_until_a_recheck_and_its_denials_are_recorded() {
+        let a = Authorizer::new(Scripted::default(), FailMode::Closed);
+        let k = key(a.store());
+        // Spent until T0+45: answered here until T0+10 (the recheck), then asked again.
+        script(&a, [Answer::Decide(Err(Denial::RateLimited), rate(100, 100, T0.plus(45)))]);
+        let d = a.decide(Some(&k), T0).await;
+        assert_eq!((code(&d), d.retry_after(T0)), ("rate_limited", Some(45)));
+        for s in 0..SPENT_RECHECK_S {
+            let d = a.decide(Some(&k), T0.plus(s)).await;
+            assert_eq!((code(&d), d.retry_after(T0.plus(s))), ("rate_limited", Some(45 - s as u64)));
+        }
+        assert_eq!(a.store().decisions.load(Ordering::SeqCst), 1);
+        assert_eq!(a.store().recorded.load(Ordering::SeqCst), 0);
+        // The recheck: storage now allows (a raised limit); the ten answered here are recorded.
+        script(&a, [ok()]);
+        assert_eq!(code(&a.decide(Some(&k), T0.plus(SPENT_RECHECK_S)).await), "ok");
+        assert_eq!(a.store().decisions.load(Ordering::SeqCst), 2);
+        assert_eq!(a.store().recorded.load(Ordering::SeqCst), SPENT_RECHECK_S as u64);
+        // A window that resets sooner than the recheck is asked at its reset.
+        script(&a, [Answer::Decide(Err(Denial::RateLimited), rate(100, 100, T0.plus(12))), ok()]);
+        a.decide(Some(&k), T0.plus(11)).await;
+        assert_eq!(code(&a.decide(Some(&k), T0.plus(12)).await), "ok");
+        assert_eq!(a.store().decisions.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_random_keys_evicts_no_key_in_use() {
+        let options = AuthorizerOptions { capacity: 8, ..AuthorizerOptions::default() };
+        let a = Authorizer::with_options(Scripted::default(), options);
+        let keys: Vec<String> = (0..8).map(|_| key(a.store())).collect();
+        script(&a, keys.iter().map(|_| ok()));
+        for k in &keys {
+            a.decide(Some(k), T0).await;
+        }
+        for _ in 0..1_000 {
+            let random = ApiKey::generate(KeyEnv::Live).unwrap();
+            a.decide(Some(random.expose_secret()), T0).await;
+        }
+        let lookups = a.store().lookups.load(Ordering::SeqCst);
+        script(&a, keys.iter().map(|_| ok()));
+        for k in &keys {
+            assert_eq!(code(&a.decide(Some(k), T0).await), "ok");
+        }
+        assert_eq!(a.store().lookups.load(Ordering::SeqCst), lookups, "every key in use was still known");
+    }
+
+    #[tokio::test]
+    async fn the_other_environment_never_reaches_storage() {
+        let options = AuthorizerOptions { key_env: Some(KeyEnv::Live), ..AuthorizerOptions::default() };
+        let a = Authorizer::with_options(Scripted::default(), options);
+        let test_key = ApiKey::generate(KeyEnv::Test).unwrap();
+        assert_eq!(code(&a.decide(Some(test_key.expose_secret()), T0).await), "invalid_api_key");
+        assert_eq!(a.store().lookups.load(Ordering::SeqCst), 0);
+    }
 
     #[test]
     fn keys_come_from_x_api_key_then_bearer() {

@@ -1,6 +1,7 @@
 //! Typed configuration, read once at cold start. A missing or malformed variable stops
 //! start-up with an error naming it; secrets are wrapped so they never reach a log.
 
+use crate::domain::keys::KeyEnv;
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 
@@ -21,6 +22,8 @@ pub enum FailMode {
     Open,
 }
 
+/// `open` lets a key through a transient outage only if storage allowed it this recently.
+pub const DEFAULT_FAIL_OPEN_WINDOW_S: u64 = 300;
 pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
 /// Three days: long enough for Stripe's first automatic payment retries.
 pub const DEFAULT_PAST_DUE_GRACE_S: u64 = 3 * 86_400;
@@ -59,14 +62,22 @@ pub struct Config {
     pub dynamodb_endpoint: Option<String>,
     /// `TOLLGATE_FAIL_MODE`
     pub fail_mode: FailMode,
+    /// `TOLLGATE_FAIL_OPEN_WINDOW_S`
+    pub fail_open_window_s: u64,
+    /// `TOLLGATE_KEY_ENV`: `live` or `test`; unset accepts both.
+    pub key_env: Option<KeyEnv>,
     /// `TOLLGATE_PAST_DUE_GRACE_S`
     pub past_due_grace_s: u64,
     /// `STRIPE_WEBHOOK_SECRET`, comma-separated.
     pub stripe_webhook_secrets: Secrets,
     /// `STRIPE_WEBHOOK_TOLERANCE_S`: how old (or new) a signed timestamp may be.
     pub stripe_webhook_tolerance_s: i64,
-    /// `STRIPE_API_KEY`
+    /// `STRIPE_API_KEY`, or read from `STRIPE_API_KEY_SECRET_ARN` by [`crate::secrets::load`].
     pub stripe_api_key: Option<SecretString>,
+    /// `STRIPE_API_KEY_SECRET_ARN`: the Secrets Manager secret holding the API key.
+    pub stripe_api_key_secret_arn: Option<String>,
+    /// `STRIPE_WEBHOOK_SECRET_ARN`: the Secrets Manager secret holding the webhook secret(s).
+    pub stripe_webhook_secret_arn: Option<String>,
     /// `STRIPE_API_BASE`
     pub stripe_api_base: String,
     /// `TOLLGATE_ADMIN_TOKEN` (local stack only; AWS uses IAM).
@@ -101,12 +112,25 @@ impl Config {
                 });
             }
         };
-        let past_due_grace_s = match get("TOLLGATE_PAST_DUE_GRACE_S") {
-            None => DEFAULT_PAST_DUE_GRACE_S,
-            Some(v) => v.trim().parse().map_err(|_| ConfigError::Invalid {
-                name: "TOLLGATE_PAST_DUE_GRACE_S",
-                reason: "expected a whole number of seconds".into(),
-            })?,
+        let seconds = |name: &'static str, default: u64| match get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError::Invalid { name, reason: "expected a whole number of seconds".into() }),
+        };
+        let past_due_grace_s = seconds("TOLLGATE_PAST_DUE_GRACE_S", DEFAULT_PAST_DUE_GRACE_S)?;
+        let fail_open_window_s = seconds("TOLLGATE_FAIL_OPEN_WINDOW_S", DEFAULT_FAIL_OPEN_WINDOW_S)?;
+        let key_env = match get("TOLLGATE_KEY_ENV").as_deref().map(str::trim) {
+            None => None,
+            Some("live") => Some(KeyEnv::Live),
+            Some("test") => Some(KeyEnv::Test),
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "TOLLGATE_KEY_ENV",
+                    reason: format!("expected `live` or `test`, got `{other}`"),
+                });
+            }
         };
         let stripe_webhook_tolerance_s = match get("STRIPE_WEBHOOK_TOLERANCE_S") {
             None => crate::stripe::signature::DEFAULT_TOLERANCE_S,
@@ -115,6 +139,16 @@ impl Config {
                 reason: "expected a positive whole number of seconds".into(),
             })?,
         };
+        let arn = |name: &'static str, plain: &'static str| match get(name) {
+            None => Ok(None),
+            Some(_) if get(plain).is_some() => {
+                Err(ConfigError::Invalid { name, reason: format!("set {name} or {plain}, not both") })
+            }
+            Some(v) if v.trim().starts_with("arn:") => Ok(Some(v.trim().to_owned())),
+            Some(_) => Err(ConfigError::Invalid { name, reason: "expected a Secrets Manager ARN (arn:...)".into() }),
+        };
+        let stripe_api_key_secret_arn = arn("STRIPE_API_KEY_SECRET_ARN", "STRIPE_API_KEY")?;
+        let stripe_webhook_secret_arn = arn("STRIPE_WEBHOOK_SECRET_ARN", "STRIPE_WEBHOOK_SECRET")?;
         let stripe_api_base = get("STRIPE_API_BASE")
             .map(|s| s.trim_end_matches('/').to_owned())
             .unwrap_or_else(|| DEFAULT_STRIPE_API_BASE.to_owned());
@@ -122,19 +156,31 @@ impl Config {
             table,
             dynamodb_endpoint,
             fail_mode,
+            fail_open_window_s,
+            key_env,
             past_due_grace_s,
             stripe_webhook_secrets: get("STRIPE_WEBHOOK_SECRET").map(|s| Secrets::parse(&s)).unwrap_or_default(),
             stripe_webhook_tolerance_s,
             stripe_api_key: get("STRIPE_API_KEY").map(SecretString::from),
+            stripe_api_key_secret_arn,
+            stripe_webhook_secret_arn,
             stripe_api_base,
             admin_token: get("TOLLGATE_ADMIN_TOKEN").map(SecretString::from),
         })
     }
 
     /// For functions that verify Stripe webhooks: the secrets, or an error naming the variable.
+    /// [`from_env`](Self::from_env), then the secrets named by ARN read from Secrets Manager:
+    /// what every Lambda does at cold start.
+    pub async fn load() -> Result<Self, ConfigError> {
+        let mut config = Self::from_env()?;
+        crate::secrets::load(&mut config).await?;
+        Ok(config)
+    }
+
     pub fn require_webhook_secrets(&self) -> Result<&Secrets, ConfigError> {
         if self.stripe_webhook_secrets.is_empty() {
-            Err(ConfigError::Missing("STRIPE_WEBHOOK_SECRET"))
+            Err(ConfigError::Missing("STRIPE_WEBHOOK_SECRET_ARN (or STRIPE_WEBHOOK_SECRET)"))
         } else {
             Ok(&self.stripe_webhook_secrets)
         }
@@ -169,7 +215,10 @@ mod tests {
         assert_eq!(c.fail_mode, FailMode::Closed);
         assert_eq!(c.past_due_grace_s, DEFAULT_PAST_DUE_GRACE_S);
         assert_eq!(c.stripe_api_base, DEFAULT_STRIPE_API_BASE);
-        assert_eq!(c.require_webhook_secrets().unwrap_err(), ConfigError::Missing("STRIPE_WEBHOOK_SECRET"));
+        assert_eq!(
+            c.require_webhook_secrets().unwrap_err(),
+            ConfigError::Missing("STRIPE_WEBHOOK_SECRET_ARN (or STRIPE_WEBHOOK_SECRET)")
+        );
         assert_eq!(c.require_stripe_api_key().unwrap_err(), ConfigError::Missing("STRIPE_API_KEY"));
     }
 
@@ -181,6 +230,19 @@ mod tests {
         assert!(matches!(e, ConfigError::Invalid { name: "TOLLGATE_PAST_DUE_GRACE_S", .. }));
         let e = cfg(&[("TOLLGATE_TABLE", "t"), ("TOLLGATE_DYNAMODB_ENDPOINT", "localhost:8000")]).unwrap_err();
         assert!(matches!(e, ConfigError::Invalid { name: "TOLLGATE_DYNAMODB_ENDPOINT", .. }));
+    }
+
+    #[test]
+    fn secret_arns_are_checked_and_exclusive() {
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tollgate/stripe-AbCdEf";
+        let c = cfg(&[("TOLLGATE_TABLE", "t"), ("STRIPE_API_KEY_SECRET_ARN", arn)]).unwrap();
+        assert_eq!(c.stripe_api_key_secret_arn.as_deref(), Some(arn));
+        let e = cfg(&[("TOLLGATE_TABLE", "t"), ("STRIPE_API_KEY_SECRET_ARN", arn), ("STRIPE_API_KEY", "sk_test_x")]);
+        assert!(matches!(e, Err(ConfigError::Invalid { name: "STRIPE_API_KEY_SECRET_ARN", .. })));
+        let e = cfg(&[("TOLLGATE_TABLE", "t"), ("STRIPE_WEBHOOK_SECRET_ARN", "tollgate/webhook")]);
+        assert!(matches!(e, Err(ConfigError::Invalid { name: "STRIPE_WEBHOOK_SECRET_ARN", .. })));
+        let e = cfg(&[("TOLLGATE_TABLE", "t"), ("TOLLGATE_KEY_ENV", "prod")]);
+        assert!(matches!(e, Err(ConfigError::Invalid { name: "TOLLGATE_KEY_ENV", .. })));
     }
 
     #[test]

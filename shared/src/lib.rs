@@ -9,6 +9,7 @@ pub mod config;
 pub mod domain;
 pub mod http_client;
 pub mod rollup;
+pub mod secrets;
 pub mod store;
 pub mod stripe;
 pub mod telemetry;

@@ -135,7 +135,11 @@ impl Client {
     }
 }
 
+pub mod faults;
+pub mod fuzz;
+pub mod lambda;
 pub mod openapi;
+pub mod secrets;
 pub mod stripe;
 
 /// Bills `customer` through Stripe as `stripe_customer` with one subscription in `status` on
@@ -166,4 +170,25 @@ pub async fn bill(
     };
     let applied = billing.apply(&input, shared::domain::time::UnixTime::now()).await.expect("bill the customer");
     assert!(matches!(applied, Applied::Synced { customer: Some(_), .. }), "{applied:?}");
+}
+
+/// A plan `id` with an optional per-minute rate limit, Stripe prices and meter, created now.
+pub fn plan(
+    id: &str,
+    per_minute: Option<u64>,
+    prices: &[&str],
+    meter: Option<&str>,
+    now: shared::domain::time::UnixTime,
+) -> shared::domain::plans::Plan {
+    use shared::domain::plans::{Plan, PlanId, RateLimit};
+    Plan {
+        id: PlanId::parse(id).expect("plan id"),
+        name: id.to_owned(),
+        rate_limit: per_minute.map(|limit| RateLimit { limit, window_s: 60 }),
+        quota: None,
+        stripe_price_ids: prices.iter().map(|p| (*p).to_owned()).collect(),
+        meter_event_name: meter.map(str::to_owned),
+        created_at: now,
+        updated_at: now,
+    }
 }

@@ -3,7 +3,7 @@
 
 use authorizer::handler::{HandlerError, handle};
 use serde_json::Value;
-use shared::authorize::Authorizer;
+use shared::authorize::{Authorizer, SPENT_RECHECK_S};
 use shared::config::FailMode;
 use shared::domain::key_records::KeyStatus;
 use shared::domain::keys::{ApiKey, KeyId};
@@ -102,17 +102,32 @@ async fn http_api_denials_carry_their_code_status_and_retry_after() {
     assert_eq!((ctx["code"].as_str(), ctx["status"].as_u64()), (Some("rate_limited"), Some(429)));
     assert_eq!((ctx["retry_after"].as_u64(), ctx["remaining"].as_u64()), (Some(30), Some(0)));
 
+    // Spent: the same answer from memory, at no DynamoDB request, until the recheck.
+    db.requests.reset();
+    for s in 0..SPENT_RECHECK_S {
+        let r = handle(&auth, fixture("bearer"), NOW.plus(s)).await.unwrap();
+        assert_eq!(r["context"]["code"], "rate_limited");
+        assert_eq!(r["context"]["retry_after"].as_i64(), Some(30 - s));
+    }
+    assert_eq!(db.requests.total(), 0);
+
     db.store
         .update_key(&key_id, KeyPatch { status: Some(KeyStatus::Disabled), ..Default::default() }, NOW)
         .await
         .unwrap();
-    let r = handle(&auth, fixture("api-key"), NOW).await.unwrap();
+    let later = NOW.plus(SPENT_RECHECK_S);
+    let r = handle(&auth, fixture("api-key"), later).await.unwrap();
     assert_eq!((r["context"]["code"].as_str(), r["context"]["status"].as_u64()), (Some("key_disabled"), Some(403)));
     assert!(r["context"].get("limit").is_none(), "limits are shown only for allowed and 429");
 
-    db.store.revoke_key(&key_id, NOW).await.unwrap();
-    let r = handle(&auth, fixture("bearer"), NOW).await.unwrap();
+    db.store.revoke_key(&key_id, later).await.unwrap();
+    let r = handle(&auth, fixture("bearer"), later).await.unwrap();
     assert_eq!((r["context"]["code"].as_str(), r["context"]["status"].as_u64()), (Some("key_revoked"), Some(401)));
+    // Revoked is for good: known from memory from now on, at no request.
+    db.requests.reset();
+    let r = handle(&auth, fixture("bearer"), later.plus(3_600)).await.unwrap();
+    assert_eq!(r["context"]["code"], "key_revoked");
+    assert_eq!(db.requests.total(), 0);
 }
 
 #[tokio::test]
@@ -134,28 +149,24 @@ async fn rest_api_gets_a_stage_wide_policy_with_the_same_context() {
     assert_eq!(r["context"]["code"], "rate_limited");
     assert_eq!(r["context"]["retry_after"], 30);
     // 401-class denials fail the invocation with exactly "Unauthorized".
-    db.store.revoke_key(&key_id, NOW).await.unwrap();
-    let err = handle(&auth, fixture("rest-request"), NOW).await.unwrap_err();
+    let later = NOW.plus(60 + SPENT_RECHECK_S);
+    db.store.revoke_key(&key_id, later).await.unwrap();
+    let err = handle(&auth, fixture("rest-request"), later).await.unwrap_err();
     assert!(matches!(err, HandlerError::Unauthorized));
     assert_eq!(lambda_runtime::Diagnostic::from(err).error_message, "Unauthorized");
 }
 
 #[tokio::test]
-async fn unreachable_storage_fails_closed_or_open_as_configured() {
-    // Nothing listens on port 9 of loopback: connections are refused at once.
+async fn unreachable_storage_fails_closed_and_open_refuses_a_key_it_never_saw() {
+    // Nothing listens on port 9 of loopback: connections are refused at once. (Open mode
+    // letting a recently active key through is tested through the fault proxy, faults.rs.)
     let client =
         build_client(ClientOptions { endpoint: Some("http://127.0.0.1:9".into()), ..Default::default() }).await;
     let store = DynamoStore::new(client, "unreachable");
-    let started = std::time::Instant::now();
-    let closed = Authorizer::new(store.clone(), FailMode::Closed);
-    assert!(matches!(handle(&closed, fixture("api-key"), NOW).await, Err(HandlerError::Unavailable)));
-    let open = Authorizer::new(store, FailMode::Open);
-    let r = handle(&open, fixture("api-key"), NOW).await.unwrap();
-    assert_eq!((r["isAuthorized"].as_bool(), r["context"]["degraded"].as_bool()), (Some(true), Some(true)));
-    // The gateway maps these onto upstream headers: present even when no key could be read.
-    for field in ["key_id", "customer_id", "plan_id"] {
-        assert_eq!(r["context"][field], "", "{field}");
+    for mode in [FailMode::Closed, FailMode::Open] {
+        let auth = Authorizer::new(store.clone(), mode);
+        let err = handle(&auth, fixture("api-key"), NOW).await.unwrap_err();
+        assert!(matches!(err, HandlerError::Unavailable), "{mode:?}");
+        assert_eq!(lambda_runtime::Diagnostic::from(err).error_type, "Unavailable");
     }
-    // Bounded: both decisions together, each with its retries, well within a few seconds.
-    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
 }

@@ -46,6 +46,10 @@ async fn setup(api_key: &str) -> (TestDb, Arc<ManagementApi<DynamoStore>>, Strip
 }
 
 async fn claim(api: &ManagementApi<DynamoStore>, query: &str) -> (u16, Value) {
+    claim_from(api, query, "203.0.113.9").await
+}
+
+async fn claim_from(api: &ManagementApi<DynamoStore>, query: &str, source: &str) -> (u16, Value) {
     let req = ApiRequest {
         method: Method::GET,
         path: "/v1/claim".into(),
@@ -53,6 +57,8 @@ async fn claim(api: &ManagementApi<DynamoStore>, query: &str) -> (u16, Value) {
         headers: HeaderMap::new(),
         body: vec![],
         request_id: "req-claim".into(),
+        caller: None,
+        source: Some(source.into()),
     };
     let resp = api.handle(req, NOW).await;
     let (status, body) = (resp.status().as_u16(), serde_json::from_str(resp.body()).unwrap());
@@ -174,8 +180,15 @@ async fn only_paid_subscription_sessions_with_a_live_subscription_yield_a_key() 
         let (s, body) = claim(&api, query).await;
         assert_eq!((s, body["error"]["code"].as_str().unwrap()), (status, code), "{query}: {body}");
     }
-    for op in ["PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems"] {
+    for op in ["PutItem", "DeleteItem", "TransactWriteItems"] {
         assert_eq!(db.requests.get(op), 0, "a refused claim writes nothing ({op})");
+    }
+    // Only the attempt counters (session and source) of the ten that were asked of Stripe.
+    assert_eq!(db.requests.get("UpdateItem"), 2 * 10);
+    let items = db.store.client().scan().table_name(&db.table).send().await.unwrap().items.unwrap_or_default();
+    for item in items {
+        let pk = item["pk"].as_s().unwrap();
+        assert!(pk.starts_with("PLAN#") || pk.starts_with("LIMIT#claim#"), "a refused claim wrote {pk}");
     }
     assert!(no_keys(&db).await);
     for c in ["user-7", "user-9"] {
@@ -224,4 +237,41 @@ async fn stripe_errors_are_not_echoed_and_a_missing_key_is_501() {
     let (status, body) = claim(&again, "session_id=cs_test_paid").await;
     assert_eq!((status, body["error"]["code"].as_str()), (501, Some("not_configured")));
     assert!(no_keys(&db).await);
+}
+
+/// Guessing costs the guesser: a session id, and a source address, get a bounded number of
+/// attempts per window; past it, 429 with Retry-After and Stripe is not asked.
+#[tokio::test]
+async fn claim_attempts_are_bounded_per_session_and_per_source() {
+    use issue_key::handler::{CLAIM_ATTEMPT_WINDOW_S, CLAIM_ATTEMPTS_PER_SESSION, CLAIM_ATTEMPTS_PER_SOURCE};
+    let (db, api, standin) = setup(API_KEY).await;
+    let stripe_calls = || standin.requests().len() as u64;
+
+    // One session, from many addresses: the session's bucket holds.
+    for i in 0..CLAIM_ATTEMPTS_PER_SESSION {
+        let (status, body) = claim_from(&api, "session_id=cs_test_open", &format!("198.51.100.{i}")).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (409, Some("checkout_incomplete")), "{body}");
+    }
+    let (status, body) = claim_from(&api, "session_id=cs_test_open", "198.51.100.200").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("too_many_attempts")), "{body}");
+    let retry = body["error"]["retry_after"].as_u64().unwrap();
+    assert!(retry > 0 && retry <= CLAIM_ATTEMPT_WINDOW_S, "{retry}");
+    assert_eq!(stripe_calls(), CLAIM_ATTEMPTS_PER_SESSION, "the refused attempt never reached Stripe");
+
+    // One address, guessing session ids: its bucket holds; another address is unaffected.
+    let before = stripe_calls();
+    for i in 0..CLAIM_ATTEMPTS_PER_SOURCE {
+        let (status, _) = claim_from(&api, &format!("session_id=cs_test_guess{i:04}"), "192.0.2.66").await;
+        assert_eq!(status, 404);
+    }
+    let (status, body) = claim_from(&api, "session_id=cs_test_paid", "192.0.2.66").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("too_many_attempts")));
+    assert_eq!(stripe_calls() - before, CLAIM_ATTEMPTS_PER_SOURCE);
+    let (status, body) = claim_from(&api, "session_id=cs_test_paid", "192.0.2.67").await;
+    assert_eq!(status, 201, "{body}");
+    // Malformed ids cost nothing at all: refused before any storage or Stripe request.
+    db.requests.reset();
+    let (status, _) = claim_from(&api, "session_id=not-a-session", "192.0.2.66").await;
+    assert_eq!(status, 422);
+    assert_eq!(db.requests.total(), 0);
 }

@@ -54,6 +54,8 @@ impl Api {
             headers,
             body: body.as_bytes().to_vec(),
             request_id: "req-test".into(),
+            caller: Some("arn:aws:iam::123456789012:user/ops".into()),
+            source: Some("203.0.113.7".into()),
         };
         let resp = self.api.handle(req, now).await;
         let status = resp.status().as_u16();
@@ -370,6 +372,8 @@ async fn every_route_needs_the_admin_token() {
             headers: HeaderMap::new(),
             body: br#"{"customer_id":"acme"}"#.to_vec(),
             request_id: "r".into(),
+            caller: None,
+            source: None,
         };
         let resp = a.api.handle(req, NOW).await;
         assert_eq!(resp.status(), 401);

@@ -207,6 +207,8 @@ async fn history_is_kept_per_day_and_shown_by_the_usage_endpoint() {
         headers: http::HeaderMap::new(),
         body: vec![],
         request_id: "req_test".into(),
+        caller: None,
+        source: None,
     };
     let resp = api.handle(get(format!("/v1/keys/{}/usage", key.0.as_str())), NOW).await;
     assert_eq!(resp.status(), 200, "{}", resp.body());
@@ -401,4 +403,60 @@ async fn ten_thousand_active_keys_in_one_run() {
     assert_eq!(f.billed(), expected);
     assert!(requests <= 3 * 10_000 + 4 * CUSTOMERS as u64 + 64, "{requests} requests");
     assert!(f.store().active_keys().await.unwrap().is_empty());
+}
+
+/// Storage failing under the rollup in every way (500s, throttling, writes applied whose
+/// answers were lost): runs fail or skip, and later runs resume, until Stripe has been told
+/// exactly the allowed count per customer, each identifier once.
+#[tokio::test]
+async fn storage_faults_mid_run_are_resumed_and_bill_exactly_once() {
+    use shared::store::dynamo::{ClientOptions, build_client};
+    use tollgate_tests::faults::{Fault, FaultProxy, Rule};
+    let f = Fixture::new().await;
+    let customers = ["acme", "beta", "core", "dyna"];
+    for (i, c) in customers.iter().enumerate() {
+        f.stripe_customer(c).await;
+        for _ in 0..2 {
+            let k = f.key(c).await;
+            f.requests(&k, 3 + i as u64, NOW).await;
+        }
+    }
+    let proxy = FaultProxy::start(&f.db.endpoint, 5).await;
+    let client = build_client(ClientOptions {
+        endpoint: Some(proxy.endpoint().to_owned()),
+        counter: None,
+        attempt_timeout: Duration::from_secs(1),
+        operation_timeout: Duration::from_secs(3),
+    })
+    .await;
+    let store = DynamoStore::new(client, f.db.table.clone());
+    let stripe = StripeApi::new(&f.stripe.base, API_KEY.to_owned().into(), Duration::from_millis(300)).unwrap();
+    let rollup = Rollup::new(store, Some(stripe), fast());
+    for rule in [
+        Rule::any(Fault::ServerError).rate(0.08),
+        Rule::any(Fault::DropAfterApply).rate(0.08),
+        Rule::any(Fault::ProvisionedThroughputExceeded).rate(0.04),
+    ] {
+        proxy.inject(rule);
+    }
+    // A failed run may leave its lease behind (its release failed too): each run is a lease
+    // length later, as the schedule's next run would be.
+    let lease = (fast().budget + fast().lease_margin).as_secs() as i64 + 1;
+    let mut results = vec![];
+    for run in 0..6 {
+        results.push(rollup.run(NOW.plus(run * lease)).await.map(|r| r.status));
+    }
+    assert!(proxy.injected().len() > 5, "faults were injected");
+    proxy.clear();
+    let mut at = 6;
+    loop {
+        let report = rollup.run(NOW.plus(at * lease)).await.unwrap();
+        at += 1;
+        if report.status == Some(RunStatus::Completed) && report.meters_owed == 0 && report.keys_active == 0 {
+            break;
+        }
+        assert!(at < 20, "the rollup never settled: {report:?}");
+    }
+    let want: Vec<(&str, u64)> = customers.iter().enumerate().map(|(i, c)| (*c, 2 * (3 + i as u64))).collect();
+    assert_eq!(f.billed(), billed(&want), "runs under faults: {results:?}");
 }

@@ -468,6 +468,9 @@ async fn claim_session(api: &issue_key::handler::ManagementApi<DynamoStore>, ses
         headers: HeaderMap::new(),
         body: vec![],
         request_id: "req-claim".into(),
+        caller: None,
+        // Scenarios share a table: no source bucket (claim.rs tests the attempt bounds).
+        source: None,
     };
     let resp = api.handle(req, NOW).await;
     (resp.status().as_u16(), serde_json::from_str(resp.body()).unwrap())
@@ -661,4 +664,91 @@ fn permutations<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
         }
     }
     out
+}
+
+/// Storage failing under the webhook: every failed delivery answers 5xx (Stripe retries it) and
+/// leaves nothing half-written; redelivered as Stripe would until accepted, the events end in
+/// exactly the state a fault-free delivery reaches.
+#[tokio::test]
+async fn storage_faults_answer_5xx_and_redelivery_ends_in_the_fault_free_state() {
+    use shared::store::dynamo::{ClientOptions, build_client};
+    use tollgate_tests::faults::{Fault, FaultProxy, Rule};
+    let events = ["checkout-session-completed", "customer-subscription-created", "invoice-paid"];
+
+    // Fault-free reference.
+    let reference = setup().await;
+    for name in events {
+        assert!(matches!(reference.post(&fixture(name)).await.as_str(), "applied" | "recorded"), "{name}");
+    }
+    let want = reference.customer("user-42").await;
+
+    let f = setup().await;
+    let proxy = FaultProxy::start(&f.db.endpoint, 11).await;
+    let client = build_client(ClientOptions {
+        endpoint: Some(proxy.endpoint().to_owned()),
+        counter: None,
+        attempt_timeout: std::time::Duration::from_secs(1),
+        operation_timeout: std::time::Duration::from_secs(3),
+    })
+    .await;
+    let store = DynamoStore::new(client, f.db.table.clone());
+    let webhook = Webhook::new(store, Secrets::parse(SECRET), 300, GRACE_S);
+    let deliver = |event: &Value| {
+        let body = serde_json::to_vec(event).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("stripe-signature", HeaderValue::from_str(&sign(&body, SECRET, NOW.secs())).unwrap());
+        let webhook = &webhook;
+        async move {
+            let resp = webhook.handle(&headers, &body, "req-faults", NOW).await;
+            (resp.status().as_u16(), serde_json::from_str::<Value>(resp.body()).unwrap())
+        }
+    };
+
+    // Every write fails: 503, and nothing changed.
+    let before = f.db.store.get_customer(&CustomerId::parse("user-42").unwrap()).await.unwrap();
+    for fault in [Fault::ServerError, Fault::ProvisionedThroughputExceeded, Fault::DropBeforeApply] {
+        for op in ["PutItem", "UpdateItem", "TransactWriteItems"] {
+            proxy.inject(Rule::on(op, fault));
+        }
+        let (status, body) = deliver(&fixture("checkout-session-completed")).await;
+        assert!(status >= 500, "{fault:?}: {status} {body}");
+        proxy.clear();
+        assert_eq!(f.db.store.get_customer(&CustomerId::parse("user-42").unwrap()).await.unwrap(), before);
+    }
+
+    // A third of all requests fail in every way, applied-then-dropped included; each event is
+    // redelivered until it is accepted, and every event again afterwards (Stripe redelivers).
+    for rule in [
+        Rule::any(Fault::ServerError).rate(0.1),
+        Rule::any(Fault::DropAfterApply).rate(0.1),
+        Rule::any(Fault::DropBeforeApply).rate(0.05),
+        Rule::any(Fault::Throttling).rate(0.05),
+    ] {
+        proxy.inject(rule);
+    }
+    let mut failures = 0;
+    for name in events.iter().chain(events.iter()) {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let (status, body) = deliver(&fixture(name)).await;
+            if status == 200 {
+                assert!(matches!(body["outcome"].as_str(), Some("applied" | "recorded" | "duplicate")), "{body}");
+                break;
+            }
+            // Another delivery of the same event may hold it for a moment (409), or storage
+            // failed (5xx): either way Stripe delivers again.
+            assert!(status >= 500 || status == 409, "{name}: {status} {body}");
+            failures += 1;
+            assert!(tries < 60, "{name} never accepted");
+            if status == 409 {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+    assert!(!proxy.injected().is_empty());
+    proxy.clear();
+    let got = f.customer("user-42").await;
+    assert_eq!(got, want, "after {failures} failed deliveries");
+    assert_eq!(f.decide(NOW).await, Ok(()));
 }

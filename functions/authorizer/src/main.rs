@@ -4,7 +4,7 @@
 use authorizer::handler;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
-use shared::authorize::Authorizer;
+use shared::authorize::{Authorizer, AuthorizerOptions};
 use shared::config::Config;
 use shared::domain::time::UnixTime;
 use shared::store::dynamo::DynamoStore;
@@ -15,7 +15,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env()?;
     // Pay for DNS, TCP and TLS during init, not on the first request.
     let store = DynamoStore::connect_warm(&config).await;
-    let authorizer = Authorizer::new(store, config.fail_mode);
+    let authorizer = Authorizer::with_options(store, AuthorizerOptions::from_config(&config));
     let authorizer = &authorizer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         handler::handle(authorizer, event.payload, UnixTime::now()).await

@@ -31,6 +31,9 @@ pub enum ApiError {
     /// Saved, but its fan-out to keys is not finished; the same request again continues.
     #[error("{0}")]
     Unfinished(String),
+    /// Too many attempts from one source or at one Checkout session in a window.
+    #[error("{message}")]
+    TooManyAttempts { message: &'static str, retry_after: u64 },
     #[error("storage is unavailable")]
     Unavailable(#[source] StoreError),
     #[error("the payment provider is unavailable: {0}")]
@@ -59,6 +62,7 @@ impl ApiError {
             Self::Upstream(_) => 502,
             Self::Unavailable(_) | Self::Unfinished(_) => 503,
             Self::Refused { status, .. } => *status,
+            Self::TooManyAttempts { .. } => 429,
         }
     }
 
@@ -78,6 +82,7 @@ impl ApiError {
             Self::Unavailable(_) => "unavailable",
             Self::Unfinished(_) => "unfinished",
             Self::Refused { code, .. } => code,
+            Self::TooManyAttempts { .. } => "too_many_attempts",
         }
     }
 
@@ -96,6 +101,7 @@ impl ApiError {
                 error["key_id"] = key_id.clone().into();
                 error["display"] = display.clone().into();
             }
+            Self::TooManyAttempts { retry_after, .. } => error["retry_after"] = (*retry_after).into(),
             _ => {}
         }
         serde_json::json!({ "error": error, "request_id": request_id })

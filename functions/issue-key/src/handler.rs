@@ -25,7 +25,8 @@ use shared::domain::plans::{Plan, PlanId, ValidationError, is_stripe_id};
 use shared::domain::time::UnixTime;
 use shared::domain::usage::HISTORY_DAYS;
 use shared::store::{
-    BillingStore, Claim, CustomerStore, IdempotencyStore, KeyFilter, KeyPatch, KeyStore, NewKey, PlanStore, UsageStore,
+    Attempt, AttemptStore, BillingStore, Claim, CustomerStore, IdempotencyStore, KeyFilter, KeyPatch, KeyStore, NewKey,
+    PlanStore, UsageStore,
 };
 use shared::stripe::api::{StripeApi, StripeError};
 use std::time::{Duration, Instant};
@@ -33,11 +34,11 @@ use subtle::ConstantTimeEq;
 
 /// Everything the management API's storage must do.
 pub trait ManagementStore:
-    KeyStore + PlanStore + CustomerStore + UsageStore + IdempotencyStore + BillingStore + Clone
+    KeyStore + PlanStore + CustomerStore + UsageStore + IdempotencyStore + BillingStore + AttemptStore + Clone
 {
 }
-impl<T: KeyStore + PlanStore + CustomerStore + UsageStore + IdempotencyStore + BillingStore + Clone> ManagementStore
-    for T
+impl<T: KeyStore + PlanStore + CustomerStore + UsageStore + IdempotencyStore + BillingStore + AttemptStore + Clone>
+    ManagementStore for T
 {
 }
 
@@ -52,6 +53,10 @@ pub struct ApiRequest {
     pub headers: HeaderMap,
     pub body: Vec<u8>,
     pub request_id: String,
+    /// Who is calling, as the gateway authenticated them (the IAM principal's ARN in AWS).
+    pub caller: Option<String>,
+    /// The client's address as the gateway saw it (never a client-sent header).
+    pub source: Option<String>,
 }
 
 pub const DEFAULT_GRACE_S: u64 = 86_400;
@@ -81,7 +86,39 @@ pub struct ManagementApi<S> {
     /// When set, every route but the public claim needs `Authorization: Bearer <token>`. In AWS
     /// it is unset and API Gateway's IAM authorization guards the routes instead.
     admin_token: Option<SecretString>,
+    routes: Routes,
+    /// The deployment's key environment: keys are issued in it only.
+    key_env: Option<KeyEnv>,
 }
+
+/// Which routes a deployment of this handler serves (`TOLLGATE_ROUTES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Routes {
+    /// The whole management API.
+    #[default]
+    All,
+    /// Only the public `GET /v1/claim`: the claim function, with a role that can do no more.
+    Claim,
+}
+
+impl Routes {
+    pub fn parse(value: Option<&str>) -> Result<Self, shared::config::ConfigError> {
+        match value.map(str::trim) {
+            None | Some("" | "all") => Ok(Self::All),
+            Some("claim") => Ok(Self::Claim),
+            Some(other) => Err(shared::config::ConfigError::Invalid {
+                name: "TOLLGATE_ROUTES",
+                reason: format!("expected `all` or `claim`, got `{other}`"),
+            }),
+        }
+    }
+}
+
+/// The public claim's bounds: attempts per Checkout session id, and per source address, in a
+/// fixed window. Past either, 429 before Stripe is asked anything.
+pub const CLAIM_ATTEMPTS_PER_SESSION: u64 = 10;
+pub const CLAIM_ATTEMPTS_PER_SOURCE: u64 = 30;
+pub const CLAIM_ATTEMPT_WINDOW_S: u64 = 600;
 
 /// A successful answer: status, JSON body (`Null` for none) and any extra headers.
 struct Answer {
@@ -99,7 +136,19 @@ fn ok(status: StatusCode, body: serde_json::Value) -> Reply {
 impl<S: ManagementStore> ManagementApi<S> {
     pub fn new(store: S, admin_token: Option<SecretString>) -> Self {
         let billing = Billing::new(store.clone(), shared::config::DEFAULT_PAST_DUE_GRACE_S, FANOUT_BUDGET);
-        Self { store, admin_token, stripe: None, billing }
+        Self { store, admin_token, stripe: None, billing, routes: Routes::All, key_env: None }
+    }
+
+    /// Serves only `routes`.
+    pub fn with_routes(mut self, routes: Routes) -> Self {
+        self.routes = routes;
+        self
+    }
+
+    /// Issues keys in `env` only (`TOLLGATE_KEY_ENV`).
+    pub fn with_key_env(mut self, env: Option<KeyEnv>) -> Self {
+        self.key_env = env;
+        self
     }
 
     /// Enables the Checkout claim.
@@ -115,9 +164,13 @@ impl<S: ManagementStore> ManagementApi<S> {
 
     /// Answers one request. Never fails: every error becomes its status and JSON body.
     pub async fn handle(&self, req: ApiRequest, now: UnixTime) -> Response<String> {
-        let span =
-            tracing::info_span!("management", request_id = %req.request_id, method = %req.method, path = %req.path);
+        let caller = req.caller.as_deref().unwrap_or("-");
+        let span = tracing::info_span!("management", request_id = %req.request_id, method = %req.method, path = %req.path, caller);
         let _guard = span.enter();
+        if !matches!(req.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+            // Who changed what: every mutating request names its authenticated caller.
+            tracing::info!(caller, source = req.source.as_deref().unwrap_or("-"), "mutating request");
+        }
         let answer = match self.route(&req, now).await {
             Ok(answer) => answer,
             Err(e) => {
@@ -129,8 +182,14 @@ impl<S: ManagementStore> ManagementApi<S> {
                 }
                 let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 let mut resp = respond(status, &e.body(&req.request_id), &req.request_id);
-                if let ApiError::MethodNotAllowed(allow) = e {
-                    resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+                match e {
+                    ApiError::MethodNotAllowed(allow) => {
+                        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+                    }
+                    ApiError::TooManyAttempts { retry_after, .. } => {
+                        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                    }
+                    _ => {}
                 }
                 return resp;
             }
@@ -147,6 +206,9 @@ impl<S: ManagementStore> ManagementApi<S> {
         let path = req.path.trim_end_matches('/');
         let segments: Vec<&str> = path.split('/').skip(1).collect();
         let public = segments == ["v1", "claim"];
+        if self.routes == Routes::Claim && !public {
+            return Err(ApiError::NoRoute);
+        }
         if !public {
             self.check_admin(&req.headers)?;
         }
@@ -186,7 +248,7 @@ impl<S: ManagementStore> ManagementApi<S> {
                 _ => Err(ApiError::MethodNotAllowed("GET")),
             },
             ["v1", "claim"] => match *m {
-                Method::GET => self.claim(&req.query, now).await,
+                Method::GET => self.claim(&req.query, req.source.as_deref(), now).await,
                 _ => Err(ApiError::MethodNotAllowed("GET")),
             },
             ["v1", "customers", id] => match *m {
@@ -321,7 +383,10 @@ impl<S: ManagementStore> ManagementApi<S> {
         validate_metadata(&input.metadata)?;
         let limit_overrides = overrides(input.rate_limit, input.quota);
         validate_overrides(&limit_overrides)?;
-        let env = input.env.unwrap_or(KeyEnv::Live);
+        let env = input.env.or(self.key_env).unwrap_or(KeyEnv::Live);
+        if let Some(deployment) = self.key_env.filter(|d| *d != env) {
+            return Err(ApiError::invalid("env", format!("this deployment issues {} keys only", deployment.as_str())));
+        }
         let key = ApiKey::generate(env).map_err(|e| ApiError::Internal(Box::new(e)))?;
         let record = self
             .store
@@ -468,7 +533,7 @@ impl<S: ManagementStore> ManagementApi<S> {
     /// session id (from Stripe's success URL) is the credential, and Stripe confirms it. The
     /// rules of which sessions qualify are `shared::app::checkout`'s; the customer's billing is
     /// written by the same service the webhook uses, so either may come first.
-    async fn claim(&self, query: &str, now: UnixTime) -> Reply {
+    async fn claim(&self, query: &str, source: Option<&str>, now: UnixTime) -> Reply {
         let mut session_id = None;
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
             match name.as_ref() {
@@ -484,6 +549,24 @@ impl<S: ManagementStore> ManagementApi<S> {
             .stripe
             .as_ref()
             .ok_or(ApiError::NotConfigured("The claim flow needs STRIPE_API_KEY; this deployment has none."))?;
+        // Bounded before Stripe is asked: guessing session ids costs the guesser, not the
+        // Stripe API quota. The session's bucket holds whoever tries it; the source's holds
+        // one address however many sessions it tries.
+        let mut buckets = vec![(format!("claim#session#{session_id}"), CLAIM_ATTEMPTS_PER_SESSION)];
+        if let Some(source) = source {
+            buckets.push((format!("claim#source#{source}"), CLAIM_ATTEMPTS_PER_SOURCE));
+        }
+        for (bucket, limit) in buckets {
+            if let Attempt::Exhausted { retry_after } =
+                self.store.attempt(&bucket, limit, CLAIM_ATTEMPT_WINDOW_S, now).await?
+            {
+                tracing::warn!(bucket = bucket.split('#').nth(1), "claim attempts exhausted");
+                return Err(ApiError::TooManyAttempts {
+                    message: "Too many claim attempts; retry later.",
+                    retry_after,
+                });
+            }
+        }
         let session = stripe.checkout_session(&session_id).await.map_err(|e| match e {
             StripeError::NotFound => ApiError::NotFound("checkout session"),
             // Stripe's own words stay in the log: the caller is the public.
@@ -498,6 +581,10 @@ impl<S: ManagementStore> ManagementApi<S> {
                 let (status, code) = refusal.status_and_code();
                 ApiError::Refused { status, code, message: refusal.to_string() }
             })?;
+        if let Some(deployment) = self.key_env.filter(|d| *d != claimable.env) {
+            let mode = if deployment == KeyEnv::Live { "live" } else { "test" };
+            return Err(ApiError::invalid("session_id", format!("this deployment claims {mode}-mode sessions only")));
+        }
 
         let owner = uuid::Uuid::new_v4().to_string();
         let expires = now.plus(CLAIM_RECORD_TTL_S);

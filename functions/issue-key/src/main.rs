@@ -1,7 +1,8 @@
 //! The management API Lambda (behind API Gateway with IAM authorization): configuration and
 //! client built once per cold start, then one request per invocation.
 
-use issue_key::handler::{ApiRequest, ManagementApi};
+use issue_key::handler::{ApiRequest, ManagementApi, Routes};
+use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, service_fn};
 use shared::config::Config;
 use shared::domain::time::UnixTime;
@@ -12,9 +13,11 @@ use std::time::Duration;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
-    let config = Config::from_env()?;
+    let config = Config::load().await?;
     let store = DynamoStore::connect_warm(&config).await;
-    let mut api = ManagementApi::new(store, config.admin_token.clone());
+    let routes = Routes::parse(std::env::var("TOLLGATE_ROUTES").ok().as_deref())?;
+    let mut api =
+        ManagementApi::new(store, config.admin_token.clone()).with_routes(routes).with_key_env(config.key_env);
     // Optional: without a Stripe key the management API works and the claim answers 501.
     if let Some(key) = &config.stripe_api_key {
         let stripe = StripeApi::new(&config.stripe_api_base, key.clone(), Duration::from_secs(10))?;
@@ -23,6 +26,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let api = &api;
     lambda_http::run(service_fn(move |req: Request| async move {
         let request_id = req.lambda_context_ref().map(|c| c.request_id.clone()).unwrap_or_default();
+        let (caller, source) = identity(req.request_context_ref());
         let query = req.uri().query().unwrap_or_default().to_owned();
         let (parts, body) = req.into_parts();
         let req = ApiRequest {
@@ -32,6 +36,8 @@ async fn main() -> Result<(), lambda_http::Error> {
             headers: parts.headers,
             body: body.to_vec(),
             request_id,
+            caller,
+            source,
         };
         let resp = api.handle(req, UnixTime::now()).await;
         Ok::<_, lambda_http::Error>(resp.map(Body::from))
@@ -44,5 +50,18 @@ fn management_path(path: &str) -> String {
     match path.find("/v1") {
         Some(i) => path[i..].to_owned(),
         None => path.to_owned(),
+    }
+}
+
+/// The IAM principal API Gateway authenticated (HTTP API with IAM authorization, or a REST
+/// API's identity), and the client's address as API Gateway saw it.
+fn identity(context: Option<&RequestContext>) -> (Option<String>, Option<String>) {
+    match context {
+        Some(RequestContext::ApiGatewayV2(c)) => (
+            c.authorizer.as_ref().and_then(|a| a.iam.as_ref()).and_then(|iam| iam.user_arn.clone()),
+            c.http.source_ip.clone(),
+        ),
+        Some(RequestContext::ApiGatewayV1(c)) => (c.identity.user_arn.clone(), c.identity.source_ip.clone()),
+        _ => (None, None),
     }
 }

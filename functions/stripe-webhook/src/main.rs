@@ -10,7 +10,7 @@ use stripe_webhook::handler::Webhook;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
-    let config = Config::from_env()?;
+    let config = Config::load().await?;
     let secrets = config.require_webhook_secrets()?.clone();
     let store = DynamoStore::connect_warm(&config).await;
     let webhook = Webhook::new(store, secrets, config.stripe_webhook_tolerance_s, config.past_due_grace_s);

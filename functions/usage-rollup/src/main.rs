@@ -17,7 +17,7 @@ const RESERVE: Duration = Duration::from_secs(20);
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
-    let config = Config::from_env()?;
+    let config = Config::load().await?;
     let store = DynamoStore::connect_warm(&config).await;
     let stripe = match &config.stripe_api_key {
         Some(key) => Some(StripeApi::new(&config.stripe_api_base, key.clone(), Duration::from_secs(10))?),

@@ -101,29 +101,35 @@ pub struct KeyRecord {
     pub access: CustomerAccess,
 }
 
-/// Limits on free-form key fields, so one key item stays well under 1 KB and every
-/// authorization stays one write unit.
-pub const MAX_NAME_LEN: usize = 100;
+/// Limits on free-form key fields, in UTF-8 bytes (what DynamoDB bills), so a key item's
+/// free-form part stays under 1,124 bytes and the whole item under 2 KB: every authorization
+/// costs at most two write units, whatever a caller puts in these fields.
+pub const MAX_NAME_BYTES: usize = 100;
 pub const MAX_SCOPES: usize = 20;
 pub const MAX_SCOPE_LEN: usize = 64;
+/// All scopes together (each one's bytes).
+pub const MAX_SCOPES_BYTES: usize = 512;
 pub const MAX_METADATA_ENTRIES: usize = 10;
-pub const MAX_METADATA_KEY_LEN: usize = 40;
-pub const MAX_METADATA_VALUE_LEN: usize = 200;
+pub const MAX_METADATA_KEY_BYTES: usize = 40;
+pub const MAX_METADATA_VALUE_BYTES: usize = 200;
+/// All metadata keys and values together.
+pub const MAX_METADATA_BYTES: usize = 512;
 pub const MAX_GRACE_S: u64 = 30 * 86_400;
+// The largest free-form part any key can have.
+const _: () = assert!(MAX_NAME_BYTES + MAX_SCOPES_BYTES + MAX_METADATA_BYTES <= 1_124);
 
-/// A key's display name: 1–100 characters, no control characters.
+/// A key's display name: 1–100 bytes of UTF-8, no control characters.
 pub fn validate_name(name: &str) -> Result<(), ValidationError> {
-    let len = name.chars().count();
-    if !(1..=MAX_NAME_LEN).contains(&len) || name.chars().any(char::is_control) {
+    if !(1..=MAX_NAME_BYTES).contains(&name.len()) || name.chars().any(char::is_control) {
         return Err(ValidationError::new(
             "name",
-            format!("must be 1-{MAX_NAME_LEN} characters, no control characters"),
+            format!("must be 1-{MAX_NAME_BYTES} bytes of UTF-8, no control characters"),
         ));
     }
     Ok(())
 }
 
-/// Scopes: at most 20, each 1–64 characters of `A-Z a-z 0-9 _ - . : /`.
+/// Scopes: at most 20, each 1–64 characters of `A-Z a-z 0-9 _ - . : /`, 512 bytes in all.
 pub fn validate_scopes(scopes: &[String]) -> Result<(), ValidationError> {
     if scopes.len() > MAX_SCOPES {
         return Err(ValidationError::new("scopes", format!("at most {MAX_SCOPES} scopes")));
@@ -138,24 +144,34 @@ pub fn validate_scopes(scopes: &[String]) -> Result<(), ValidationError> {
             ));
         }
     }
+    if scopes.iter().map(String::len).sum::<usize>() > MAX_SCOPES_BYTES {
+        return Err(ValidationError::new("scopes", format!("at most {MAX_SCOPES_BYTES} bytes in all")));
+    }
     Ok(())
 }
 
-/// Metadata: at most 10 string entries; keys 1–40 characters, values up to 200.
+/// Metadata: at most 10 string entries; keys 1–40 bytes, values up to 200 bytes, 512 bytes in
+/// all; no control characters.
 pub fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ValidationError> {
     if metadata.len() > MAX_METADATA_ENTRIES {
         return Err(ValidationError::new("metadata", format!("at most {MAX_METADATA_ENTRIES} entries")));
     }
     for (k, v) in metadata {
-        if !(1..=MAX_METADATA_KEY_LEN).contains(&k.chars().count()) || k.chars().any(char::is_control) {
-            return Err(ValidationError::new("metadata", format!("keys must be 1-{MAX_METADATA_KEY_LEN} characters")));
-        }
-        if v.chars().count() > MAX_METADATA_VALUE_LEN || v.chars().any(char::is_control) {
+        if !(1..=MAX_METADATA_KEY_BYTES).contains(&k.len()) || k.chars().any(char::is_control) {
             return Err(ValidationError::new(
-                format!("metadata.{k}"),
-                format!("values must be at most {MAX_METADATA_VALUE_LEN} characters, no control characters"),
+                "metadata",
+                format!("keys must be 1-{MAX_METADATA_KEY_BYTES} bytes, no control characters"),
             ));
         }
+        if v.len() > MAX_METADATA_VALUE_BYTES || v.chars().any(char::is_control) {
+            return Err(ValidationError::new(
+                format!("metadata.{k}"),
+                format!("values must be at most {MAX_METADATA_VALUE_BYTES} bytes, no control characters"),
+            ));
+        }
+    }
+    if metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_METADATA_BYTES {
+        return Err(ValidationError::new("metadata", format!("at most {MAX_METADATA_BYTES} bytes in all")));
     }
     Ok(())
 }
@@ -179,7 +195,7 @@ mod tests {
     fn free_form_fields_are_bounded() {
         assert!(validate_name("Production server").is_ok());
         assert_eq!(validate_name("").unwrap_err().field, "name");
-        assert_eq!(validate_name(&"x".repeat(MAX_NAME_LEN + 1)).unwrap_err().field, "name");
+        assert_eq!(validate_name(&"x".repeat(MAX_NAME_BYTES + 1)).unwrap_err().field, "name");
         assert!(validate_name("tab\there").is_err());
         assert!(validate_scopes(&["read:pets".into(), "write/v2".into()]).is_ok());
         assert!(validate_scopes(&["has space".into()]).is_err());
@@ -187,9 +203,23 @@ mod tests {
         let mut m = BTreeMap::new();
         m.insert("team".to_string(), "billing".to_string());
         assert!(validate_metadata(&m).is_ok());
-        m.insert("big".to_string(), "v".repeat(MAX_METADATA_VALUE_LEN + 1));
+        m.insert("big".to_string(), "v".repeat(MAX_METADATA_VALUE_BYTES + 1));
         assert_eq!(validate_metadata(&m).unwrap_err().field, "metadata.big");
         let too_many: BTreeMap<_, _> = (0..=MAX_METADATA_ENTRIES).map(|i| (i.to_string(), String::new())).collect();
         assert_eq!(validate_metadata(&too_many).unwrap_err().field, "metadata");
+    }
+
+    /// Bytes, not characters: what DynamoDB bills. 25 four-byte characters are 100 bytes.
+    #[test]
+    fn caps_count_bytes_and_bound_the_whole_item() {
+        assert!(validate_name(&"🦀".repeat(25)).is_ok());
+        assert!(validate_name(&"🦀".repeat(26)).is_err(), "26 characters, 104 bytes");
+        let wide: BTreeMap<_, _> = [("k".to_string(), "é".repeat(101))].into();
+        assert_eq!(validate_metadata(&wide).unwrap_err().field, "metadata.k", "101 characters, 202 bytes");
+        // Each entry within its own caps, together over the total.
+        let full: BTreeMap<_, _> = (0..3).map(|i| (format!("k{i}"), "v".repeat(190))).collect();
+        assert_eq!(validate_metadata(&full).unwrap_err().field, "metadata");
+        let scopes: Vec<String> = (0..9).map(|i| format!("{i}{}", "s".repeat(63))).collect();
+        assert_eq!(validate_scopes(&scopes).unwrap_err().field, "scopes", "9 x 64 = 576 bytes");
     }
 }

@@ -6,10 +6,11 @@
 use super::metrics::RequestCounter;
 use super::schema::*;
 use super::{
-    AuthorizeStore, Claim, CustomerStore, FanOut, IdempotencyStore, KeyFilter, KeyPatch, KeyStore, NewKey, Page,
-    PlanStore, StoreError, StoreResult, UsageStore,
+    AuthorizeStore, Claim, CustomerStore, FanOut, Fault, IdempotencyStore, KeyFilter, KeyPatch, KeyStore, NewKey,
+    Outage, Page, PlanStore, StoreError, StoreResult, UsageStore,
 };
 
+mod attempts;
 mod billing;
 mod fanout;
 mod rollup;
@@ -25,6 +26,7 @@ use crate::domain::plans::{Period, Plan, PlanId, Quota, RateLimit};
 use crate::domain::time::{Day, UnixTime};
 use crate::domain::usage::{DayCount, HISTORY_DAYS, MeterDay, MeterLedger, PendingReport, UsageDay};
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::config::{Credentials, Region};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
@@ -285,7 +287,8 @@ impl DynamoStore {
             let conflict = tc.cancellation_reasons().iter().any(|r| code(r) == "TransactionConflict");
             if !conflict || attempt >= TX_CONFLICT_ATTEMPTS {
                 // Cancelled for another reason, or conflicts persisted: retryable later.
-                return Err(TxError::Store(StoreError::Unavailable(Box::new(e))));
+                let fault = if conflict { Fault::Contention } else { Fault::Server };
+                return Err(TxError::Store(StoreError::Unavailable(Outage::caused_by(fault, e))));
             }
             tokio::time::sleep(Duration::from_millis(5 + rand::random::<u64>() % (20 * attempt as u64))).await;
         }
@@ -455,9 +458,9 @@ impl DynamoStore {
 
     /// Counts a denied request for the history. Best effort by design: a lost denial count
     /// never changes a decision or a bill.
-    async fn count_denial(&self, key_id: &KeyId, day: Day) {
+    async fn count_denial(&self, key_id: &KeyId, day: Day, count: u64) {
         let mut e = Expr::default();
-        let one = e.value(n(1));
+        let one = e.value(n(count));
         let update = format!(
             "ADD {} {one}, {} {one} SET {} = {}",
             e.name("n_denied"),
@@ -558,7 +561,7 @@ impl AuthorizeStore for DynamoStore {
         let request_id = format!("{:032x}", rand::random::<u128>());
         let day = now.day();
         let mut observed: Option<KeyState> = None;
-        let mut last_error = None;
+        let (mut last_error, mut throttled, mut attempts) = (None, None, 0u64);
         for _ in 0..8 {
             if started.elapsed() > self.decision_budget {
                 break;
@@ -599,7 +602,7 @@ impl AuthorizeStore for DynamoStore {
                         // the caller, and is not the key owner's traffic to count.
                         Step::Deny(Denial::InvalidKey) => return Ok(Decision::denied(Denial::InvalidKey)),
                         Step::Deny(denial) => {
-                            self.count_denial(key_id, day).await;
+                            self.count_denial(key_id, day, 1).await;
                             return Ok(Decision::for_key(&state, Err(denial), &state.counters, now));
                         }
                         // A window ended, or another request rolled it first: go again with
@@ -609,15 +612,25 @@ impl AuthorizeStore for DynamoStore {
                 }
                 Err(e) => {
                     let err = sdk_err(e);
-                    if !matches!(err, StoreError::Unavailable(_)) {
-                        return Err(err);
+                    match err.fault() {
+                        None => return Err(err),
+                        // One throttled attempt makes the decision throttled: a later timeout
+                        // must not turn an attacker's load into a transient outage.
+                        Some(Fault::Throttled) => throttled = Some(err),
+                        Some(_) => last_error = Some(err),
                     }
-                    last_error = Some(err);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * attempts)).await;
                 }
             }
         }
-        Err(last_error.unwrap_or_else(|| StoreError::Unavailable("authorization contention: gave up".into())))
+        Err(throttled.or(last_error).unwrap_or_else(|| {
+            StoreError::Unavailable(Outage::new(Fault::Contention, "authorization contention: gave up"))
+        }))
+    }
+
+    async fn record_denials(&self, key_id: &KeyId, day: Day, n: u64) {
+        self.count_denial(key_id, day, n).await;
     }
 }
 
@@ -1811,29 +1824,52 @@ impl Assignments {
     }
 }
 
-/// Maps an SDK failure to what callers act on: retryable unavailability or a hard error.
-fn sdk_err<E, R>(err: SdkError<E, R>) -> StoreError
+/// Maps an SDK failure to what callers act on: an outage of a known class (the fail-mode
+/// matrix's rows; safe to retry) or a hard error. The SDK error stays the source.
+fn sdk_err<E>(err: SdkError<E, HttpResponse>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let retryable = match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
-        SdkError::ServiceError(se) => matches!(
-            se.err().code(),
-            Some(
-                "ProvisionedThroughputExceededException"
-                    | "RequestLimitExceeded"
-                    | "ThrottlingException"
-                    | "InternalServerError"
-                    | "ServiceUnavailable"
-                    | "TransactionConflictException"
-            )
-        ),
-        _ => false,
+    let fault = match &err {
+        SdkError::TimeoutError(_) => Some(Fault::Timeout),
+        SdkError::DispatchFailure(d) if d.is_timeout() => Some(Fault::Timeout),
+        // Refused, reset, or dropped before or while the answer came back.
+        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => Some(Fault::Connection),
+        SdkError::ServiceError(se) => match se.err().code() {
+            Some("ProvisionedThroughputExceededException" | "RequestLimitExceeded" | "ThrottlingException") => {
+                Some(Fault::Throttled)
+            }
+            Some("TransactionConflictException") => Some(Fault::Contention),
+            Some("InternalServerError" | "ServiceUnavailable") => Some(Fault::Server),
+            _ if se.raw().status().is_server_error() => Some(Fault::Server),
+            _ => None,
+        },
+        _ => None,
     };
     let described = format!("{}", DisplayErr(&err));
-    if retryable { StoreError::Unavailable(described.into()) } else { StoreError::Backend(described.into()) }
+    match fault {
+        Some(fault) => StoreError::Unavailable(Outage { detail: described, ..Outage::caused_by(fault, err) }),
+        None => StoreError::Backend(Box::new(Described { described, source: Box::new(err) })),
+    }
+}
+
+/// An SDK error described with its service code and message, keeping the error as source.
+#[derive(Debug)]
+struct Described {
+    described: String,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl std::fmt::Display for Described {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.described)
+    }
+}
+
+impl std::error::Error for Described {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.source.as_ref())
+    }
 }
 
 /// An SDK error with its service code and message, for logs.

@@ -36,8 +36,8 @@ pub enum StoreError {
     #[error("unknown {0}")]
     UnknownReference(&'static str),
     /// Could not reach storage, or it throttled us, within the time allowed. Safe to retry.
-    #[error("storage unavailable")]
-    Unavailable(#[source] BoxError),
+    #[error("storage unavailable ({})", .0.fault.as_str())]
+    Unavailable(#[source] Outage),
     /// Storage answered with an error that retrying will not fix.
     #[error("storage error")]
     Backend(#[source] BoxError),
@@ -49,6 +49,71 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+impl StoreError {
+    /// Why storage could not answer, for [`StoreError::Unavailable`]; `None` for answers.
+    pub fn fault(&self) -> Option<Fault> {
+        match self {
+            Self::Unavailable(o) => Some(o.fault),
+            _ => None,
+        }
+    }
+}
+
+/// Why storage could not answer: the rows of the authorizer's fail-mode matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// No answer within the attempt or operation timeout.
+    Timeout,
+    /// A 5xx (`InternalServerError`, `ServiceUnavailable`, or any other 5xx status).
+    Server,
+    /// Refused, reset or dropped before an answer arrived.
+    Connection,
+    /// `ProvisionedThroughputExceededException`, `ThrottlingException`, `RequestLimitExceeded`:
+    /// what an attacker hammering one item causes, so never a reason to let anyone in.
+    Throttled,
+    /// Conflicting writes to the same items (`TransactionConflict`, or a decision that kept
+    /// losing its conditional write): also load, not an outage.
+    Contention,
+}
+
+impl Fault {
+    /// Outages that say nothing about the caller: the only ones `open` may allow through.
+    pub fn is_transient(self) -> bool {
+        matches!(self, Self::Timeout | Self::Server | Self::Connection)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Server => "server_error",
+            Self::Connection => "connection",
+            Self::Throttled => "throttled",
+            Self::Contention => "contention",
+        }
+    }
+}
+
+/// A storage outage: its class, what happened, and the SDK error behind it.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {detail}", fault.as_str())]
+pub struct Outage {
+    pub fault: Fault,
+    detail: String,
+    #[source]
+    source: Option<BoxError>,
+}
+
+impl Outage {
+    pub fn new(fault: Fault, detail: impl Into<String>) -> Self {
+        Self { fault, detail: detail.into(), source: None }
+    }
+
+    pub fn caused_by(fault: Fault, source: impl Into<BoxError>) -> Self {
+        let source = source.into();
+        Self { fault, detail: source.to_string(), source: Some(source) }
+    }
+}
 
 /// One page of a listing; `next_cursor` is opaque and absent on the last page.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,6 +316,32 @@ pub trait AuthorizeStore: Send + Sync {
         hash: &KeyHash,
         now: UnixTime,
     ) -> impl Future<Output = StoreResult<Decision>> + Send;
+    /// Adds `n` denials the authorizer answered from memory to the key's denial counts for
+    /// `day`. Best effort: a failure is logged, never a decision.
+    fn record_denials(&self, key_id: &KeyId, day: Day, n: u64) -> impl Future<Output = ()> + Send;
+}
+
+/// Whether one more attempt fits a bucket's window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    Allowed,
+    /// The window's attempts are spent; the next window starts in `retry_after` seconds.
+    Exhausted {
+        retry_after: u64,
+    },
+}
+
+/// Bounded attempts per bucket and fixed window (the public claim's abuse limits).
+pub trait AttemptStore: Send + Sync {
+    /// Counts one attempt in `bucket`'s current window of `window_s`, unless `limit` were
+    /// already counted there.
+    fn attempt(
+        &self,
+        bucket: &str,
+        limit: u64,
+        window_s: u64,
+        now: UnixTime,
+    ) -> impl Future<Output = StoreResult<Attempt>> + Send;
 }
 
 /// A stored outcome of an idempotent operation.

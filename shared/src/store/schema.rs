@@ -125,3 +125,9 @@ pub const METER_DAY_PREFIX: &str = "USAGE#";
 /// The usage rollup's lease (one run at a time): an idempotency record in this scope.
 pub const ROLLUP_LEASE_SCOPE: &str = "lease";
 pub const ROLLUP_LEASE_ID: &str = "usage-rollup";
+
+/// A bounded-attempts counter: `LIMIT#<bucket>#<window end>` (e.g. `claim#session#cs_...`).
+pub fn attempt_pk(bucket: &str, window_end: i64) -> String {
+    format!("LIMIT#{bucket}#{window_end}")
+}
+pub const ATTEMPT_SK: &str = "LIMIT";

@@ -4,9 +4,13 @@
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 /// Stripe's default tolerance for the signed timestamp.
 pub const DEFAULT_TOLERANCE_S: i64 = 300;
+/// The most `v1` values a header may carry. Stripe sends one per endpoint secret (two while a
+/// secret is rolled); more is not Stripe, and each costs a comparison.
+pub const MAX_V1: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
@@ -47,6 +51,9 @@ impl StripeSignature {
             match k {
                 "t" => timestamp = Some(v.parse::<i64>().map_err(|_| SignatureError::Malformed)?),
                 "v1" => {
+                    if v1.len() == MAX_V1 {
+                        return Err(SignatureError::Malformed);
+                    }
                     let mut sig = [0u8; 32];
                     // A v1 that is not 64 hex digits can never match: skip it, as Stripe's
                     // libraries do, rather than reject the header.
@@ -69,7 +76,9 @@ impl StripeSignature {
     }
 }
 
-/// Checks `header` against `body` with any of `secrets`, then the timestamp against `now`.
+/// Checks `header` against `body` with any of `secrets`, and the timestamp against `now`.
+/// One HMAC per secret, whatever the header carries: the work an attacker can cause is bounded
+/// by the configured secrets, and a stale timestamp costs none.
 pub fn verify<'a>(
     header: Option<&str>,
     body: &[u8],
@@ -78,23 +87,19 @@ pub fn verify<'a>(
     tolerance_s: i64,
 ) -> Result<StripeSignature, SignatureError> {
     let sig = StripeSignature::parse(header.ok_or(SignatureError::Missing)?)?;
-    let signed_prefix = format!("{}.", sig.timestamp);
-    let matched = secrets.into_iter().any(|secret| {
-        sig.v1.iter().any(|candidate| {
-            let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else { return false };
-            mac.update(signed_prefix.as_bytes());
-            mac.update(body);
-            // Constant-time comparison.
-            mac.verify_slice(candidate).is_ok()
-        })
-    });
-    if !matched {
-        return Err(SignatureError::NoMatch);
-    }
     if (now - sig.timestamp).abs() > tolerance_s {
         return Err(SignatureError::Stale(tolerance_s));
     }
-    Ok(sig)
+    let signed_prefix = format!("{}.", sig.timestamp);
+    let matched = secrets.into_iter().any(|secret| {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else { return false };
+        mac.update(signed_prefix.as_bytes());
+        mac.update(body);
+        let expected = mac.finalize().into_bytes();
+        // Constant-time comparison against every candidate (no early exit on a match).
+        sig.v1.iter().fold(false, |found, candidate| found | bool::from(expected.as_slice().ct_eq(candidate)))
+    });
+    if matched { Ok(sig) } else { Err(SignatureError::NoMatch) }
 }
 
 /// The header Stripe would send for `body` at `timestamp`: for tests and the local tooling.
@@ -117,6 +122,18 @@ mod tests {
         assert!(verify(Some(&header), BODY, ["whsec_old", "whsec_new"], 1_000, 300).is_ok());
         assert_eq!(verify(Some(&header), BODY, ["whsec_other"], 1_000, 300), Err(SignatureError::NoMatch));
         assert_eq!(verify(Some(&header), b"{}", ["whsec_new"], 1_000, 300), Err(SignatureError::NoMatch));
+    }
+
+    #[test]
+    fn the_header_carries_at_most_max_v1_candidates() {
+        let body = br#"{"id":"evt_1"}"#;
+        let good = sign(body, "whsec_a", 1000);
+        let v1 = good.split_once(",v1=").unwrap().1;
+        let decoys = vec![format!("v1={}", "0".repeat(64)); MAX_V1 - 1].join(",");
+        let fits = format!("t=1000,{decoys},v1={v1}");
+        assert!(verify(Some(&fits), body, ["whsec_a"], 1000, 300).is_ok());
+        let over = format!("t=1000,{decoys},v1={},v1={v1}", "1".repeat(64));
+        assert_eq!(verify(Some(&over), body, ["whsec_a"], 1000, 300), Err(SignatureError::Malformed));
     }
 
     #[test]

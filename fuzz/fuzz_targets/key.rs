@@ -1,0 +1,3 @@
+#![no_main]
+//! `make fuzz`: the body is `tollgate_tests::fuzz::key` (replayed on stable by `make test`).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tollgate_tests::fuzz::key(data));

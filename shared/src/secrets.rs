@@ -1,0 +1,56 @@
+//! Stripe's secrets from AWS Secrets Manager, read once at cold start and kept in memory for
+//! the life of the execution environment, so they are never in the function's environment
+//! (which `lambda:GetFunctionConfiguration` shows to anyone with read-only access).
+//!
+//! `STRIPE_API_KEY_SECRET_ARN` and `STRIPE_WEBHOOK_SECRET_ARN` name the secrets; their
+//! `SecretString` is the value itself (several webhook secrets comma-separated during a
+//! rotation). The plain `STRIPE_API_KEY` / `STRIPE_WEBHOOK_SECRET` remain for the local stack
+//! and tests; setting both forms of one is refused. A rotated secret reaches new execution
+//! environments (the template's `SecretsRevision` forces them).
+//!
+//! The client comes from the standard AWS configuration chain, so
+//! `AWS_ENDPOINT_URL_SECRETS_MANAGER` points it elsewhere (tests use a local stand-in).
+
+use crate::config::{Config, ConfigError, Secrets};
+use secrecy::SecretString;
+
+pub const API_KEY_ARN_VAR: &str = "STRIPE_API_KEY_SECRET_ARN";
+pub const WEBHOOK_ARN_VAR: &str = "STRIPE_WEBHOOK_SECRET_ARN";
+
+/// Reads the secrets `config` names by ARN into `config`. No ARN: no request, no client.
+pub async fn load(config: &mut Config) -> Result<(), ConfigError> {
+    if config.stripe_api_key_secret_arn.is_none() && config.stripe_webhook_secret_arn.is_none() {
+        return Ok(());
+    }
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    load_with(config, &aws_sdk_secretsmanager::Client::new(&shared)).await
+}
+
+/// [`load`] with a given client.
+pub async fn load_with(config: &mut Config, client: &aws_sdk_secretsmanager::Client) -> Result<(), ConfigError> {
+    if let Some(arn) = config.stripe_api_key_secret_arn.clone() {
+        config.stripe_api_key = Some(SecretString::from(fetch(client, API_KEY_ARN_VAR, &arn).await?));
+    }
+    if let Some(arn) = config.stripe_webhook_secret_arn.clone() {
+        config.stripe_webhook_secrets = Secrets::parse(&fetch(client, WEBHOOK_ARN_VAR, &arn).await?);
+    }
+    Ok(())
+}
+
+async fn fetch(client: &aws_sdk_secretsmanager::Client, var: &'static str, arn: &str) -> Result<String, ConfigError> {
+    let started = std::time::Instant::now();
+    let out = client.get_secret_value().secret_id(arn).send().await.map_err(|e| ConfigError::Invalid {
+        name: var,
+        reason: format!(
+            "could not read the secret from Secrets Manager: {}",
+            aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+        ),
+    })?;
+    let value = out
+        .secret_string
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .ok_or(ConfigError::Invalid { name: var, reason: "the secret has no SecretString".into() })?;
+    tracing::info!(secret = var, millis = started.elapsed().as_millis() as u64, "read a secret from Secrets Manager");
+    Ok(value)
+}

@@ -1,0 +1,269 @@
+//! A fault-injecting DynamoDB proxy: a loopback HTTP server in front of Dynoxide or moto that
+//! forwards every request and, per rule, answers a throttling error or a 500 instead, adds
+//! latency, or drops the connection before or *after* the request was applied. The store under
+//! test talks to it through the real SDK, so every fault arrives the way DynamoDB's would.
+//!
+//! Rules match an operation (the `X-Amz-Target` suffix, e.g. `UpdateItem`) or every operation,
+//! fire on every matching request or on a seeded fraction of them, and may be limited to a
+//! number of firings.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+type Response = http::Response<Full<Bytes>>;
+
+/// What a rule does to a request it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// 400 `ProvisionedThroughputExceededException` (not forwarded).
+    ProvisionedThroughputExceeded,
+    /// 400 `ThrottlingException` (not forwarded).
+    Throttling,
+    /// 500 `InternalServerError` (not forwarded).
+    ServerError,
+    /// Waits this long, then forwards: past the client's timeout the request may still be
+    /// applied after the client gave up.
+    Latency(Duration),
+    /// Forwards, lets DynamoDB apply it, then drops the connection without the answer.
+    DropAfterApply,
+    /// Drops the connection without forwarding (nothing applied).
+    DropBeforeApply,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    op: Option<String>,
+    fault: Fault,
+    /// Fires on this fraction of matching requests (1.0: all).
+    rate: f64,
+    /// Fires at most this many times.
+    times: Option<u64>,
+}
+
+impl Rule {
+    /// A rule for one operation (`"UpdateItem"`, `"TransactWriteItems"`, ...).
+    pub fn on(op: &str, fault: Fault) -> Self {
+        Self { op: Some(op.to_owned()), fault, rate: 1.0, times: None }
+    }
+
+    /// A rule for every operation.
+    pub fn any(fault: Fault) -> Self {
+        Self { op: None, fault, rate: 1.0, times: None }
+    }
+
+    pub fn rate(mut self, rate: f64) -> Self {
+        self.rate = rate;
+        self
+    }
+
+    pub fn times(mut self, n: u64) -> Self {
+        self.times = Some(n);
+        self
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    rules: Mutex<Vec<Rule>>,
+    rng: Mutex<u64>,
+    forwarded: AtomicU64,
+    injected: Mutex<Vec<(String, Fault)>>,
+}
+
+pub struct FaultProxy {
+    endpoint: String,
+    shared: Arc<Shared>,
+    server: JoinHandle<()>,
+}
+
+#[derive(Clone)]
+struct Proxy {
+    upstream: String,
+    http: shared::http_client::HttpClient,
+    shared: Arc<Shared>,
+}
+
+impl FaultProxy {
+    /// A proxy to `upstream` (e.g. `TestDb::endpoint`) on a free loopback port; `seed` makes
+    /// the fractional rules repeatable.
+    pub async fn start(upstream: &str, seed: u64) -> Self {
+        let shared = Arc::new(Shared { rng: Mutex::new(seed | 1), ..Shared::default() });
+        let proxy = Proxy {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            http: shared::http_client::HttpClient::new(Duration::from_secs(60)).expect("http client"),
+            shared: shared.clone(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the fault proxy");
+        let endpoint = format!("http://{}", listener.local_addr().expect("local address"));
+        // hyper per connection rather than a framework, so that a rule can close the very
+        // connection a request came on, with no answer written.
+        let server = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let proxy = proxy.clone();
+                tokio::spawn(async move {
+                    let cut = Arc::new(Notify::new());
+                    let service = {
+                        let cut = cut.clone();
+                        hyper::service::service_fn(move |req| {
+                            let (proxy, cut) = (proxy.clone(), cut.clone());
+                            async move { Ok::<_, std::convert::Infallible>(forward(proxy, req, cut).await) }
+                        })
+                    };
+                    let conn =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        // Dropping the connection future closes the socket, answer unwritten.
+                        () = cut.notified() => {}
+                    }
+                });
+            }
+        });
+        Self { endpoint, shared, server }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn inject(&self, rule: Rule) {
+        self.shared.rules.lock().unwrap().push(rule);
+    }
+
+    /// Removes every rule: from now on every request is forwarded as it is.
+    pub fn clear(&self) {
+        self.shared.rules.lock().unwrap().clear();
+    }
+
+    /// Every fault injected so far: (operation, fault).
+    pub fn injected(&self) -> Vec<(String, Fault)> {
+        self.shared.injected.lock().unwrap().clone()
+    }
+
+    pub fn injected_count(&self, fault: Fault) -> usize {
+        self.injected().iter().filter(|(_, f)| *f == fault).count()
+    }
+
+    /// Requests that reached the database.
+    pub fn forwarded(&self) -> u64 {
+        self.shared.forwarded.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Shared {
+    /// The fault for one request of `op`, if a rule fires.
+    fn pick(&self, op: &str) -> Option<Fault> {
+        let mut rules = self.rules.lock().unwrap();
+        for rule in rules.iter_mut() {
+            if rule.op.as_deref().is_some_and(|o| o != op) || rule.times == Some(0) {
+                continue;
+            }
+            if rule.rate < 1.0 && self.next_unit() >= rule.rate {
+                continue;
+            }
+            if let Some(t) = rule.times.as_mut() {
+                *t -= 1;
+            }
+            self.injected.lock().unwrap().push((op.to_owned(), rule.fault));
+            return Some(rule.fault);
+        }
+        None
+    }
+
+    /// xorshift64*: a repeatable fraction in [0, 1).
+    fn next_unit(&self) -> f64 {
+        let mut x = self.rng.lock().unwrap();
+        *x ^= *x >> 12;
+        *x ^= *x << 25;
+        *x ^= *x >> 27;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn error(status: u16, kind: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "__type": kind, "message": message }).to_string();
+    http::Response::builder()
+        .status(status)
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amzn-requestid", "fault-proxy")
+        .body(Full::new(Bytes::from(body)))
+        .expect("response")
+}
+
+/// Closes the connection the request came on and never answers.
+async fn dropped(cut: &Notify) -> Response {
+    cut.notify_one();
+    std::future::pending().await
+}
+
+async fn forward(proxy: Proxy, req: http::Request<Incoming>, cut: Arc<Notify>) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let op = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.rsplit('.').next())
+        .unwrap_or("")
+        .to_owned();
+    let fault = proxy.shared.pick(&op);
+    match fault {
+        Some(Fault::ProvisionedThroughputExceeded) => {
+            return error(
+                400,
+                "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+                "The level of configured provisioned throughput for the table was exceeded.",
+            );
+        }
+        Some(Fault::Throttling) => {
+            return error(
+                400,
+                "com.amazon.coral.availability#ThrottlingException",
+                "Rate of requests exceeds the allowed throughput.",
+            );
+        }
+        Some(Fault::ServerError) => {
+            return error(500, "com.amazonaws.dynamodb.v20120810#InternalServerError", "Internal server error");
+        }
+        Some(Fault::DropBeforeApply) => return dropped(&cut).await,
+        Some(Fault::Latency(d)) => tokio::time::sleep(d).await,
+        Some(Fault::DropAfterApply) | None => {}
+    }
+    let mut out = http::Request::builder().method(parts.method).uri(format!("{}{}", proxy.upstream, parts.uri));
+    for (name, value) in &parts.headers {
+        if name != http::header::HOST {
+            out = out.header(name, value);
+        }
+    }
+    let answer = proxy.http.send(out.body(body).expect("request")).await;
+    proxy.shared.forwarded.fetch_add(1, Ordering::SeqCst);
+    if fault == Some(Fault::DropAfterApply) {
+        return dropped(&cut).await;
+    }
+    match answer {
+        Ok(resp) => {
+            let (parts, body) = resp.into_parts();
+            let mut r = http::Response::builder().status(parts.status);
+            for (name, value) in &parts.headers {
+                if name != http::header::TRANSFER_ENCODING && name != http::header::CONTENT_LENGTH {
+                    r = r.header(name, value);
+                }
+            }
+            r.body(Full::new(body)).expect("response")
+        }
+        Err(e) => error(500, "com.amazonaws.dynamodb.v20120810#InternalServerError", &format!("proxy: {e}")),
+    }
+}
