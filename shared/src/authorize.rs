@@ -6,7 +6,7 @@ use crate::config::{Config, DEFAULT_FAIL_OPEN_WINDOW_S, FailMode};
 use crate::domain::decision::{Decision, Denial, KeyContext};
 use crate::domain::keys::{ApiKey, KeyEnv, KeyHash, KeyId};
 use crate::domain::limits::LimitStatus;
-use crate::domain::time::UnixTime;
+use crate::domain::time::{Day, UnixTime};
 use crate::store::{AuthorizeStore, StoreError};
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
@@ -83,6 +83,11 @@ pub const UNKNOWN_HASH_TTL_S: i64 = 600;
 /// The longest a spent window or quota is answered from memory before storage is asked again:
 /// a raised limit, a plan change or an override reaches every container within this.
 pub const SPENT_RECHECK_S: i64 = 10;
+/// A key refused for a reason that can change at any moment (disabled, expired, subscription
+/// inactive) is asked about every time, unless it is refused this often within one second in
+/// this container: then it is hammering, and its refusal is answered from memory until the
+/// recheck too. Each refusal storage answers costs two writes on the key's item.
+pub const HOT_REFUSALS_PER_S: u32 = 5;
 
 /// What one container remembers of the keys it has seen, in two bounded LRU memories so that
 /// a flood of random (well-formed) keys evicts only other unusable hashes, never the keys in
@@ -95,10 +100,13 @@ struct Memory {
 
 struct Known {
     key_id: KeyId,
-    /// The last decision storage allowed for this key, and when: what `open` may act on.
+    /// The last decision storage allowed for this key, and when: what `open` may act on. Any
+    /// refusal clears it.
     active: Option<Active>,
-    /// A window or quota storage said is spent: answered here until then.
+    /// A refusal answered from memory until then: a spent window or quota, or a hot key's.
     spent: Option<Spent>,
+    /// Refusals storage answered in one second: (that second, how many).
+    refusals: (i64, u32),
 }
 
 struct Active {
@@ -111,8 +119,10 @@ struct Active {
 struct Spent {
     until: UnixTime,
     decision: Decision,
-    /// Denials answered from memory, added to the key's denial count at the next recheck.
+    /// Denials answered from memory, added to the key's denial count for `day` at the next
+    /// decision storage makes for the key.
     unrecorded: u64,
+    day: Day,
 }
 
 /// A hash no request will ever be allowed with (unknown; the key revoked; a secret rotated
@@ -127,7 +137,7 @@ enum Recall {
     /// Answer without storage.
     Answer(Decision),
     /// Ask storage; the key id when known, and denials to record once storage answers.
-    Ask(Option<KeyId>, u64),
+    Ask(Option<KeyId>, Option<(u64, Day)>),
 }
 
 impl Memory {
@@ -138,17 +148,27 @@ impl Memory {
             }
             self.unusable.pop(hash);
         }
-        let Some(known) = self.usable.get_mut(hash) else { return Recall::Ask(None, 0) };
+        let Some(known) = self.usable.get_mut(hash) else { return Recall::Ask(None, None) };
         match &mut known.spent {
             Some(spent) if now < spent.until => {
                 spent.unrecorded += 1;
                 Recall::Answer(spent.decision.clone())
             }
             Some(_) => {
-                let unrecorded = known.spent.take().map_or(0, |s| s.unrecorded);
+                let unrecorded = known.spent.take().filter(|s| s.unrecorded > 0).map(|s| (s.unrecorded, s.day));
                 Recall::Ask(Some(known.key_id.clone()), unrecorded)
             }
-            None => Recall::Ask(Some(known.key_id.clone()), 0),
+            None => Recall::Ask(Some(known.key_id.clone()), None),
+        }
+    }
+
+    /// Puts back denials that could not be recorded (storage failed), for the next decision.
+    fn unrecorded(&mut self, hash: &KeyHash, (n, day): (u64, Day), decision: Decision) {
+        if let Some(known) = self.usable.get_mut(hash) {
+            match &mut known.spent {
+                Some(spent) => spent.unrecorded += n,
+                None => known.spent = Some(Spent { until: UnixTime(i64::MIN), decision, unrecorded: n, day }),
+            }
         }
     }
 
@@ -165,23 +185,37 @@ impl Memory {
             self.unusable.put(hash, Unusable { denial, until: None });
             return;
         }
-        let known = self.usable.get_or_insert_mut(hash, || Known { key_id: key_id.clone(), active: None, spent: None });
+        let known = self.usable.get_or_insert_mut(hash, || Known {
+            key_id: key_id.clone(),
+            active: None,
+            spent: None,
+            refusals: (0, 0),
+        });
         known.spent = None;
-        match decision.outcome {
-            Ok(()) => {
-                known.active =
-                    decision.key.clone().map(|key| Active { at: now, key, rate: decision.rate, quota: decision.quota });
+        let Err(denial) = decision.outcome else {
+            known.active =
+                decision.key.clone().map(|key| Active { at: now, key, rate: decision.rate, quota: decision.quota });
+            return;
+        };
+        // Refused: not active any more, so `open` will not let it through an outage.
+        known.active = None;
+        known.refusals = match known.refusals {
+            (second, n) if second == now.secs() => (second, n + 1),
+            _ => (now.secs(), 1),
+        };
+        let until = match denial {
+            // Spent until the reset, which storage named.
+            Denial::RateLimited | Denial::QuotaExceeded => {
+                let limit = if denial == Denial::RateLimited { decision.rate } else { decision.quota };
+                limit.map_or(now, |l| l.reset.min(now.plus(SPENT_RECHECK_S)))
             }
-            Err(limit @ (Denial::RateLimited | Denial::QuotaExceeded)) => {
-                let reset = if limit == Denial::RateLimited { decision.rate } else { decision.quota }.map(|l| l.reset);
-                let until = reset.map_or(now, |r| r.min(now.plus(SPENT_RECHECK_S)));
-                if now < until {
-                    known.spent = Some(Spent { until, decision: decision.clone(), unrecorded: 0 });
-                }
-            }
-            // Disabled, expired, no subscription: not active any more, and each can change
-            // at any moment, so nothing is answered from memory.
-            Err(_) => known.active = None,
+            // Disabled, expired, no subscription: each can change back at any moment, so only
+            // a key hammering this container is answered from memory, until the recheck.
+            _ if known.refusals.1 >= HOT_REFUSALS_PER_S => now.plus(SPENT_RECHECK_S),
+            _ => now,
+        };
+        if now < until {
+            known.spent = Some(Spent { until, decision: decision.clone(), unrecorded: 0, day: now.day() });
         }
     }
 
@@ -265,7 +299,7 @@ impl<S: AuthorizeStore> Authorizer<S> {
             Recall::Answer(decision) => return decision,
             Recall::Ask(Some(id), unrecorded) => (id, unrecorded),
             Recall::Ask(None, _) => match self.store.key_id_for_hash(&hash).await {
-                Ok(Some(id)) => (id, 0),
+                Ok(Some(id)) => (id, None),
                 Ok(None) => {
                     self.memory().unknown(hash, now);
                     return Decision::denied(Denial::InvalidKey);
@@ -277,11 +311,17 @@ impl<S: AuthorizeStore> Authorizer<S> {
         let _guard = span.enter();
         let decision = match self.store.authorize_and_count(&key_id, &hash, now).await {
             Ok(decision) => decision,
-            Err(e) => return self.unavailable(&hash, &e, now),
+            Err(e) => {
+                let decision = self.unavailable(&hash, &e, now);
+                if let Some(unrecorded) = unrecorded {
+                    self.memory().unrecorded(&hash, unrecorded, decision.clone());
+                }
+                return decision;
+            }
         };
         self.memory().learn(hash, &key_id, &decision, now);
-        if unrecorded > 0 {
-            self.store.record_denials(&key_id, now.day(), unrecorded).await;
+        if let Some((n, day)) = unrecorded {
+            self.store.record_denials(&key_id, day, n).await;
         }
         decision
     }
@@ -393,7 +433,6 @@ impl AuthorizerContext {
 mod tests {
     use super::*;
     use crate::domain::customers::CustomerId;
-    use crate::domain::time::Day;
     use crate::store::{Fault, Outage, StoreResult};
     use std::collections::{HashMap, VecDeque};
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -634,6 +673,49 @@ mod tests {
         a.decide(Some(&k), T0.plus(11)).await;
         assert_eq!(code(&a.decide(Some(&k), T0.plus(12)).await), "ok");
         assert_eq!(a.store().decisions.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_hammering_refused_key_is_answered_from_memory_until_the_recheck() {
+        let a = Authorizer::new(Scripted::default(), FailMode::Closed);
+        let k = key(a.store());
+        let disabled = || Answer::Decide(Err(Denial::KeyDisabled), None);
+        script(&a, (0..HOT_REFUSALS_PER_S).map(|_| disabled()));
+        for _ in 0..HOT_REFUSALS_PER_S + 20 {
+            assert_eq!(code(&a.decide(Some(&k), T0).await), "key_disabled");
+        }
+        assert_eq!(a.store().decisions.load(Ordering::SeqCst), u64::from(HOT_REFUSALS_PER_S));
+        // Enabled meanwhile: the recheck sees it, and the 20 answered here are recorded.
+        script(&a, [ok()]);
+        assert_eq!(code(&a.decide(Some(&k), T0.plus(SPENT_RECHECK_S)).await), "ok");
+        assert_eq!(a.store().recorded.load(Ordering::SeqCst), 20);
+    }
+
+    #[tokio::test]
+    async fn open_never_lets_a_key_through_that_storage_refused_last() {
+        let a = Authorizer::new(Scripted::default(), FailMode::Open);
+        let k = key(a.store());
+        script(&a, [ok(), Answer::Decide(Err(Denial::RateLimited), rate(100, 100, T0.plus(30)))]);
+        a.decide(Some(&k), T0).await;
+        assert_eq!(code(&a.decide(Some(&k), T0.plus(1)).await), "rate_limited");
+        // The outage begins after the recheck but inside the window storage called spent.
+        script(&a, [Answer::Fail(Fault::Timeout)]);
+        assert_eq!(code(&a.decide(Some(&k), T0.plus(1 + SPENT_RECHECK_S)).await), "authorization_unavailable");
+    }
+
+    #[tokio::test]
+    async fn denials_answered_from_memory_survive_a_failed_recheck() {
+        let a = Authorizer::new(Scripted::default(), FailMode::Closed);
+        let k = key(a.store());
+        script(&a, [Answer::Decide(Err(Denial::RateLimited), rate(100, 100, T0.plus(3_600)))]);
+        for _ in 0..4 {
+            a.decide(Some(&k), T0).await;
+        }
+        script(&a, [Answer::Fail(Fault::Server), Answer::Decide(Err(Denial::RateLimited), None)]);
+        assert_eq!(code(&a.decide(Some(&k), T0.plus(SPENT_RECHECK_S)).await), "authorization_unavailable");
+        assert_eq!(a.store().recorded.load(Ordering::SeqCst), 0, "not recorded while storage fails");
+        a.decide(Some(&k), T0.plus(SPENT_RECHECK_S + 1)).await;
+        assert_eq!(a.store().recorded.load(Ordering::SeqCst), 3, "recorded once storage answers");
     }
 
     #[tokio::test]

@@ -29,10 +29,17 @@ pub async fn load(config: &mut Config) -> Result<(), ConfigError> {
 /// [`load`] with a given client.
 pub async fn load_with(config: &mut Config, client: &aws_sdk_secretsmanager::Client) -> Result<(), ConfigError> {
     if let Some(arn) = config.stripe_api_key_secret_arn.clone() {
-        config.stripe_api_key = Some(SecretString::from(fetch(client, API_KEY_ARN_VAR, &arn).await?));
+        let value = fetch(client, API_KEY_ARN_VAR, &arn).await?;
+        expect_prefix(API_KEY_ARN_VAR, &value, &["sk_", "rk_"])?;
+        config.stripe_api_key = Some(SecretString::from(value));
     }
     if let Some(arn) = config.stripe_webhook_secret_arn.clone() {
-        config.stripe_webhook_secrets = Secrets::parse(&fetch(client, WEBHOOK_ARN_VAR, &arn).await?);
+        let value = fetch(client, WEBHOOK_ARN_VAR, &arn).await?;
+        let secrets = Secrets::parse(&value);
+        for secret in secrets.iter() {
+            expect_prefix(WEBHOOK_ARN_VAR, secret, &["whsec_"])?;
+        }
+        config.stripe_webhook_secrets = secrets;
     }
     Ok(())
 }
@@ -53,4 +60,18 @@ async fn fetch(client: &aws_sdk_secretsmanager::Client, var: &'static str, arn: 
         .ok_or(ConfigError::Invalid { name: var, reason: "the secret has no SecretString".into() })?;
     tracing::info!(secret = var, millis = started.elapsed().as_millis() as u64, "read a secret from Secrets Manager");
     Ok(value)
+}
+
+/// A secret stored as the console's key/value JSON, or the wrong one, fails the cold start
+/// with a clear error rather than every request later. The value itself is never shown.
+fn expect_prefix(var: &'static str, value: &str, prefixes: &[&str]) -> Result<(), ConfigError> {
+    if prefixes.iter().any(|p| value.starts_with(p)) {
+        return Ok(());
+    }
+    let reason = if value.starts_with('{') {
+        "the secret is JSON (a key/value secret); store the plain value as the SecretString".to_owned()
+    } else {
+        format!("the secret does not start with {}", prefixes.join(" or "))
+    };
+    Err(ConfigError::Invalid { name: var, reason })
 }

@@ -75,6 +75,8 @@ struct Shared {
     rng: Mutex<u64>,
     forwarded: AtomicU64,
     injected: Mutex<Vec<(String, Fault)>>,
+    /// Every request forwarded: (operation, JSON body).
+    seen: Mutex<Vec<(String, Bytes)>>,
 }
 
 pub struct FaultProxy {
@@ -154,6 +156,11 @@ impl FaultProxy {
     /// Requests that reached the database.
     pub fn forwarded(&self) -> u64 {
         self.shared.forwarded.load(Ordering::SeqCst)
+    }
+
+    /// Every request that reached the database: (operation, JSON body), in order.
+    pub fn seen(&self) -> Vec<(String, Bytes)> {
+        self.shared.seen.lock().unwrap().clone()
     }
 }
 
@@ -248,6 +255,7 @@ async fn forward(proxy: Proxy, req: http::Request<Incoming>, cut: Arc<Notify>) -
             out = out.header(name, value);
         }
     }
+    proxy.shared.seen.lock().unwrap().push((op.clone(), body.clone()));
     let answer = proxy.http.send(out.body(body).expect("request")).await;
     proxy.shared.forwarded.fetch_add(1, Ordering::SeqCst);
     if fault == Some(Fault::DropAfterApply) {

@@ -275,3 +275,123 @@ async fn claim_attempts_are_bounded_per_session_and_per_source() {
     assert_eq!(status, 422);
     assert_eq!(db.requests.total(), 0);
 }
+
+/// The claim function's IAM role (infra/template.yaml, `ClaimFunction`) allows every request a
+/// claim makes, and nothing here relies on more: every write is matched to a statement by its
+/// action and its partition key (`dynamodb:LeadingKeys`), every read by its table or index.
+/// Neither Dynoxide nor moto enforces IAM, so without this a missing permission would surface
+/// only in AWS, as a paid claim that can never finish.
+#[tokio::test]
+async fn the_claim_functions_role_allows_every_request_a_claim_makes() {
+    use shared::domain::keys::{ApiKey, KeyEnv};
+    use shared::store::NewKey;
+    use shared::store::dynamo::{ClientOptions, build_client};
+    use tollgate_tests::faults::FaultProxy;
+
+    let (db, _, standin) = setup(API_KEY).await;
+    // A returning customer with a key the operator made: the claim links it and refreshes it.
+    let old = ApiKey::generate(KeyEnv::Test).unwrap();
+    db.store.create_key(NewKey::new(&old, CustomerId::parse("user-42").unwrap(), None, NOW)).await.unwrap();
+    let proxy = FaultProxy::start(&db.endpoint, 1).await;
+    let client = build_client(ClientOptions::local(proxy.endpoint())).await;
+    let store = DynamoStore::new(client, db.table.clone());
+    let stripe = StripeApi::new(&standin.base, API_KEY.to_owned().into(), Duration::from_secs(5)).unwrap();
+    let api = ManagementApi::new(store, None).with_stripe(stripe, 3600).with_routes(issue_key::handler::Routes::Claim);
+    let mut trial = checkout_session("cs_test_trial2", "complete", "no_payment_required", None);
+    trial["customer"] = "cus_Trial2".into();
+    trial["subscription"] = "sub_Trial2".into();
+    standin.add_subscription(subscription("sub_Trial2", "cus_Trial2", "trialing", "price_1QProMonthly"));
+    standin.add_session(trial);
+    for session in ["cs_test_paid", "cs_test_trial2", "cs_test_paid"] {
+        let (status, body) = claim(&api, &format!("session_id={session}")).await;
+        assert!(status == 201 || (status == 409 && body["error"]["code"] == "already_claimed"), "{body}");
+    }
+
+    let template: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/template.yaml")).unwrap(),
+    )
+    .unwrap();
+    let statements = template["Resources"]["ClaimFunction"]["Properties"]["Policies"][0]["Statement"].clone();
+    let strings = |v: &serde_yaml::Value| -> Vec<String> {
+        match v {
+            serde_yaml::Value::String(s) => vec![s.clone()],
+            serde_yaml::Value::Sequence(items) => items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect(),
+            _ => vec![],
+        }
+    };
+    /// One Allow statement: its actions, its resources ("table" or "index/<name>") and its
+    /// LeadingKeys patterns, if it has any.
+    struct Allowed {
+        actions: Vec<String>,
+        resources: Vec<String>,
+        leading: Option<Vec<String>>,
+    }
+    let mut allowed: Vec<Allowed> = vec![];
+    for st in statements.as_sequence().unwrap() {
+        if st.get("Effect").and_then(|e| e.as_str()) != Some("Allow") {
+            continue; // the !If secret statements
+        }
+        let resource = |r: &serde_yaml::Value| match r {
+            serde_yaml::Value::Tagged(t) if t.value.as_str() == Some("Table.Arn") => "table".to_owned(),
+            serde_yaml::Value::Tagged(t) => {
+                t.value.as_str().unwrap_or_default().trim_start_matches("${Table.Arn}/").to_owned()
+            }
+            other => other.as_str().unwrap_or_default().to_owned(),
+        };
+        let resources = match &st["Resource"] {
+            serde_yaml::Value::Sequence(items) => items.iter().map(resource).collect(),
+            one => vec![resource(one)],
+        };
+        let leading = st["Condition"]["ForAllValues:StringLike"].get("dynamodb:LeadingKeys").map(strings);
+        allowed.push(Allowed { actions: strings(&st["Action"]), resources, leading });
+    }
+    let permits = |action: &str, resource: &str, pk: Option<&str>| {
+        allowed.iter().any(|Allowed { actions, resources, leading }| {
+            actions.iter().any(|a| a == &format!("dynamodb:{action}"))
+                && resources.iter().any(|r| r == resource)
+                && match (leading, pk) {
+                    (None, _) => true,
+                    (Some(patterns), Some(pk)) => patterns.iter().any(|p| match p.strip_suffix('*') {
+                        Some(prefix) => pk.starts_with(prefix),
+                        None => pk == p,
+                    }),
+                    (Some(_), None) => false,
+                }
+        })
+    };
+    let pk = |v: &serde_json::Value| v["pk"]["S"].as_str().map(str::to_owned);
+    let mut checked = 0;
+    for (op, body) in proxy.seen() {
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let requests: Vec<(String, String, Option<String>)> = match op.as_str() {
+            "GetItem" => vec![(op.clone(), "table".into(), None)],
+            "Query" => {
+                let on = body["IndexName"].as_str().map_or("table".to_owned(), |i| format!("index/{i}"));
+                vec![(op.clone(), on, None)]
+            }
+            "PutItem" => vec![(op.clone(), "table".into(), pk(&body["Item"]))],
+            "UpdateItem" | "DeleteItem" => vec![(op.clone(), "table".into(), pk(&body["Key"]))],
+            "TransactWriteItems" => body["TransactItems"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| {
+                    let (kind, inner) = item.as_object().unwrap().iter().next().unwrap();
+                    let (action, key) = match kind.as_str() {
+                        "Put" => ("PutItem", &inner["Item"]),
+                        "Update" => ("UpdateItem", &inner["Key"]),
+                        "Delete" => ("DeleteItem", &inner["Key"]),
+                        _ => ("ConditionCheckItem", &inner["Key"]),
+                    };
+                    (action.to_owned(), "table".to_owned(), pk(key))
+                })
+                .collect(),
+            other => panic!("the claim sent {other}, which its role does not allow at all"),
+        };
+        for (action, resource, pk) in requests {
+            assert!(permits(&action, &resource, pk.as_deref()), "the claim role refuses {action} on {resource} {pk:?}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "only {checked} requests seen");
+}

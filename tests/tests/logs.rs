@@ -323,4 +323,17 @@ async fn secrets_come_by_arn_and_a_missing_one_is_named() {
     let err = shared::secrets::load_with(&mut config, &client).await.unwrap_err();
     assert!(matches!(err, ConfigError::Invalid { name: "STRIPE_API_KEY_SECRET_ARN", .. }), "{err}");
     assert!(err.to_string().contains("ResourceNotFoundException"), "{err}");
+
+    // A key/value (JSON) secret, or a value of the wrong kind, stops the cold start by name,
+    // without showing the value.
+    for (var, value) in [
+        ("STRIPE_WEBHOOK_SECRET_ARN", r#"{"webhook":"whsec_inside_json"}"#),
+        ("STRIPE_API_KEY_SECRET_ARN", "whsec_the_wrong_secret"),
+    ] {
+        let arn = secrets.put("tollgate/wrong", value);
+        let mut config = Config::from_lookup(lookup(vec![("TOLLGATE_TABLE", "t".into()), (var, arn)])).unwrap();
+        let err = shared::secrets::load_with(&mut config, &client).await.unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { name, .. } if name == var), "{err}");
+        assert!(!err.to_string().contains("inside_json") && !err.to_string().contains("wrong_secret"), "{err}");
+    }
 }

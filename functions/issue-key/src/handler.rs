@@ -114,6 +114,19 @@ impl Routes {
     }
 }
 
+/// A source address's bucket: the address itself for IPv4, its /64 for IPv6 (one host holds a
+/// whole /64), anything else as given.
+fn source_bucket(source: &str) -> String {
+    match source.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(ip) => ip.to_string(),
+        Err(_) => source.chars().filter(|c| c.is_ascii_alphanumeric() || ".:-".contains(*c)).take(64).collect(),
+    }
+}
+
 /// The public claim's bounds: attempts per Checkout session id, and per source address, in a
 /// fixed window. Past either, 429 before Stripe is asked anything.
 pub const CLAIM_ATTEMPTS_PER_SESSION: u64 = 10;
@@ -501,6 +514,13 @@ impl<S: ManagementStore> ManagementApi<S> {
             return Err(ApiError::invalid("grace_s", format!("must be 0..={MAX_GRACE_S} seconds")));
         }
         let current = self.load_key(id).await?;
+        if let Some(deployment) = self.key_env.filter(|d| *d != current.env) {
+            return Err(ApiError::Conflict(format!(
+                "this is a {} key; this deployment accepts {} keys only, so a new secret for it would never work",
+                current.env.as_str(),
+                deployment.as_str()
+            )));
+        }
         let key = ApiKey::generate(current.env).map_err(|e| ApiError::Internal(Box::new(e)))?;
         let record =
             self.store.rotate_key(&current.key_id, key.hash(), key.display(), now.plus(grace_s as i64), now).await?;
@@ -552,15 +572,18 @@ impl<S: ManagementStore> ManagementApi<S> {
         // Bounded before Stripe is asked: guessing session ids costs the guesser, not the
         // Stripe API quota. The session's bucket holds whoever tries it; the source's holds
         // one address however many sessions it tries.
-        let mut buckets = vec![(format!("claim#session#{session_id}"), CLAIM_ATTEMPTS_PER_SESSION)];
+        // The source first: an exhausted source spends nothing of the session's attempts.
+        let mut buckets = vec![];
         if let Some(source) = source {
-            buckets.push((format!("claim#source#{source}"), CLAIM_ATTEMPTS_PER_SOURCE));
+            buckets.push((format!("claim#source#{}", source_bucket(source)), CLAIM_ATTEMPTS_PER_SOURCE));
         }
+        buckets.push((format!("claim#session#{session_id}"), CLAIM_ATTEMPTS_PER_SESSION));
         for (bucket, limit) in buckets {
             if let Attempt::Exhausted { retry_after } =
                 self.store.attempt(&bucket, limit, CLAIM_ATTEMPT_WINDOW_S, now).await?
             {
-                tracing::warn!(bucket = bucket.split('#').nth(1), "claim attempts exhausted");
+                let kind = bucket.split('#').nth(1);
+                tracing::warn!(bucket = kind, source = source.unwrap_or("-"), "claim attempts exhausted");
                 return Err(ApiError::TooManyAttempts {
                     message: "Too many claim attempts; retry later.",
                     retry_after,
@@ -611,7 +634,7 @@ impl<S: ManagementStore> ManagementApi<S> {
                 {
                     tracing::error!(error = %e, key_id = %record.key_id, "could not record the claim");
                 }
-                tracing::info!(key_id = %record.key_id, customer_id = %record.customer_id, "checkout claimed");
+                tracing::info!(key_id = %record.key_id, customer_id = %record.customer_id, source = source.unwrap_or("-"), "checkout claimed");
                 ok(StatusCode::CREATED, issued_json(&key, &record, now))
             }
             Err(e) => {

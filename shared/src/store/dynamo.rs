@@ -284,11 +284,24 @@ impl DynamoStore {
             if reasons.iter().any(|&failed| failed) {
                 return Err(TxError::ConditionFailed(reasons));
             }
-            let conflict = tc.cancellation_reasons().iter().any(|r| code(r) == "TransactionConflict");
+            let codes: Vec<String> = tc.cancellation_reasons().iter().map(code).collect();
+            let conflict = codes.iter().any(|c| c == "TransactionConflict");
             if !conflict || attempt >= TX_CONFLICT_ATTEMPTS {
-                // Cancelled for another reason, or conflicts persisted: retryable later.
-                let fault = if conflict { Fault::Contention } else { Fault::Server };
-                return Err(TxError::Store(StoreError::Unavailable(Outage::caused_by(fault, e))));
+                // Conflicts persisted, or cancelled for another reason: throttling and conflicts
+                // are load (retry later); a validation or size failure will not pass on retry.
+                let fault = if codes.iter().any(|c| c == "ThrottlingError" || c == "ProvisionedThroughputExceeded") {
+                    Some(Fault::Throttled)
+                } else if conflict {
+                    Some(Fault::Contention)
+                } else if codes.iter().all(|c| c.is_empty() || c == "None") {
+                    Some(Fault::Server)
+                } else {
+                    None
+                };
+                return Err(TxError::Store(match fault {
+                    Some(fault) => StoreError::Unavailable(Outage::caused_by(fault, e)),
+                    None => StoreError::Backend(format!("transaction cancelled: {codes:?}").into()),
+                }));
             }
             tokio::time::sleep(Duration::from_millis(5 + rand::random::<u64>() % (20 * attempt as u64))).await;
         }
@@ -1834,7 +1847,14 @@ where
         SdkError::TimeoutError(_) => Some(Fault::Timeout),
         SdkError::DispatchFailure(d) if d.is_timeout() => Some(Fault::Timeout),
         // Refused, reset, or dropped before or while the answer came back.
-        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => Some(Fault::Connection),
+        SdkError::DispatchFailure(d)
+            if d.is_io() || d.as_other() == Some(aws_smithy_types::retry::ErrorKind::TransientError) =>
+        {
+            Some(Fault::Connection)
+        }
+        SdkError::ResponseError(_) => Some(Fault::Connection),
+        // Failed before anything was sent (credentials, signing, endpoint): not an outage.
+        SdkError::DispatchFailure(_) => None,
         SdkError::ServiceError(se) => match se.err().code() {
             Some("ProvisionedThroughputExceededException" | "RequestLimitExceeded" | "ThrottlingException") => {
                 Some(Fault::Throttled)

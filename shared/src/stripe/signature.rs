@@ -87,7 +87,7 @@ pub fn verify<'a>(
     tolerance_s: i64,
 ) -> Result<StripeSignature, SignatureError> {
     let sig = StripeSignature::parse(header.ok_or(SignatureError::Missing)?)?;
-    if (now - sig.timestamp).abs() > tolerance_s {
+    if now.abs_diff(sig.timestamp) > tolerance_s.unsigned_abs() {
         return Err(SignatureError::Stale(tolerance_s));
     }
     let signed_prefix = format!("{}.", sig.timestamp);
@@ -122,6 +122,14 @@ mod tests {
         assert!(verify(Some(&header), BODY, ["whsec_old", "whsec_new"], 1_000, 300).is_ok());
         assert_eq!(verify(Some(&header), BODY, ["whsec_other"], 1_000, 300), Err(SignatureError::NoMatch));
         assert_eq!(verify(Some(&header), b"{}", ["whsec_new"], 1_000, 300), Err(SignatureError::NoMatch));
+    }
+
+    #[test]
+    fn extreme_timestamps_are_stale_not_a_panic() {
+        for t in [i64::MIN, i64::MAX, -1] {
+            let header = format!("t={t},v1={}", "0".repeat(64));
+            assert_eq!(verify(Some(&header), b"{}", ["whsec_a"], 1000, 300), Err(SignatureError::Stale(300)));
+        }
     }
 
     #[test]
