@@ -53,15 +53,14 @@ fn management_path(path: &str) -> String {
     }
 }
 
-/// The IAM principal API Gateway authenticated (HTTP API with IAM authorization, or a REST
-/// API's identity), and the client's address as API Gateway saw it.
+/// The IAM principal API Gateway authenticated (HTTP API with IAM authorization), and the
+/// client's address as API Gateway saw it.
 fn identity(context: Option<&RequestContext>) -> (Option<String>, Option<String>) {
     match context {
         Some(RequestContext::ApiGatewayV2(c)) => (
             c.authorizer.as_ref().and_then(|a| a.iam.as_ref()).and_then(|iam| iam.user_arn.clone()),
             c.http.source_ip.clone(),
         ),
-        Some(RequestContext::ApiGatewayV1(c)) => (c.identity.user_arn.clone(), c.identity.source_ip.clone()),
         _ => (None, None),
     }
 }
