@@ -73,11 +73,6 @@ impl EffectiveLimits {
     }
 }
 
-/// Which plan governs a key: its own if set, else its customer's.
-pub fn governing_plan<'a>(key_plan: Option<&'a PlanId>, customer_plan: Option<&'a PlanId>) -> Option<&'a PlanId> {
-    key_plan.or(customer_plan)
-}
-
 /// A stored key. The secret is represented only by its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRecord {
@@ -99,6 +94,28 @@ pub struct KeyRecord {
     pub rotation: Option<Rotation>,
     pub limits: EffectiveLimits,
     pub access: CustomerAccess,
+}
+
+impl KeyRecord {
+    /// Which plan governs the key: its own if set, else its customer's (`customer_plan`).
+    pub fn governing_plan<'a>(&'a self, customer_plan: Option<&'a PlanId>) -> Option<&'a PlanId> {
+        self.plan_id.as_ref().or(customer_plan)
+    }
+
+    /// Copies what the authorizer enforces from the governing `plan` (see
+    /// [`governing_plan`](Self::governing_plan); `None`: no plan governs it) and from the
+    /// customer's subscription `access`. The one place a key's limits are decided; called on
+    /// every change to the key, its plan or its customer.
+    pub fn resolve(&mut self, plan: Option<&Plan>, access: CustomerAccess) {
+        self.limits = EffectiveLimits::resolve(plan, &self.overrides);
+        self.access = access;
+    }
+
+    /// The plan whose count of governed keys includes this key: the governing plan, unless
+    /// the key is revoked (a plan in use cannot be deleted; a revoked key does not use it).
+    pub fn counted_plan(&self) -> Option<&PlanId> {
+        (self.status != KeyStatus::Revoked).then_some(self.limits.plan_id.as_ref()).flatten()
+    }
 }
 
 /// Limits on free-form key fields, in UTF-8 bytes (what DynamoDB bills), so a key item's

@@ -10,9 +10,9 @@ pub mod metrics;
 pub mod schema;
 
 use crate::domain::billing::Subscription;
-use crate::domain::customers::{Customer, CustomerId};
+use crate::domain::customers::{Customer, CustomerAccess, CustomerId};
 use crate::domain::decision::Decision;
-use crate::domain::key_records::{KeyRecord, KeyStatus, LimitOverrides};
+use crate::domain::key_records::{EffectiveLimits, KeyRecord, KeyStatus, LimitOverrides};
 use crate::domain::keys::{KeyEnv, KeyHash, KeyId};
 use crate::domain::plans::{Plan, PlanId};
 use crate::domain::time::{Day, UnixTime};
@@ -168,6 +168,30 @@ impl NewKey {
             metadata: BTreeMap::new(),
             overrides: LimitOverrides::default(),
             now,
+        }
+    }
+
+    /// The record this key starts as: active, no rotation, and no limits or access yet
+    /// ([`KeyRecord::resolve`] copies them from its plan and customer).
+    pub fn record(&self) -> KeyRecord {
+        KeyRecord {
+            key_id: self.key_id.clone(),
+            customer_id: self.customer_id.clone(),
+            plan_id: self.plan_id.clone(),
+            name: self.name.clone(),
+            env: self.env,
+            status: KeyStatus::Active,
+            hash: self.hash,
+            display: self.display.clone(),
+            created_at: self.now,
+            updated_at: self.now,
+            expires_at: self.expires_at,
+            scopes: self.scopes.clone(),
+            metadata: self.metadata.clone(),
+            overrides: self.overrides,
+            rotation: None,
+            limits: EffectiveLimits::default(),
+            access: CustomerAccess::default(),
         }
     }
 }

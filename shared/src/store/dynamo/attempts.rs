@@ -2,7 +2,10 @@
 //! a conditional `ADD` that refuses past the limit, and removed by DynamoDB's TTL after its
 //! window. Used to bound the public Checkout claim per session id and per source address.
 
-use super::{DynamoStore, Expr, n, s, sdk_err};
+use super::DynamoStore;
+use super::errors::sdk_err;
+use super::expr::Expr;
+use super::items::{n, s};
 use crate::domain::limits::window_end;
 use crate::domain::time::UnixTime;
 use crate::store::schema::*;

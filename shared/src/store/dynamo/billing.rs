@@ -3,7 +3,10 @@
 //! moves) and one item per subscription (`SUB#<id>`, the observations as JSON), so one
 //! strongly consistent Query reads everything a customer's billing is derived from.
 
-use super::{DynamoStore, Expr, Item, TxError, n, req_s, s, s_opt, u64_or};
+use super::expr::Expr;
+use super::items::{n, req_s, s, s_opt, u64_or};
+use super::tx::TxError;
+use super::{DynamoStore, Item};
 use crate::domain::billing::Subscription;
 use crate::domain::customers::{Customer, CustomerId};
 use crate::domain::time::UnixTime;
@@ -106,7 +109,7 @@ impl BillingStore for DynamoStore {
     }
 
     async fn customer_versioned(&self, id: &CustomerId) -> StoreResult<Option<(Customer, u64)>> {
-        Ok(self.get_customer_versioned(id).await?.map(|(c, _, ver)| (c, ver)))
+        Ok(self.get_customer_versioned(id).await?.map(|c| (c.customer, c.ver)))
     }
 
     async fn put_billing(

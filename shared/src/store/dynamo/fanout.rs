@@ -7,7 +7,10 @@
 //! redelivered Stripe event, a retried plan update) starts after that position; a finished
 //! fan-out is not walked again. A new version starts from the first key.
 
-use super::{DynamoStore, Expr, n, req_s, s, s_opt, sdk_err, u64_opt};
+use super::DynamoStore;
+use super::errors::sdk_err;
+use super::expr::Expr;
+use super::items::{n, req_s, s, s_opt, u64_opt};
 use crate::domain::customers::CustomerId;
 use crate::domain::keys::KeyId;
 use crate::domain::plans::PlanId;

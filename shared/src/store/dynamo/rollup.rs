@@ -2,8 +2,19 @@
 //! (docs/data-model.md, "The usage rollup"). Every write is conditioned on what was read, so
 //! a stale or concurrent run writes nothing instead of counting twice.
 
-use super::*;
+use super::DynamoStore;
+use super::expr::Expr;
+use super::items::{live_days, meter_ledger_from_item, n, plan_id_opt, req_s, s, s_opt, u64_opt, usage_day_from_item};
+use super::tx::TxError;
+use crate::domain::customers::CustomerId;
+use crate::domain::keys::KeyId;
+use crate::domain::time::{Day, UnixTime};
+use crate::domain::usage::{DayCount, HISTORY_DAYS, MeterDay, MeterLedger, PendingReport};
+use crate::store::schema::*;
 use crate::store::{KeyUsage, RollupStore, Written};
+use crate::store::{StoreError, StoreResult};
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+use std::collections::BTreeMap;
 
 impl RollupStore for DynamoStore {
     async fn active_keys(&self) -> StoreResult<Vec<KeyId>> {

@@ -1,0 +1,133 @@
+//! [`IdempotencyStore`]: a record per operation, taken with a lease, finished with its result
+//! or released.
+
+use super::DynamoStore;
+use super::errors::sdk_err;
+use super::items::{n, s, s_opt};
+use crate::domain::time::UnixTime;
+use crate::store::schema::*;
+use crate::store::{Claim, IdempotencyStore, StoreError, StoreResult};
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+use std::collections::HashMap;
+
+impl IdempotencyStore for DynamoStore {
+    async fn claim(
+        &self,
+        scope: &str,
+        id: &str,
+        owner: &str,
+        fingerprint: &str,
+        lease_s: u64,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> StoreResult<Claim> {
+        let item = HashMap::from([
+            (PK.to_owned(), s(idempotency_pk(scope, id))),
+            (SK.to_owned(), s(IDEMPOTENCY_SK)),
+            ("state".to_owned(), s("pending")),
+            ("owner".to_owned(), s(owner)),
+            ("fingerprint".to_owned(), s(fingerprint)),
+            ("lease_until".to_owned(), n(now.plus(lease_s as i64).secs())),
+            ("expires_at".to_owned(), n(expires_at.secs())),
+            (TTL.to_owned(), n(expires_at.secs())),
+        ]);
+        // Free when absent, expired (TTL deletion can lag by days), or a pending claim whose
+        // holder's lease ran out (it crashed).
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk) OR #exp <= :now OR (#st = :pending AND #lease <= :now)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#exp", "expires_at")
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_names("#lease", "lease_until")
+            .expression_attribute_values(":now", n(now.secs()))
+            .expression_attribute_values(":pending", s("pending"))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(Claim::Fresh),
+            Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => {
+                let old = match se.err() {
+                    aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c) => {
+                        c.item().cloned()
+                    }
+                    _ => None,
+                };
+                let old = match old {
+                    Some(o) => o,
+                    None => self.get(idempotency_pk(scope, id), IDEMPOTENCY_SK).await?.unwrap_or_default(),
+                };
+                let fingerprint = s_opt(&old, "fingerprint").unwrap_or_default().to_owned();
+                match s_opt(&old, "state") {
+                    Some("done") => {
+                        Ok(Claim::Done { fingerprint, result: s_opt(&old, "result").unwrap_or_default().to_owned() })
+                    }
+                    // Our own put, applied by an attempt whose answer was lost (a timeout the
+                    // SDK retried): the claim is ours.
+                    Some("pending") if s_opt(&old, "owner") == Some(owner) => Ok(Claim::Fresh),
+                    _ => Ok(Claim::InProgress { fingerprint }),
+                }
+            }
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+
+    async fn finish(&self, scope: &str, id: &str, owner: &str, result: &str, expires_at: UnixTime) -> StoreResult<()> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(idempotency_pk(scope, id)))
+            .key(SK, s(IDEMPOTENCY_SK))
+            .update_expression("SET #st = :done, #res = :res, #exp = :exp, #ttl = :exp REMOVE #lease")
+            .condition_expression("#st = :pending AND #owner = :owner")
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_names("#res", "result")
+            .expression_attribute_names("#exp", "expires_at")
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_names("#lease", "lease_until")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":done", s("done"))
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":res", s(result))
+            .expression_attribute_values(":exp", n(expires_at.secs()))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(StoreError::Conflict("the idempotency claim was lost to another attempt".into()))
+            }
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+
+    async fn release(&self, scope: &str, id: &str, owner: &str) -> StoreResult<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, s(idempotency_pk(scope, id)))
+            .key(SK, s(IDEMPOTENCY_SK))
+            .condition_expression("#st = :pending AND #owner = :owner")
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| {
+                if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) {
+                    Ok(())
+                } else {
+                    Err(sdk_err(e))
+                }
+            })
+    }
+}
