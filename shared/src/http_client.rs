@@ -1,6 +1,7 @@
-//! A small HTTP(S) client for calling Stripe's API and, in the local stack, the upstream API:
-//! hyper over rustls (the same TLS stack the AWS SDK uses, so no second one is compiled in),
-//! with a deadline on every request and a cap on response size.
+//! HTTP clients. [`HttpClient`]: a small HTTP(S) client for calling Stripe's API and, in the
+//! local stack, the upstream API, with a deadline on every request and a cap on response size.
+//! [`sdk_http_client`]: the one the AWS SDK clients are given. Both are hyper over rustls with
+//! the ring crypto provider: one TLS stack, one provider, in every binary.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -35,7 +36,7 @@ impl HttpClient {
     /// `timeout` bounds each request from connect to the last body byte.
     pub fn new(timeout: Duration) -> Result<Self, HttpError> {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())?
+            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())?
             .https_or_http()
             .enable_http1()
             .build();
@@ -59,6 +60,15 @@ impl HttpClient {
         };
         tokio::time::timeout(self.timeout, exchange).await.map_err(|_| HttpError::Timeout(self.timeout))?
     }
+}
+
+/// The HTTP client for AWS SDK clients (DynamoDB, Secrets Manager, and the credential
+/// providers aws-config builds): the SDK's own hyper client over rustls with ring. HTTP and
+/// HTTPS (local endpoints are plain HTTP). Each call makes a client with its own connection
+/// pool; every function builds its SDK clients once, at cold start.
+pub fn sdk_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
 }
 
 /// hyper's errors say little at the top level ("client error (Connect)"); the cause is below.

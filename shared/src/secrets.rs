@@ -22,7 +22,10 @@ pub async fn load(config: &mut Config) -> Result<(), ConfigError> {
     if config.stripe_api_key_secret_arn.is_none() && config.stripe_webhook_secret_arn.is_none() {
         return Ok(());
     }
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(crate::http_client::sdk_http_client())
+        .load()
+        .await;
     load_with(config, &aws_sdk_secretsmanager::Client::new(&shared)).await
 }
 

@@ -302,6 +302,7 @@ async fn secrets_come_by_arn_and_a_missing_one_is_named() {
     let client = aws_sdk_secretsmanager::Client::from_conf(
         aws_sdk_secretsmanager::Config::builder()
             .behavior_version(BehaviorVersion::latest())
+            .http_client(shared::http_client::sdk_http_client())
             .endpoint_url(&secrets.endpoint)
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new("AKIDLOCAL", "local-secret", None, None, "test"))

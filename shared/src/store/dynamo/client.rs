@@ -64,12 +64,16 @@ pub async fn build_client(options: ClientOptions) -> Client {
             let region = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into());
             aws_sdk_dynamodb::config::Builder::new()
                 .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+                .http_client(crate::http_client::sdk_http_client())
                 .endpoint_url(endpoint)
                 .region(Region::new(region))
                 .credentials_provider(credentials)
         }
         None => {
-            let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+            let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .http_client(crate::http_client::sdk_http_client())
+                .load()
+                .await;
             aws_sdk_dynamodb::config::Builder::from(&shared)
         }
     }
