@@ -15,7 +15,7 @@ TEST_ALL := cargo test --workspace --no-fail-fast
 TEST_CONTRACT := cargo test --workspace --test contract --test authorizer --test local_stack --test management --test webhook --test claim --test faults --no-fail-fast
 endif
 
-.PHONY: help test lint lint-template test-dynoxide test-moto dev build deploy bench fuzz
+.PHONY: help test lint lint-template test-dynoxide test-moto test-spec dev build deploy bench fuzz
 
 # The local stack: every handler behind one server on in-process Dynoxide; --seed prints a demo key.
 dev:
@@ -29,7 +29,7 @@ help:
 	@echo "make fuzz    every cargo-fuzz target for FUZZ_SECONDS (default 600) each, on nightly; the corpus grows in fuzz/corpus"
 	@echo "make bench   the benchmarks: decision CPU and DynamoDB requests, authorizer cold start and RSS, local stack load (wrk), sizes"
 
-test: lint lint-template test-dynoxide test-moto
+test: lint lint-template test-dynoxide test-moto test-spec
 
 lint:
 	cargo fmt --all -- --check
@@ -43,6 +43,12 @@ test-dynoxide:
 # of the protocol), started single-threaded on a free port and stopped on every exit path.
 test-moto:
 	bash scripts/with-moto.sh $(TEST_CONTRACT)
+
+# The spec is the contract: Schemathesis (pinned, .venv-schemathesis) with every check against
+# the local stack built here, docs/openapi.yaml as the schema, 0 failures allowed.
+test-spec:
+	cargo build -p tollgate-dev
+	bash scripts/schemathesis.sh
 
 # Every SAM template in infra/: cfn-lint, sam validate --lint, sam validate, cfn-lint of the SAM
 # translation, then checkov on the template and the translation (fails on any finding not

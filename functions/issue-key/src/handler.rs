@@ -217,7 +217,14 @@ impl<S: ManagementStore> ManagementApi<S> {
 
     async fn route(&self, req: &ApiRequest, now: UnixTime) -> Reply {
         let path = req.path.trim_end_matches('/');
-        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        // Path segments arrive percent-encoded (`/v1/customers/a%40b` names customer `a@b`).
+        let decoded = path
+            .split('/')
+            .skip(1)
+            .map(|s| percent_encoding::percent_decode_str(s).decode_utf8())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| ApiError::invalid("path", "must be UTF-8 once percent-decoded"))?;
+        let segments: Vec<&str> = decoded.iter().map(|s| s.as_ref()).collect();
         let public = segments == ["v1", "claim"];
         if self.routes == Routes::Claim && !public {
             return Err(ApiError::NoRoute);

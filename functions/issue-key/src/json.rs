@@ -28,8 +28,16 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8], empty_ok: bool) -> Result<T,
     } else {
         body
     };
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    // Syntax first, then shape: a body is one JSON object (an array would otherwise fill the
+    // fields in order), and a whole number written as a float (`679.0`) is the integer JSON
+    // Schema says it is.
+    let mut value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(strip_position(&e.to_string())))?;
+    if !value.is_object() {
+        return Err(ApiError::invalid("body", "must be a JSON object"));
+    }
+    whole_floats_as_integers(&mut value);
+    let value = serde_path_to_error::deserialize(value).map_err(|e| {
         let inner = e.inner();
         if !inner.is_data() {
             return ApiError::InvalidJson(strip_position(&inner.to_string()));
@@ -45,14 +53,38 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8], empty_ok: bool) -> Result<T,
         };
         ApiError::invalid(field, message)
     })?;
-    de.end().map_err(|e| ApiError::InvalidJson(strip_position(&e.to_string())))?;
     Ok(value)
+}
+
+/// Rewrites every float that is a whole number exactly representable as one (|x| <= 2^53)
+/// as that integer; any other float stays a float, which an integer field then refuses.
+fn whole_floats_as_integers(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    match v {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() <= EXACT) {
+                *v = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_floats_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_floats_as_integers),
+        _ => {}
+    }
 }
 
 fn strip_position(msg: &str) -> String {
     match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_owned(),
         None => msg.to_owned(),
+    }
+}
+
+/// A field that may be left out but not sent as `null` (PATCH fields that cannot be cleared).
+fn not_null<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    match Option::<T>::deserialize(d)? {
+        Some(v) => Ok(Some(v)),
+        None => Err(serde::de::Error::custom("must not be null (leave the field out to keep its value)")),
     }
 }
 
@@ -104,13 +136,13 @@ pub struct CreateKeyInput {
 pub struct PatchKeyInput {
     #[serde(default, deserialize_with = "double_option")]
     pub name: Option<Option<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     pub status: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
     pub expires_at: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     pub plan_id: Option<Option<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     pub metadata: Option<BTreeMap<String, String>>,
     #[serde(default, deserialize_with = "double_option")]
     pub rate_limit: Option<Option<RateLimit>>,
@@ -299,5 +331,24 @@ mod tests {
         assert_eq!(p.name, Some(None));
         assert_eq!(p.plan_id, Some(Some("pro".into())));
         assert!(p.expires_at.is_none());
+        // Fields that cannot be cleared refuse null instead of ignoring it.
+        for body in [r#"{"status":null}"#, r#"{"metadata":null}"#] {
+            match parse_body::<PatchKeyInput>(body.as_bytes(), false) {
+                Err(ApiError::Invalid(v)) => assert!(body.contains(&v.field), "{body}: {}", v.field),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_body_is_one_object_and_whole_floats_are_integers() {
+        let p: PlanInput = parse_body(br#"{"name":"x","rate_limit":{"limit":679.0,"window_s":6e1}}"#, false).unwrap();
+        assert_eq!(p.rate_limit.map(|r| (r.limit, r.window_s)), Some((679, 60)));
+        assert_eq!(err(r#"{"name":"x","rate_limit":{"limit":679.5,"window_s":60}}"#), (422, "rate_limit.limit".into()));
+        // Beyond 2^53 a float is not an exact integer: refused, never rounded.
+        assert_eq!(err(r#"{"name":"x","rate_limit":{"limit":1e17,"window_s":60}}"#), (422, "rate_limit.limit".into()));
+        assert_eq!(err(r#"["p","x"]"#), (422, "body".into()));
+        assert_eq!(err(r#""x""#), (422, "body".into()));
+        assert_eq!(err("null"), (422, "body".into()));
     }
 }

@@ -36,9 +36,17 @@ impl UnixTime {
         Day(self.0.div_euclid(86_400))
     }
 
-    /// Parses RFC 3339 (`2026-11-23T10:00:00Z`, any offset); sub-seconds are dropped.
+    /// Parses RFC 3339 (`2026-11-23T10:00:00Z`, any offset); sub-seconds are dropped. An
+    /// instant that is not in years 0000–9999 in UTC (`9999-12-31T23:59:59-01:00`) is refused:
+    /// RFC 3339 could not write it back.
     pub fn parse_rfc3339(s: &str) -> Result<Self, InvalidTimestamp> {
-        OffsetDateTime::parse(s, &Rfc3339).map(|t| Self(t.unix_timestamp())).map_err(|_| InvalidTimestamp)
+        // 0000-01-01T00:00:00Z ..= 9999-12-31T23:59:59Z
+        const UTC_RANGE: std::ops::RangeInclusive<i64> = -62_167_219_200..=253_402_300_799;
+        let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|_| InvalidTimestamp)?.unix_timestamp();
+        if !UTC_RANGE.contains(&t) {
+            return Err(InvalidTimestamp);
+        }
+        Ok(Self(t))
     }
 
     /// RFC 3339 in UTC with a `Z` suffix.
@@ -163,6 +171,14 @@ mod tests {
         assert_eq!(Day::parse_iso("2026-11-23"), Some(t.day()));
         assert_eq!(Day::parse_compact("20261123"), Some(t.day()));
         assert_eq!(Day::parse_iso("2026-13-01"), None);
+    }
+
+    #[test]
+    fn timestamps_must_be_writable_back_in_utc() {
+        assert_eq!(UnixTime::parse_rfc3339("9999-12-31T23:59:59Z").unwrap().to_rfc3339(), "9999-12-31T23:59:59Z");
+        assert!(UnixTime::parse_rfc3339("9999-12-31T23:59:59-01:00").is_err());
+        assert!(UnixTime::parse_rfc3339("0000-01-01T00:00:00+01:00").is_err());
+        assert!(UnixTime::parse_rfc3339("0000-01-01T00:00:00Z").is_ok());
     }
 
     #[test]
