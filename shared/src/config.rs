@@ -72,7 +72,7 @@ pub struct Config {
     pub stripe_webhook_secrets: Secrets,
     /// `STRIPE_WEBHOOK_TOLERANCE_S`: how old (or new) a signed timestamp may be.
     pub stripe_webhook_tolerance_s: i64,
-    /// `STRIPE_API_KEY`, or read from `STRIPE_API_KEY_SECRET_ARN` by [`crate::secrets::load`].
+    /// `STRIPE_API_KEY`, or read from `STRIPE_API_KEY_SECRET_ARN` at cold start (`Config::load`, in `secrets.rs`).
     pub stripe_api_key: Option<SecretString>,
     /// `STRIPE_API_KEY_SECRET_ARN`: the Secrets Manager secret holding the API key.
     pub stripe_api_key_secret_arn: Option<String>,
@@ -170,14 +170,6 @@ impl Config {
     }
 
     /// For functions that verify Stripe webhooks: the secrets, or an error naming the variable.
-    /// [`from_env`](Self::from_env), then the secrets named by ARN read from Secrets Manager:
-    /// what every Lambda does at cold start.
-    pub async fn load() -> Result<Self, ConfigError> {
-        let mut config = Self::from_env()?;
-        crate::secrets::load(&mut config).await?;
-        Ok(config)
-    }
-
     pub fn require_webhook_secrets(&self) -> Result<&Secrets, ConfigError> {
         if self.stripe_webhook_secrets.is_empty() {
             Err(ConfigError::Missing("STRIPE_WEBHOOK_SECRET_ARN (or STRIPE_WEBHOOK_SECRET)"))

@@ -24,7 +24,9 @@ use crate::domain::plans::PlanId;
 use crate::domain::time::{Day, UnixTime};
 use crate::domain::usage::{MeterDay, MeterLedger, PendingReport};
 use crate::store::schema::{ROLLUP_LEASE_ID, ROLLUP_LEASE_SCOPE};
-use crate::store::{Claim, CustomerStore, IdempotencyStore, PlanStore, RollupStore, StoreError, StoreResult, Written};
+use crate::store::{
+    CustomerStore, IdempotencyStore, PlanStore, Reservation, RollupStore, StoreError, StoreResult, Written,
+};
 use crate::stripe::api::{MeterEvent, MeterEventOutcome, StripeApi, StripeError};
 use futures_util::StreamExt as _;
 use futures_util::stream;
@@ -178,9 +180,9 @@ where
         let lease_s = (self.options.budget + self.options.lease_margin).as_secs().max(1);
         let claim = self
             .store
-            .claim(ROLLUP_LEASE_SCOPE, ROLLUP_LEASE_ID, &owner, "", lease_s, now.plus(lease_s as i64), now)
+            .reserve(ROLLUP_LEASE_SCOPE, ROLLUP_LEASE_ID, &owner, "", lease_s, now.plus(lease_s as i64), now)
             .await?;
-        if claim != Claim::Fresh {
+        if claim != Reservation::Fresh {
             tracing::info!("another rollup run holds the lease; nothing to do");
             return Ok(RunReport { status: Some(RunStatus::Busy), ..RunReport::default() });
         }

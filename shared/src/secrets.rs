@@ -17,6 +17,17 @@ use secrecy::SecretString;
 pub const API_KEY_ARN_VAR: &str = "STRIPE_API_KEY_SECRET_ARN";
 pub const WEBHOOK_ARN_VAR: &str = "STRIPE_WEBHOOK_SECRET_ARN";
 
+impl Config {
+    /// [`from_env`](Self::from_env), then the secrets named by ARN read from Secrets Manager:
+    /// what every Lambda does at cold start. (Here rather than in `config.rs`, so that the
+    /// configuration does not depend on the AWS client that fills it.)
+    pub async fn load() -> Result<Self, ConfigError> {
+        let mut config = Self::from_env()?;
+        load(&mut config).await?;
+        Ok(config)
+    }
+}
+
 /// Reads the secrets `config` names by ARN into `config`. No ARN: no request, no client.
 pub async fn load(config: &mut Config) -> Result<(), ConfigError> {
     if config.stripe_api_key_secret_arn.is_none() && config.stripe_webhook_secret_arn.is_none() {

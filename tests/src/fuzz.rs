@@ -17,14 +17,13 @@ use shared::config::{FailMode, Secrets};
 use shared::domain::customers::CustomerId;
 use shared::domain::keys::{ApiKey, KeyEnv, KeyId};
 use shared::domain::plans::PlanId;
-use shared::domain::time::UnixTime;
 use shared::store::dynamo::DynamoStore;
 use shared::store::{KeyFilter, KeyStore, NewKey, PlanStore, StoreError};
 use shared::stripe::signature::{MAX_V1, SignatureError, sign, verify};
 use std::sync::OnceLock;
 use stripe_webhook::handler::Webhook;
 
-const NOW: UnixTime = UnixTime(1_795_428_030);
+use crate::NOW;
 const SECRET: &str = "whsec_fuzz_secret";
 const ADMIN: &str = "tga_fuzz_admin";
 

@@ -8,6 +8,9 @@ use shared::store::dynamo::{ClientOptions, DynamoStore, build_client};
 use shared::store::embedded::EmbeddedDynamo;
 use shared::store::metrics::RequestCounter;
 
+/// The instant the tests run at (2026-11-23T10:00:30Z): one clock for every test binary.
+pub const NOW: shared::domain::time::UnixTime = shared::domain::time::UnixTime(1_795_428_030);
+
 pub const ENDPOINT_VAR: &str = "TOLLGATE_TEST_DYNAMODB_ENDPOINT";
 
 pub struct TestDb {

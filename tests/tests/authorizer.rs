@@ -8,7 +8,6 @@ use shared::config::FailMode;
 use shared::domain::key_records::KeyStatus;
 use shared::domain::keys::{ApiKey, KeyId};
 use shared::domain::plans::{Plan, PlanId, RateLimit};
-use shared::domain::time::UnixTime;
 use shared::store::dynamo::{ClientOptions, DynamoStore, build_client};
 use shared::store::{KeyPatch, KeyStore, NewKey, PlanStore};
 use std::collections::BTreeMap;
@@ -16,7 +15,7 @@ use tollgate_tests::{TestDb, fresh_db};
 
 /// The test-only key the fixtures carry (see events/README.md).
 const FIXTURE_KEY: &str = "tg_test_0Eoh211G4c8wtVWM00my5rsNSFlKgaWqQ4mb8gdEqno1nomcz";
-const NOW: UnixTime = UnixTime(1_795_428_030);
+use tollgate_tests::NOW;
 
 fn fixture(name: &str) -> Value {
     // HTTP API fixtures are named by how the key is sent; REST ones by authorizer type.

@@ -10,7 +10,6 @@ use shared::authorize::Authorizer;
 use shared::config::FailMode;
 use shared::domain::customers::{CustomerId, SubscriptionStatus};
 use shared::domain::plans::{Plan, PlanId, RateLimit};
-use shared::domain::time::UnixTime;
 use shared::store::dynamo::DynamoStore;
 use shared::store::{CustomerStore, KeyFilter, KeyStore, PlanStore};
 use shared::stripe::api::StripeApi;
@@ -19,7 +18,7 @@ use std::time::Duration;
 use tollgate_tests::stripe::{API_KEY, StripeStandIn, checkout_session, subscription};
 use tollgate_tests::{TestDb, fresh_db};
 
-const NOW: UnixTime = UnixTime(1_795_428_030);
+use tollgate_tests::NOW;
 
 async fn setup(api_key: &str) -> (TestDb, Arc<ManagementApi<DynamoStore>>, StripeStandIn) {
     let db = fresh_db().await;

@@ -9,8 +9,8 @@ use shared::domain::plans::{Period, Plan, PlanId, Quota, RateLimit};
 use shared::domain::time::{Day, UnixTime};
 use shared::domain::usage::{DayCount, MeterDay, PendingReport, UsageDay};
 use shared::store::{
-    AuthorizeStore, BillingStore, Claim, CustomerStore, IdempotencyStore, KeyFilter, KeyPatch, KeyStore, NewKey,
-    PlanStore, RollupStore, StoreError, UsageStore, Written,
+    AuthorizeStore, BillingStore, CustomerStore, IdempotencyStore, KeyFilter, KeyPatch, KeyStore, NewKey, PlanStore,
+    Reservation, RollupStore, StoreError, UsageStore, Written,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tollgate_tests::{TestDb, fresh_db};
 
 /// 2026-11-23T10:00:30Z: mid-window for 60 s windows.
-const NOW: UnixTime = UnixTime(1_795_428_030);
+use tollgate_tests::NOW;
 
 fn plan(id: &str, rate: Option<(u64, u64)>, quota: Option<(u64, Period)>) -> Plan {
     Plan {
@@ -606,45 +606,51 @@ async fn idempotency_claims_leases_and_expiry() {
     let db = fresh_db().await;
     let exp = NOW.plus(86_400);
     let s = &db.store;
-    assert_eq!(s.claim("keys", "abc", "w1", "fp1", 30, exp, NOW).await.unwrap(), Claim::Fresh);
+    assert_eq!(s.reserve("keys", "abc", "w1", "fp1", 30, exp, NOW).await.unwrap(), Reservation::Fresh);
     assert_eq!(
-        s.claim("keys", "abc", "w2", "fp1", 30, exp, NOW).await.unwrap(),
-        Claim::InProgress { fingerprint: "fp1".into() }
+        s.reserve("keys", "abc", "w2", "fp1", 30, exp, NOW).await.unwrap(),
+        Reservation::InProgress { fingerprint: "fp1".into() }
     );
     // The same attempt again (the SDK resending a put whose answer was lost): still ours.
-    assert_eq!(s.claim("keys", "abc", "w1", "fp1", 30, exp, NOW).await.unwrap(), Claim::Fresh);
+    assert_eq!(s.reserve("keys", "abc", "w1", "fp1", 30, exp, NOW).await.unwrap(), Reservation::Fresh);
     // Other scopes are independent.
-    assert_eq!(s.claim("stripe", "abc", "w9", "fp9", 30, exp, NOW).await.unwrap(), Claim::Fresh);
+    assert_eq!(s.reserve("stripe", "abc", "w9", "fp9", 30, exp, NOW).await.unwrap(), Reservation::Fresh);
     s.finish("keys", "abc", "w1", "{\"key_id\":\"k\"}", exp).await.unwrap();
     assert_eq!(
-        s.claim("keys", "abc", "w2", "fp2", 30, exp, NOW.plus(60)).await.unwrap(),
-        Claim::Done { fingerprint: "fp1".into(), result: "{\"key_id\":\"k\"}".into() }
+        s.reserve("keys", "abc", "w2", "fp2", 30, exp, NOW.plus(60)).await.unwrap(),
+        Reservation::Done { fingerprint: "fp1".into(), result: "{\"key_id\":\"k\"}".into() }
     );
     // Finished records are not taken over when a lease would have run out...
-    assert!(matches!(s.claim("keys", "abc", "w3", "fp1", 30, exp, NOW.plus(3600)).await.unwrap(), Claim::Done { .. }));
+    assert!(matches!(
+        s.reserve("keys", "abc", "w3", "fp1", 30, exp, NOW.plus(3600)).await.unwrap(),
+        Reservation::Done { .. }
+    ));
     // ...but are once the record itself expires (TTL deletion may lag).
-    assert_eq!(s.claim("keys", "abc", "w4", "fp1", 30, exp, exp).await.unwrap(), Claim::Fresh);
+    assert_eq!(s.reserve("keys", "abc", "w4", "fp1", 30, exp, exp).await.unwrap(), Reservation::Fresh);
 
     // A crashed holder's lease runs out; a released claim is free at once.
-    assert_eq!(s.claim("keys", "crash", "a", "fp", 30, exp, NOW).await.unwrap(), Claim::Fresh);
+    assert_eq!(s.reserve("keys", "crash", "a", "fp", 30, exp, NOW).await.unwrap(), Reservation::Fresh);
     assert!(matches!(
-        s.claim("keys", "crash", "b", "fp", 30, exp, NOW.plus(29)).await.unwrap(),
-        Claim::InProgress { .. }
+        s.reserve("keys", "crash", "b", "fp", 30, exp, NOW.plus(29)).await.unwrap(),
+        Reservation::InProgress { .. }
     ));
-    assert_eq!(s.claim("keys", "crash", "c", "fp", 30, exp, NOW.plus(30)).await.unwrap(), Claim::Fresh);
+    assert_eq!(s.reserve("keys", "crash", "c", "fp", 30, exp, NOW.plus(30)).await.unwrap(), Reservation::Fresh);
     // The crashed holder wakes up: it can neither finish nor release what is now c's.
     assert!(matches!(s.finish("keys", "crash", "a", "late", exp).await, Err(StoreError::Conflict(_))));
     s.release("keys", "crash", "a").await.unwrap();
     assert!(matches!(
-        s.claim("keys", "crash", "d", "fp", 30, exp, NOW.plus(31)).await.unwrap(),
-        Claim::InProgress { .. }
+        s.reserve("keys", "crash", "d", "fp", 30, exp, NOW.plus(31)).await.unwrap(),
+        Reservation::InProgress { .. }
     ));
     s.release("keys", "crash", "c").await.unwrap();
-    assert_eq!(s.claim("keys", "crash", "e", "fp", 30, exp, NOW.plus(31)).await.unwrap(), Claim::Fresh);
+    assert_eq!(s.reserve("keys", "crash", "e", "fp", 30, exp, NOW.plus(31)).await.unwrap(), Reservation::Fresh);
     // Releasing a finished record does not delete it.
     s.finish("keys", "crash", "e", "r", exp).await.unwrap();
     s.release("keys", "crash", "e").await.unwrap();
-    assert!(matches!(s.claim("keys", "crash", "f", "fp", 30, exp, NOW.plus(40)).await.unwrap(), Claim::Done { .. }));
+    assert!(matches!(
+        s.reserve("keys", "crash", "f", "fp", 30, exp, NOW.plus(40)).await.unwrap(),
+        Reservation::Done { .. }
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -655,12 +661,15 @@ async fn only_one_concurrent_claim_wins() {
         .map(|i| {
             let store = db.store.clone();
             tokio::spawn(async move {
-                store.claim("stripe", "evt_1", &format!("w{i}"), &format!("fp{i}"), 30, exp, NOW).await.unwrap()
+                store.reserve("stripe", "evt_1", &format!("w{i}"), &format!("fp{i}"), 30, exp, NOW).await.unwrap()
             })
         })
         .collect();
-    let fresh =
-        futures::future::join_all(tasks).await.into_iter().filter(|c| *c.as_ref().unwrap() == Claim::Fresh).count();
+    let fresh = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .filter(|c| *c.as_ref().unwrap() == Reservation::Fresh)
+        .count();
     assert_eq!(fresh, 1);
 }
 

@@ -10,7 +10,6 @@ use shared::config::FailMode;
 use shared::domain::customers::CustomerId;
 use shared::domain::decision::Decision;
 use shared::domain::keys::{ApiKey, KeyEnv, KeyId};
-use shared::domain::time::UnixTime;
 use shared::store::dynamo::{ClientOptions, DynamoStore, build_client};
 use shared::store::schema::{KEY_SK, key_pk};
 use shared::store::{KeyStore, NewKey, PlanStore};
@@ -18,7 +17,7 @@ use std::time::{Duration, Instant};
 use tollgate_tests::faults::{Fault, FaultProxy, Rule};
 use tollgate_tests::{TestDb, fresh_db};
 
-const NOW: UnixTime = UnixTime(1_795_428_030);
+use tollgate_tests::NOW;
 /// Per SDK attempt through the proxy: short, as in Lambda, but patient enough for moto.
 const ATTEMPT: Duration = Duration::from_millis(1_000);
 

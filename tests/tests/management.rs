@@ -10,7 +10,7 @@ use shared::domain::time::UnixTime;
 use shared::store::dynamo::DynamoStore;
 use tollgate_tests::{TestDb, fresh_db};
 
-const NOW: UnixTime = UnixTime(1_795_428_030);
+use tollgate_tests::NOW;
 const TOKEN: &str = "admin-secret";
 
 struct Api {

@@ -21,7 +21,7 @@ use tollgate_tests::stripe::{API_KEY, Fault, StripeStandIn};
 use tollgate_tests::{TestDb, fresh_db};
 
 /// 2026-11-23T10:00:30Z.
-const NOW: UnixTime = UnixTime(1_795_428_030);
+use tollgate_tests::NOW;
 const METER: &str = "api_requests";
 const NAMESPACE: &str = "tollgate-test";
 

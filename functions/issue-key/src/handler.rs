@@ -25,8 +25,8 @@ use shared::domain::plans::{Plan, PlanId, ValidationError, is_stripe_id};
 use shared::domain::time::UnixTime;
 use shared::domain::usage::HISTORY_DAYS;
 use shared::store::{
-    Attempt, AttemptStore, BillingStore, Claim, CustomerStore, IdempotencyStore, KeyFilter, KeyPatch, KeyStore, NewKey,
-    PlanStore, UsageStore,
+    Attempt, AttemptStore, BillingStore, CustomerStore, IdempotencyStore, KeyFilter, KeyPatch, KeyStore, NewKey,
+    PlanStore, Reservation, UsageStore,
 };
 use shared::stripe::api::{StripeApi, StripeError};
 use std::time::{Duration, Instant};
@@ -74,7 +74,7 @@ pub const FANOUT_BUDGET: Duration = Duration::from_secs(20);
 /// answer, the billing fan-out's budget, the key), so no second claimant can take over while
 /// the first is still issuing a key.
 const CLAIM_LEASE_S: u64 = 120;
-/// How long one attempt holds an idempotency claim before a retry may take over.
+/// How long one attempt holds an idempotency reservation before a retry may take over.
 const IDEMPOTENCY_LEASE_S: u64 = 30;
 
 pub struct ManagementApi<S> {
@@ -354,12 +354,12 @@ impl<S: ManagementStore> ManagementApi<S> {
         let fingerprint = hex::encode(Sha256::digest(&req.body));
         let owner = uuid::Uuid::new_v4().to_string();
         let expires = now.plus(IDEMPOTENCY_TTL_S);
-        match self.store.claim("create-key", idem, &owner, &fingerprint, IDEMPOTENCY_LEASE_S, expires, now).await? {
-            Claim::Fresh => {}
-            Claim::InProgress { .. } => {
+        match self.store.reserve("create-key", idem, &owner, &fingerprint, IDEMPOTENCY_LEASE_S, expires, now).await? {
+            Reservation::Fresh => {}
+            Reservation::InProgress { .. } => {
                 return Err(ApiError::Conflict("a request with this Idempotency-Key is still in progress".into()));
             }
-            Claim::Done { fingerprint: stored, result } => {
+            Reservation::Done { fingerprint: stored, result } => {
                 if stored != fingerprint {
                     return Err(ApiError::invalid("Idempotency-Key", "was already used with a different request body"));
                 }
@@ -384,7 +384,7 @@ impl<S: ManagementStore> ManagementApi<S> {
             }
             Err(e) => {
                 if let Err(release) = self.store.release("create-key", idem, &owner).await {
-                    tracing::warn!(error = %release, "could not release the idempotency claim");
+                    tracing::warn!(error = %release, "could not release the idempotency reservation");
                 }
                 Err(e)
             }
@@ -618,12 +618,16 @@ impl<S: ManagementStore> ManagementApi<S> {
 
         let owner = uuid::Uuid::new_v4().to_string();
         let expires = now.plus(CLAIM_RECORD_TTL_S);
-        match self.store.claim("checkout-claim", &session_id, &owner, &session_id, CLAIM_LEASE_S, expires, now).await? {
-            Claim::Fresh => {}
-            Claim::InProgress { .. } => {
+        match self
+            .store
+            .reserve("checkout-claim", &session_id, &owner, &session_id, CLAIM_LEASE_S, expires, now)
+            .await?
+        {
+            Reservation::Fresh => {}
+            Reservation::InProgress { .. } => {
                 return Err(ApiError::Conflict("This session is being claimed right now; retry in a moment.".into()));
             }
-            Claim::Done { result, .. } => {
+            Reservation::Done { result, .. } => {
                 let key_id = KeyId::parse(&result).map_err(|e| ApiError::Internal(Box::new(e)))?;
                 let key = self.store.get_key(&key_id).await?.ok_or(ApiError::NotFound("key"))?;
                 return Err(ApiError::AlreadyClaimed {

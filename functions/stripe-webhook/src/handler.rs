@@ -8,7 +8,7 @@ use shared::app::billing::{Applied, Billing, BillingError, StripeInput};
 use shared::config::Secrets;
 use shared::domain::customers::CustomerId;
 use shared::domain::time::UnixTime;
-use shared::store::{BillingStore, Claim, CustomerStore, IdempotencyStore, PlanStore, StoreError};
+use shared::store::{BillingStore, CustomerStore, IdempotencyStore, PlanStore, Reservation, StoreError};
 use shared::stripe::events::{Change, StripeEvent, parse_event};
 use shared::stripe::signature::{SignatureError, verify};
 use std::time::Duration;
@@ -157,12 +157,12 @@ impl<S: WebhookStore> Webhook<S> {
         match self
             .billing
             .store()
-            .claim("stripe-event", &event.id, &owner, &fingerprint, EVENT_LEASE_S, expires, now)
+            .reserve("stripe-event", &event.id, &owner, &fingerprint, EVENT_LEASE_S, expires, now)
             .await?
         {
-            Claim::Fresh => {}
-            Claim::InProgress { .. } => return Err(WebhookError::InProgress),
-            Claim::Done { .. } => {
+            Reservation::Fresh => {}
+            Reservation::InProgress { .. } => return Err(WebhookError::InProgress),
+            Reservation::Done { .. } => {
                 // Nothing is recorded twice, but the customer's billing is derived again: after
                 // an operator adds a missing price to a plan, resending the event from Stripe's
                 // dashboard brings the customer in line (and repairs a fan-out cut short).

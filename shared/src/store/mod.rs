@@ -368,9 +368,10 @@ pub trait AttemptStore: Send + Sync {
     ) -> impl Future<Output = StoreResult<Attempt>> + Send;
 }
 
-/// A stored outcome of an idempotent operation.
+/// What reserving an idempotent operation found: this attempt may do the work, another is
+/// doing it, or it was done. ("Reservation", not "claim": the Checkout claim is another thing.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
+pub enum Reservation {
     /// First time: the caller does the work, then `finish`es (or `release`s on failure).
     Fresh,
     /// Someone else is doing the work right now.
@@ -380,10 +381,10 @@ pub enum Claim {
 }
 
 pub trait IdempotencyStore: Send + Sync {
-    /// Claims `scope`/`id` for `lease_s` seconds on behalf of `owner` (a token unique to this
+    /// Reserves `scope`/`id` for `lease_s` seconds on behalf of `owner` (a token unique to this
     /// attempt); the record lives until `expires_at`.
     #[allow(clippy::too_many_arguments)]
-    fn claim(
+    fn reserve(
         &self,
         scope: &str,
         id: &str,
@@ -392,8 +393,8 @@ pub trait IdempotencyStore: Send + Sync {
         lease_s: u64,
         expires_at: UnixTime,
         now: UnixTime,
-    ) -> impl Future<Output = StoreResult<Claim>> + Send;
-    /// Records the result. `Conflict` if `owner` no longer holds the claim (its lease ran out
+    ) -> impl Future<Output = StoreResult<Reservation>> + Send;
+    /// Records the result. `Conflict` if `owner` no longer holds the reservation (its lease ran out
     /// and another attempt took over).
     fn finish(
         &self,
@@ -403,7 +404,7 @@ pub trait IdempotencyStore: Send + Sync {
         result: &str,
         expires_at: UnixTime,
     ) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Gives up `owner`'s claim so a retry can do the work; a no-op if it is not theirs.
+    /// Gives up `owner`'s reservation so a retry can do the work; a no-op if it is not theirs.
     fn release(&self, scope: &str, id: &str, owner: &str) -> impl Future<Output = StoreResult<()>> + Send;
 }
 

@@ -6,13 +6,13 @@ use super::errors::sdk_err;
 use super::items::{n, s, s_opt};
 use crate::domain::time::UnixTime;
 use crate::store::schema::*;
-use crate::store::{Claim, IdempotencyStore, StoreError, StoreResult};
+use crate::store::{IdempotencyStore, Reservation, StoreError, StoreResult};
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use std::collections::HashMap;
 
 impl IdempotencyStore for DynamoStore {
-    async fn claim(
+    async fn reserve(
         &self,
         scope: &str,
         id: &str,
@@ -21,7 +21,7 @@ impl IdempotencyStore for DynamoStore {
         lease_s: u64,
         expires_at: UnixTime,
         now: UnixTime,
-    ) -> StoreResult<Claim> {
+    ) -> StoreResult<Reservation> {
         let item = HashMap::from([
             (PK.to_owned(), s(idempotency_pk(scope, id))),
             (SK.to_owned(), s(IDEMPOTENCY_SK)),
@@ -32,7 +32,7 @@ impl IdempotencyStore for DynamoStore {
             ("expires_at".to_owned(), n(expires_at.secs())),
             (TTL.to_owned(), n(expires_at.secs())),
         ]);
-        // Free when absent, expired (TTL deletion can lag by days), or a pending claim whose
+        // Free when absent, expired (TTL deletion can lag by days), or a pending reservation whose
         // holder's lease ran out (it crashed).
         let res = self
             .client
@@ -50,7 +50,7 @@ impl IdempotencyStore for DynamoStore {
             .send()
             .await;
         match res {
-            Ok(_) => Ok(Claim::Fresh),
+            Ok(_) => Ok(Reservation::Fresh),
             Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => {
                 let old = match se.err() {
                     aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c) => {
@@ -64,13 +64,14 @@ impl IdempotencyStore for DynamoStore {
                 };
                 let fingerprint = s_opt(&old, "fingerprint").unwrap_or_default().to_owned();
                 match s_opt(&old, "state") {
-                    Some("done") => {
-                        Ok(Claim::Done { fingerprint, result: s_opt(&old, "result").unwrap_or_default().to_owned() })
-                    }
+                    Some("done") => Ok(Reservation::Done {
+                        fingerprint,
+                        result: s_opt(&old, "result").unwrap_or_default().to_owned(),
+                    }),
                     // Our own put, applied by an attempt whose answer was lost (a timeout the
-                    // SDK retried): the claim is ours.
-                    Some("pending") if s_opt(&old, "owner") == Some(owner) => Ok(Claim::Fresh),
-                    _ => Ok(Claim::InProgress { fingerprint }),
+                    // SDK retried): the reservation is ours.
+                    Some("pending") if s_opt(&old, "owner") == Some(owner) => Ok(Reservation::Fresh),
+                    _ => Ok(Reservation::InProgress { fingerprint }),
                 }
             }
             Err(e) => Err(sdk_err(e)),
@@ -102,7 +103,7 @@ impl IdempotencyStore for DynamoStore {
         match res {
             Ok(_) => Ok(()),
             Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Err(StoreError::Conflict("the idempotency claim was lost to another attempt".into()))
+                Err(StoreError::Conflict("the idempotency reservation was lost to another attempt".into()))
             }
             Err(e) => Err(sdk_err(e)),
         }
