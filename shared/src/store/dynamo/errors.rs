@@ -61,7 +61,7 @@ impl std::error::Error for Described {
 }
 
 /// An SDK error with its service code and message, for logs.
-pub(super) struct DisplayErr<'a, E, R>(pub(super) &'a SdkError<E, R>);
+struct DisplayErr<'a, E, R>(&'a SdkError<E, R>);
 
 impl<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug + 'static> std::fmt::Display
     for DisplayErr<'_, E, R>

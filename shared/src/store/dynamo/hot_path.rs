@@ -3,7 +3,7 @@
 //! rollover attempt) follows.
 
 use super::DynamoStore;
-use super::errors::{DisplayErr, sdk_err};
+use super::errors::sdk_err;
 use super::expr::Expr;
 use super::items::{n, parse_key_id, req_s, s, s_opt};
 use crate::domain::decision::{Decision, Denial, KeyState, Step, next_step, rolled};
@@ -162,20 +162,9 @@ impl DynamoStore {
             e.value(s(activity_shard(key_id.as_str()))),
         );
         let cond = format!("attribute_exists({})", e.name(PK));
-        let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, s(key_pk(key_id.as_str())))
-            .key(SK, s(KEY_SK))
-            .update_expression(update)
-            .condition_expression(cond)
-            .set_expression_attribute_names((!e.names.is_empty()).then_some(e.names))
-            .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
-            .send()
-            .await;
-        if let Err(err) = res {
-            tracing::warn!(key_id = %key_id, error = %DisplayErr(&err), "could not count a denied request");
+        // A key deleted meanwhile has nothing to count (the condition fails: Ok(false)).
+        if let Err(err) = self.conditional_update(&key_pk(key_id.as_str()), KEY_SK, update, cond, e).await {
+            tracing::warn!(key_id = %key_id, error = %err, "could not count a denied request");
         }
     }
 }
