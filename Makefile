@@ -9,10 +9,10 @@ NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
 # the same features and reuses every artifact (with -p it rebuilt much of the tree).
 ifeq ($(NEXTEST),yes)
 TEST_ALL := cargo nextest run --workspace --no-fail-fast
-TEST_CONTRACT := cargo nextest run --workspace --test contract --test authorizer --test local_stack --test management --test webhook --test claim --test faults --no-fail-fast
+TEST_CONTRACT := cargo nextest run --workspace --no-fail-fast -E 'binary(storage) | (binary(api) & test(/^(authorizer|local_stack|management|webhook|claim)::/))'
 else
 TEST_ALL := cargo test --workspace --no-fail-fast
-TEST_CONTRACT := cargo test --workspace --test contract --test authorizer --test local_stack --test management --test webhook --test claim --test faults --no-fail-fast
+TEST_CONTRACT := cargo test --workspace --test storage --test api --no-fail-fast -- contract:: faults:: authorizer:: local_stack:: management:: webhook:: claim::
 endif
 
 .PHONY: help test lint lint-template test-dynoxide test-moto test-spec dev build deploy bench fuzz
@@ -57,11 +57,11 @@ test-spec:
 lint-template:
 	bash scripts/lint-template.sh
 
-# Criterion benchmarks, the native release authorizer binary's cold start and memory against an emulated
+# Criterion benchmarks, the native release authorizer's (and issue-key's) cold start and memory against an emulated
 # Lambda Runtime API, the local stack under wrk (scripts/load.sh installs it when absent) and make build's
 # sizes, ending in one summary table (bench/benches/decision.rs).
 bench:
-	cargo build --release -p authorizer
+	cargo build --release -p authorizer -p issue-key
 	cargo bench -p tollgate-bench
 
 # target/lambda/<function>/bootstrap and bootstrap.zip for arm64, then a size table (scripts/build.sh).
@@ -79,6 +79,6 @@ deploy:
 
 # cargo-fuzz on nightly: key parsing, Stripe-Signature and the webhook, authorizer events, management
 # requests (bodies and query strings), cursors; FUZZ_SECONDS per target (default 600). The corpus it
-# grows is replayed on stable by make test (tests/tests/fuzz_corpus.rs).
+# grows is replayed on stable by make test (tests/tests/artifacts/fuzz_corpus.rs).
 fuzz:
 	bash scripts/fuzz.sh

@@ -100,6 +100,17 @@ fn main() {
         }
         return;
     }
+    // `TOLLGATE_BENCH=cold`: only the two functions' cold starts (release binaries built first).
+    if std::env::var("TOLLGATE_BENCH").as_deref() == Ok("cold") {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        println!("| measure | result | goal |\n|---|---|---|");
+        let mut rows = rt.block_on(lambda_rows());
+        rows.retain(|(measure, _, _)| measure.starts_with("cold start"));
+        for (measure, result, goal) in rows {
+            println!("| {measure} | {result} | {goal} |");
+        }
+        return;
+    }
     let mut c = Criterion::default()
         .output_directory(&criterion_dir())
         .warm_up_time(Duration::from_secs(1))
@@ -267,6 +278,15 @@ fn authorizer_binary() -> PathBuf {
         .unwrap_or_else(|| target_dir().join("release/authorizer"))
 }
 
+/// The native (x86_64) release `issue-key` binary; `make bench` builds it first.
+fn management_binary() -> PathBuf {
+    std::env::var_os("TOLLGATE_ISSUE_KEY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("release/issue-key"))
+}
+
+const MANAGEMENT_COLD_START_MEASURE: &str = "cold start (init): process start to first `GET /runtime/invocation/next`, native x86_64 release `issue-key` (configuration, DynamoDB client and its warm-up `GetItem`, the router)";
+
 const COLD_START_MEASURE: &str = "cold start (init): process start to first `GET /runtime/invocation/next`, native x86_64 release `authorizer`; includes its warm-up `GetItem` to local Dynoxide";
 const FIRST_INVOCATION_MEASURE: &str =
     "first invocation: event handed out to response received (key lookup + counted `UpdateItem`, local Dynoxide)";
@@ -284,11 +304,47 @@ async fn lambda_rows() -> Vec<Row> {
         ];
     }
     let db = EmbeddedDynamo::start_in_memory().await.unwrap();
-    let result = lambda_measure(&binary, db.endpoint()).await;
-    db.stop().await;
-    result.unwrap_or_else(|e| {
+    let mut rows = lambda_measure(&binary, db.endpoint()).await.unwrap_or_else(|e| {
         vec![row(format!("{COLD_START_MEASURE}; first invocation; peak RSS"), format!("FAILED: {e}"), "")]
-    })
+    });
+    rows.push(management_cold_start(db.endpoint()).await);
+    db.stop().await;
+    rows
+}
+
+/// The management API's init: the same measure as the authorizer's, over `GET /v1/plans`.
+async fn management_cold_start(endpoint: &str) -> Row {
+    let goal = format!("<= {} ms", INIT_GOAL.as_millis());
+    let binary = management_binary();
+    if !binary.is_file() {
+        let missing = format!("no {}: run `cargo build --release -p issue-key` (make bench does)", binary.display());
+        return row(MANAGEMENT_COLD_START_MEASURE, missing, goal);
+    }
+    let result = async {
+        let table = "tollgate-bench-management";
+        let store = DynamoStore::new(build_client(ClientOptions::local(endpoint)).await, table);
+        store.create_table_if_missing().await.map_err(|e| format!("create table: {e}"))?;
+        let log = target_dir().join("bench-issue-key.log");
+        let function = lambda::Function::new(binary, "issue-key", endpoint, table, log);
+        let event = std::fs::read(root().join("events/issue-key-http-list-plans.json"))
+            .map_err(|e| format!("events/issue-key-http-list-plans.json: {e}"))?;
+        let event = axum::body::Bytes::from(event);
+        let mut inits = Vec::new();
+        for _ in 0..COLD_STARTS {
+            inits.push(lambda::cold_start(&function, &event, lambda::check_ok).await?.0);
+        }
+        inits.sort();
+        Ok::<_, String>((percentile(&inits, 50.0), percentile(&inits, 90.0)))
+    }
+    .await;
+    match result {
+        Ok((p50, p90)) => row(
+            format!("{MANAGEMENT_COLD_START_MEASURE}, median / p90 of {COLD_STARTS}"),
+            format!("{} / {}{}", fmt_duration(p50), fmt_duration(p90), verdict(p90 <= INIT_GOAL)),
+            goal,
+        ),
+        Err(e) => row(MANAGEMENT_COLD_START_MEASURE, format!("FAILED: {e}"), goal),
+    }
 }
 
 async fn lambda_measure(binary: &Path, endpoint: &str) -> Result<Vec<Row>, String> {
@@ -310,7 +366,7 @@ async fn lambda_measure(binary: &Path, endpoint: &str) -> Result<Vec<Row>, Strin
 
     let (mut inits, mut firsts) = (Vec::new(), Vec::new());
     for _ in 0..COLD_STARTS {
-        let (init, first) = lambda::cold_start(&function, &event).await?;
+        let (init, first) = lambda::cold_start(&function, &event, lambda::check_allowed).await?;
         inits.push(init);
         firsts.push(first);
     }

@@ -10,8 +10,11 @@ use axum::body::Bytes;
 use std::time::{Duration, Instant};
 pub use tollgate_tests::lambda::{Emulator, Function};
 
+/// What a bench invocation must answer; anything else means the setup is wrong.
+pub type Check = fn(&Bytes) -> Result<(), String>;
+
 /// Cold start of one fresh process: (process start to first `next`, first invocation).
-pub async fn cold_start(function: &Function, event: &Bytes) -> Result<(Duration, Duration), String> {
+pub async fn cold_start(function: &Function, event: &Bytes, check: Check) -> Result<(Duration, Duration), String> {
     let mut emulator = Emulator::start().await.map_err(|e| format!("runtime API emulator: {e}"))?;
     let result = async {
         let started = Instant::now();
@@ -19,7 +22,7 @@ pub async fn cold_start(function: &Function, event: &Bytes) -> Result<(Duration,
         let invoked = emulator.invoke(event.clone()).await;
         drop(process);
         let invoked = invoked.map_err(|e| format!("{e} (function log: {})", function.log.display()))?;
-        check_allowed(&invoked.body)?;
+        check(&invoked.body)?;
         let init = emulator.first_poll().ok_or("the function never polled")? - started;
         Ok((init, invoked.latency))
     }
@@ -52,7 +55,7 @@ pub async fn sustained(function: &Function, event: &Bytes, n: usize) -> Result<(
 }
 
 /// The bench's key is valid and unlimited: anything but an allow means the setup is wrong.
-fn check_allowed(body: &Bytes) -> Result<(), String> {
+pub fn check_allowed(body: &Bytes) -> Result<(), String> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| format!("response is not JSON ({e}): {body:?}"))?;
     if value["isAuthorized"] == serde_json::Value::Bool(true) {
@@ -60,4 +63,11 @@ fn check_allowed(body: &Bytes) -> Result<(), String> {
     } else {
         Err(format!("expected isAuthorized: true, got {value}"))
     }
+}
+
+/// The management API answered 200 (the bench lists plans as an IAM caller).
+pub fn check_ok(body: &Bytes) -> Result<(), String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("response is not JSON ({e}): {body:?}"))?;
+    if value["statusCode"] == 200 { Ok(()) } else { Err(format!("expected statusCode 200, got {value}")) }
 }

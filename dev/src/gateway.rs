@@ -5,10 +5,11 @@
 
 use authorizer::handler::{self, HandlerError};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
 use shared::authorize::{Authorizer, AuthorizerContext};
 use shared::domain::time::UnixTime;
+use shared::envelope;
 use shared::http_client::HttpClient;
 use shared::store::AuthorizeStore;
 use std::net::SocketAddr;
@@ -254,20 +255,13 @@ fn echo(req: &ProxyRequest, context: &AuthorizerContext) -> Response<Bytes> {
     json_response(StatusCode::OK, &body, &req.request_id)
 }
 
-/// DESIGN.md's error body: `{"error":{"code","message"},"request_id"}`.
+/// DESIGN.md's error body (`shared::envelope`), as the gateway's response type.
 pub fn error_response(status: u16, code: &str, message: &str, request_id: &str) -> Response<Bytes> {
-    let body = json!({ "error": { "code": code, "message": message }, "request_id": request_id });
-    json_response(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &body, request_id)
+    envelope::error_response(status, code, message, request_id).map(Bytes::from)
 }
 
 fn json_response(status: StatusCode, body: &Value, request_id: &str) -> Response<Bytes> {
-    let mut resp = Response::new(Bytes::from(body.to_string()));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        resp.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
-    }
-    resp
+    envelope::json_response(status, body, request_id).map(Bytes::from)
 }
 
 #[cfg(test)]

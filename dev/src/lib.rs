@@ -11,8 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use bytes::Bytes;
 use gateway::{Gateway, ProxyRequest, Upstream};
+use issue_key::api::{ManagementApi, bearer_matches};
 use issue_key::error::ApiError;
-use issue_key::handler::{ApiRequest, ManagementApi, bearer_matches};
+use issue_key::extract::RequestContext;
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use shared::authorize::{Authorizer, AuthorizerOptions};
@@ -34,13 +35,13 @@ use std::time::Duration;
 use stripe_webhook::handler::Webhook;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tower::ServiceExt;
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:3000";
 pub const DEFAULT_TABLE: &str = "tollgate";
 pub const DEFAULT_ROLLUP_INTERVAL_S: u64 = 60;
 /// Largest request body the local gateway accepts (API Gateway HTTP APIs allow 10 MB).
 const MAX_PROXY_BODY: usize = 10 * 1024 * 1024;
-const MAX_MANAGEMENT_BODY: usize = 1024 * 1024;
 /// Emulators serve many clients one request at a time: give a decision longer than Lambda's
 /// 0.9 s before it counts as unavailable.
 const LOCAL_DECISION_BUDGET: Duration = Duration::from_secs(10);
@@ -194,7 +195,6 @@ pub struct LocalStack {
 
 struct App {
     gateway: Gateway<DynamoStore>,
-    api: ManagementApi<DynamoStore>,
     webhook: Webhook<DynamoStore>,
     rollup: Rollup<DynamoStore>,
     admin_token: SecretString,
@@ -240,7 +240,6 @@ impl LocalStack {
                 settings.upstream.clone(),
                 http,
             ),
-            api,
             webhook: Webhook::new(
                 store.clone(),
                 settings.webhook_secrets.clone(),
@@ -256,17 +255,24 @@ impl LocalStack {
         });
         let rollup_timer = (settings.rollup_interval_s > 0)
             .then(|| tokio::spawn(rollup_timer(app.clone(), Duration::from_secs(settings.rollup_interval_s))));
+        // The management API's own router answers /v1/... and every path the local stack has
+        // no route for; the caller is whoever holds the admin token (the router checks it).
+        let management = api.service().map_request(|mut req: Request| {
+            let source = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+            let ctx =
+                RequestContext { request_id: request_id(), caller: Some("admin-token".into()), source, now: None };
+            req.extensions_mut().insert(ctx);
+            req
+        });
         let router = Router::new()
             .route("/proxy", any(proxy))
             .route("/proxy/", any(proxy))
             .route("/proxy/{*path}", any(proxy))
-            .route("/v1", any(manage))
-            .route("/v1/{*path}", any(manage))
             .route("/stripe/webhook", post(stripe_webhook))
             .route("/internal/rollup", post(run_rollup))
             .route("/health", get(|| async { "ok" }))
-            .fallback(not_found)
-            .with_state(app);
+            .with_state(app)
+            .fallback_service(management);
         let listener = tokio::net::TcpListener::bind(settings.addr)
             .await
             .map_err(|source| StartError::Bind { addr: settings.addr, source })?;
@@ -390,30 +396,6 @@ async fn proxy(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<Socke
     into_axum(app.gateway.handle(req, UnixTime::now()).await)
 }
 
-async fn manage(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
-    let request_id = request_id();
-    let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_MANAGEMENT_BODY).await {
-        Ok(b) => b.to_vec(),
-        Err(_) => {
-            let e = ApiError::BodyTooLarge(issue_key::json::MAX_BODY_BYTES);
-            return into_axum(gateway::error_response(e.status(), e.code(), &e.to_string(), &request_id));
-        }
-    };
-    let req = ApiRequest {
-        method: parts.method,
-        path: parts.uri.path().to_owned(),
-        query: parts.uri.query().unwrap_or_default().to_owned(),
-        headers: parts.headers,
-        body,
-        request_id,
-        // One caller here: whoever holds the admin token (the handler checks it).
-        caller: Some("admin-token".into()),
-        source: Some(peer.ip().to_string()),
-    };
-    app.api.handle(req, UnixTime::now()).await.map(Body::from).into_response()
-}
-
 async fn stripe_webhook(State(app): State<Arc<App>>, req: Request) -> Response {
     let request_id = request_id();
     let (parts, body) = req.into_parts();
@@ -456,12 +438,6 @@ async fn run_rollup(State(app): State<Arc<App>>, req: Request) -> Response {
             into_axum(gateway::error_response(503, "storage_unavailable", msg, &request_id))
         }
     }
-}
-
-async fn not_found() -> Response {
-    let msg =
-        "No such route: the local stack serves /proxy/..., /v1/..., /stripe/webhook, /internal/rollup and /health.";
-    into_axum(gateway::error_response(404, "not_found", msg, &request_id()))
 }
 
 fn into_axum(resp: http::Response<Bytes>) -> Response {

@@ -7,6 +7,7 @@ pub mod app;
 pub mod authorize;
 pub mod config;
 pub mod domain;
+pub mod envelope;
 pub mod http_client;
 pub mod rollup;
 pub mod secrets;

@@ -1,5 +1,5 @@
 //! The fuzz targets' bodies, shared by cargo-fuzz (`fuzz/`, nightly, `make fuzz`) and the
-//! corpus replay under `make test` (`tests/tests/fuzz_corpus.rs`, stable), so the committed
+//! corpus replay under `make test` (`tests/tests/artifacts/fuzz_corpus.rs`, stable), so the committed
 //! corpus keeps exercising exactly what was fuzzed.
 //!
 //! Each target takes arbitrary bytes and checks more than "no panic": the oracle is what the
@@ -11,7 +11,7 @@
 //! on first use.
 
 use http::{HeaderMap, HeaderValue, Method};
-use issue_key::handler::{ApiRequest, ManagementApi};
+use issue_key::api::{ApiRequest, ManagementApi};
 use shared::authorize::{Authorizer, bearer_token, presented_key};
 use shared::config::{FailMode, Secrets};
 use shared::domain::customers::CustomerId;

@@ -1,7 +1,10 @@
 //! Every way a management request can fail, and the one place each becomes a status and a
-//! JSON error body: `{"error":{"code","message","field"?},"request_id"}`.
+//! JSON error body: `{"error":{"code","message","field"?},"request_id"}` (`shared::envelope`).
 
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
 use shared::domain::plans::ValidationError;
+use shared::envelope;
 use shared::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -86,25 +89,63 @@ impl ApiError {
         }
     }
 
-    /// The JSON body. Internal details stay in the logs, never in a response.
-    pub fn body(&self, request_id: &str) -> serde_json::Value {
+    /// The `error` object. Internal details stay in the logs, never in a response.
+    pub fn error_object(&self) -> serde_json::Value {
         let message = match self {
             Self::Internal(_) => "An internal error occurred; the request id identifies it in the logs.".to_owned(),
             Self::Unavailable(_) => "Storage is temporarily unavailable; retry shortly.".to_owned(),
             Self::Unauthorized => "Send Authorization: Bearer <admin token>.".to_owned(),
             other => other.to_string(),
         };
-        let mut error = serde_json::json!({ "code": self.code(), "message": message });
+        let mut extra = serde_json::Map::new();
         match self {
-            Self::Invalid(v) => error["field"] = v.field.clone().into(),
-            Self::AlreadyClaimed { key_id, display, .. } => {
-                error["key_id"] = key_id.clone().into();
-                error["display"] = display.clone().into();
+            Self::Invalid(v) => {
+                extra.insert("field".into(), v.field.clone().into());
             }
-            Self::TooManyAttempts { retry_after, .. } => error["retry_after"] = (*retry_after).into(),
+            Self::AlreadyClaimed { key_id, display, .. } => {
+                extra.insert("key_id".into(), key_id.clone().into());
+                extra.insert("display".into(), display.clone().into());
+            }
+            Self::TooManyAttempts { retry_after, .. } => {
+                extra.insert("retry_after".into(), (*retry_after).into());
+            }
             _ => {}
         }
-        serde_json::json!({ "error": error, "request_id": request_id })
+        envelope::error_object(self.code(), &message, extra)
+    }
+
+    /// The whole error body for `request_id`.
+    pub fn body(&self, request_id: &str) -> serde_json::Value {
+        envelope::error_body(self.error_object(), request_id)
+    }
+}
+
+/// A refusal's `error` object on its way out: the router's outer layer, which knows the
+/// request id, writes it as the response body.
+#[derive(Debug, Clone)]
+pub struct Failure(pub serde_json::Value);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::Internal(_) | Self::Unavailable(_) | Self::Upstream(_) => {
+                tracing::error!(error = %self, source = ?std::error::Error::source(&self), "request failed")
+            }
+            _ => tracing::info!(code = self.code(), error = %self, "request rejected"),
+        }
+        let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = status.into_response();
+        match &self {
+            Self::MethodNotAllowed(allow) => {
+                resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            Self::TooManyAttempts { retry_after, .. } => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            _ => {}
+        }
+        resp.extensions_mut().insert(Failure(self.error_object()));
+        resp
     }
 }
 

@@ -1,6 +1,7 @@
-//! The management API's handler, as a library so the local stack and the tests run the very
-//! code the Lambda runs.
+//! The management API, as a library so the local stack and the tests run the very router the
+//! Lambda runs.
 
+pub mod api;
 pub mod error;
-pub mod handler;
+pub mod extract;
 pub mod json;

@@ -1,14 +1,16 @@
 //! The management API Lambda (behind API Gateway with IAM authorization): configuration and
-//! client built once per cold start, then one request per invocation.
+//! clients built once per cold start, then the one router serves every invocation
+//! (lambda_http hands it each request as an `http::Request`).
 
-use issue_key::handler::{ApiRequest, ManagementApi, Routes};
-use lambda_http::request::RequestContext;
-use lambda_http::{Body, Request, RequestExt, service_fn};
+use issue_key::api::{ManagementApi, Routes};
+use issue_key::extract::RequestContext;
+use lambda_http::request::RequestContext as GatewayContext;
+use lambda_http::{Request, RequestExt};
 use shared::config::Config;
-use shared::domain::time::UnixTime;
 use shared::store::dynamo::DynamoStore;
 use shared::stripe::api::StripeApi;
 use std::time::Duration;
+use tower::ServiceExt;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -23,44 +25,31 @@ async fn main() -> Result<(), lambda_http::Error> {
         let stripe = StripeApi::new(&config.stripe_api_base, key.clone(), Duration::from_secs(10))?;
         api = api.with_stripe(stripe, config.past_due_grace_s);
     }
-    let api = &api;
-    lambda_http::run(service_fn(move |req: Request| async move {
-        let request_id = req.lambda_context_ref().map(|c| c.request_id.clone()).unwrap_or_default();
-        let (caller, source) = identity(req.request_context_ref());
-        let query = req.uri().query().unwrap_or_default().to_owned();
-        let (parts, body) = req.into_parts();
-        let req = ApiRequest {
-            method: parts.method,
-            path: management_path(parts.uri.path()),
-            query,
-            headers: parts.headers,
-            body: body.to_vec(),
-            request_id,
-            caller,
-            source,
-        };
-        let resp = api.handle(req, UnixTime::now()).await;
-        Ok::<_, lambda_http::Error>(resp.map(Body::from))
-    }))
-    .await
+    lambda_http::run(api.service().map_request(from_gateway)).await
 }
 
-/// The path from `/v1` on: a REST API may prefix it with its stage.
-fn management_path(path: &str) -> String {
-    match path.find("/v1") {
-        Some(i) => path[i..].to_owned(),
-        None => path.to_owned(),
-    }
-}
-
-/// The IAM principal API Gateway authenticated (HTTP API with IAM authorization), and the
-/// client's address as API Gateway saw it.
-fn identity(context: Option<&RequestContext>) -> (Option<String>, Option<String>) {
-    match context {
-        Some(RequestContext::ApiGatewayV2(c)) => (
+/// What API Gateway knows of the request, for the router: Lambda's request id, the IAM
+/// principal it authenticated, the client's address; and the path from `/v1` on (a named
+/// stage prefixes it).
+fn from_gateway(mut req: Request) -> Request {
+    let request_id = req.lambda_context_ref().map(|c| c.request_id.clone()).unwrap_or_default();
+    let (caller, source) = match req.request_context_ref() {
+        Some(GatewayContext::ApiGatewayV2(c)) => (
             c.authorizer.as_ref().and_then(|a| a.iam.as_ref()).and_then(|iam| iam.user_arn.clone()),
             c.http.source_ip.clone(),
         ),
         _ => (None, None),
+    };
+    req.extensions_mut().insert(RequestContext { request_id, caller, source, now: None });
+    if let Some(i) = req.uri().path().find("/v1").filter(|i| *i > 0) {
+        let rest = &req.uri().path()[i..];
+        let rebuilt = match req.uri().query() {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.to_owned(),
+        };
+        if let Ok(uri) = rebuilt.parse() {
+            *req.uri_mut() = uri;
+        }
     }
+    req
 }

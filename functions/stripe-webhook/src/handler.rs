@@ -1,20 +1,20 @@
 //! One Stripe webhook delivery: signature first, then exactly-once, order-safe application of
 //! the event to the customer it concerns (and through the store, to all their keys).
 
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, Response, StatusCode};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use shared::app::billing::{Applied, Billing, BillingError, StripeInput};
+use shared::app::idempotent::{self, Job, Once, Scope};
 use shared::config::Secrets;
 use shared::domain::customers::CustomerId;
 use shared::domain::time::UnixTime;
-use shared::store::{BillingStore, CustomerStore, IdempotencyStore, PlanStore, Reservation, StoreError};
+use shared::envelope;
+use shared::store::{BillingStore, CustomerStore, IdempotencyStore, PlanStore, StoreError};
 use shared::stripe::events::{Change, StripeEvent, parse_event};
 use shared::stripe::signature::{SignatureError, verify};
 use std::time::Duration;
 
-/// Stripe redelivers for up to three days; remember event ids for thirty.
-const EVENT_RECORD_TTL_S: i64 = 30 * 86_400;
 /// How long one delivery holds an event before a concurrent redelivery may take over.
 const EVENT_LEASE_S: u64 = 60;
 /// Stripe's events are far smaller; refuse to buffer more than this.
@@ -111,9 +111,10 @@ impl<S: WebhookStore> Webhook<S> {
     pub async fn handle(&self, headers: &HeaderMap, body: &[u8], request_id: &str, now: UnixTime) -> Response<String> {
         let span = tracing::info_span!("stripe_webhook", request_id);
         let _guard = span.enter();
-        let (status, body) = match self.process(headers, body, now).await {
+        match self.process(headers, body, now).await {
             Ok((event_id, outcome)) => {
-                (StatusCode::OK, json!({ "received": true, "event_id": event_id, "outcome": outcome.as_str() }))
+                let body = json!({ "received": true, "event_id": event_id, "outcome": outcome.as_str() });
+                envelope::json_response(StatusCode::OK, &body, request_id)
             }
             Err(e) => {
                 match &e {
@@ -121,17 +122,9 @@ impl<S: WebhookStore> Webhook<S> {
                     // Never the secret, the signature or the body.
                     _ => tracing::warn!(code = e.code(), error = %e, "webhook rejected"),
                 }
-                let body = json!({ "error": { "code": e.code(), "message": e.to_string() }, "request_id": request_id });
-                (e.status(), body)
+                envelope::error_response(e.status().as_u16(), e.code(), &e.to_string(), request_id)
             }
-        };
-        let mut resp = Response::new(body.to_string());
-        *resp.status_mut() = status;
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            resp.headers_mut().insert("x-request-id", v);
         }
-        resp
     }
 
     async fn process(
@@ -151,18 +144,22 @@ impl<S: WebhookStore> Webhook<S> {
         if change == Change::Ignored {
             return Ok((event.id, Outcome::Ignored));
         }
-        let owner = uuid::Uuid::new_v4().to_string();
         let fingerprint = hex::encode(Sha256::digest(body));
-        let expires = now.plus(EVENT_RECORD_TTL_S);
-        match self
-            .billing
-            .store()
-            .reserve("stripe-event", &event.id, &owner, &fingerprint, EVENT_LEASE_S, expires, now)
-            .await?
-        {
-            Reservation::Fresh => {}
-            Reservation::InProgress { .. } => return Err(WebhookError::InProgress),
-            Reservation::Done { .. } => {
+        let job =
+            Job { scope: Scope::StripeEvent, id: &event.id, fingerprint: &fingerprint, lease_s: EVENT_LEASE_S, now };
+        let work = || async {
+            let outcome = self.apply(&event, change.clone(), now).await?;
+            Ok::<_, WebhookError>((outcome, outcome.as_str().to_owned()))
+        };
+        match idempotent::once(self.billing.store(), job, work).await? {
+            // Unrecorded: Stripe is told to retry, and the retry applies the same observation again.
+            Once::Ran { unrecorded: Some(e), .. } => Err(WebhookError::Store(e)),
+            Once::Ran { value: outcome, unrecorded: None } => {
+                tracing::info!(event_id = %event.id, outcome = outcome.as_str(), "event processed");
+                Ok((event.id, outcome))
+            }
+            Once::InProgress => Err(WebhookError::InProgress),
+            Once::Done { .. } => {
                 // Nothing is recorded twice, but the customer's billing is derived again: after
                 // an operator adds a missing price to a plan, resending the event from Stripe's
                 // dashboard brings the customer in line (and repairs a fan-out cut short).
@@ -172,23 +169,12 @@ impl<S: WebhookStore> Webhook<S> {
                     }
                     Change::Ignored => return Ok((event.id, Outcome::Duplicate)),
                 };
-                return match self.billing.sync(stripe_customer, now).await {
+                match self.billing.sync(stripe_customer, now).await {
                     Ok(Applied::Synced { changed: true, .. }) => Ok((event.id, Outcome::Applied)),
                     Ok(_) => Ok((event.id, Outcome::Duplicate)),
                     Err(BillingError::Store(e)) => Err(WebhookError::Store(e)),
                     Err(e) => Err(WebhookError::Unfinished(e.to_string())),
-                };
-            }
-        }
-        match self.apply(&event, change, now).await {
-            Ok(outcome) => {
-                self.billing.store().finish("stripe-event", &event.id, &owner, outcome.as_str(), expires).await?;
-                tracing::info!(event_id = %event.id, outcome = outcome.as_str(), "event processed");
-                Ok((event.id, outcome))
-            }
-            Err(e) => {
-                let _ = self.billing.store().release("stripe-event", &event.id, &owner).await;
-                Err(e)
+                }
             }
         }
     }

@@ -43,6 +43,7 @@ pub enum BillingError {
     Contention,
 }
 
+#[derive(Clone)]
 pub struct Billing<S> {
     store: S,
     past_due_grace_s: u64,

@@ -40,9 +40,9 @@ impl CustomerId {
 }
 
 impl TryFrom<String> for CustomerId {
-    type Error = ValidationError;
+    type Error = crate::domain::plans::InvalidValue;
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::parse(&s)
+        Self::parse(&s).map_err(crate::domain::plans::InvalidValue)
     }
 }
 

@@ -18,6 +18,12 @@ impl ValidationError {
     }
 }
 
+/// A [`ValidationError`] shown as its message alone: the error of the ids' `TryFrom<String>`,
+/// so that serde (which names the field itself) reports `plan_id: must be ...` once, not twice.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.message)]
+pub struct InvalidValue(pub ValidationError);
+
 /// Lowercase slug, 1–64 chars of `a-z 0-9 _ -`, starting with a letter or digit.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -44,9 +50,9 @@ impl PlanId {
 }
 
 impl TryFrom<String> for PlanId {
-    type Error = ValidationError;
+    type Error = InvalidValue;
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::parse(&s)
+        Self::parse(&s).map_err(InvalidValue)
     }
 }
 

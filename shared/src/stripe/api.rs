@@ -97,6 +97,33 @@ pub struct StripeApi {
     api_key: SecretString,
 }
 
+/// Stripe Checkout's sessions, as the claim confirms one.
+pub trait CheckoutSessions: Send + Sync {
+    /// The session with its subscription expanded; `NotFound` when Stripe has no such session.
+    fn checkout_session(&self, id: &str) -> impl Future<Output = Result<CheckoutSession, StripeError>> + Send;
+}
+
+/// Stripe Billing's meter events, as the rollup reports usage.
+pub trait MeterEvents: Send + Sync {
+    /// Reports one event; a resend with the same identifier answers `AlreadyDelivered`.
+    fn send_meter_event(
+        &self,
+        event: &MeterEvent<'_>,
+    ) -> impl Future<Output = Result<MeterEventOutcome, StripeError>> + Send;
+}
+
+impl CheckoutSessions for StripeApi {
+    async fn checkout_session(&self, id: &str) -> Result<CheckoutSession, StripeError> {
+        StripeApi::checkout_session(self, id).await
+    }
+}
+
+impl MeterEvents for StripeApi {
+    async fn send_meter_event(&self, event: &MeterEvent<'_>) -> Result<MeterEventOutcome, StripeError> {
+        StripeApi::send_meter_event(self, event).await
+    }
+}
+
 impl StripeApi {
     pub fn new(base: &str, api_key: SecretString, timeout: Duration) -> Result<Self, HttpError> {
         Ok(Self { http: HttpClient::new(timeout)?, base: base.trim_end_matches('/').to_owned(), api_key })

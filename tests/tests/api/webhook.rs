@@ -441,9 +441,7 @@ async fn a_plan_switch_through_stripe_keeps_the_quota_used() {
     assert_eq!(f.decide(NOW).await, Err("quota_exceeded"), "and back: still spent");
 }
 
-async fn claim_api(
-    db: &TestDb,
-) -> (issue_key::handler::ManagementApi<DynamoStore>, tollgate_tests::stripe::StripeStandIn) {
+async fn claim_api(db: &TestDb) -> (issue_key::api::ManagementApi<DynamoStore>, tollgate_tests::stripe::StripeStandIn) {
     use tollgate_tests::stripe::{API_KEY, StripeStandIn, checkout_session, subscription};
     let standin = StripeStandIn::start().await;
     let mut session = checkout_session("cs_test_a1TollgateDemo", "complete", "paid", Some("user-42"));
@@ -456,12 +454,12 @@ async fn claim_api(
         API_KEY.to_owned().into(),
         std::time::Duration::from_secs(5),
     );
-    let api = issue_key::handler::ManagementApi::new(db.store.clone(), None).with_stripe(stripe.unwrap(), GRACE_S);
+    let api = issue_key::api::ManagementApi::new(db.store.clone(), None).with_stripe(stripe.unwrap(), GRACE_S);
     (api, standin)
 }
 
-async fn claim_session(api: &issue_key::handler::ManagementApi<DynamoStore>, session: &str) -> (u16, Value) {
-    let req = issue_key::handler::ApiRequest {
+async fn claim_session(api: &issue_key::api::ManagementApi<DynamoStore>, session: &str) -> (u16, Value) {
+    let req = issue_key::api::ApiRequest {
         method: http::Method::GET,
         path: "/v1/claim".into(),
         query: format!("session_id={session}"),
@@ -607,7 +605,7 @@ async fn run_scenarios(scenarios: Vec<(usize, bool, Vec<Step>)>) -> Vec<(usize, 
         std::time::Duration::from_secs(30),
     );
     let api = std::sync::Arc::new(
-        issue_key::handler::ManagementApi::new(f.db.store.clone(), None).with_stripe(stripe.unwrap(), GRACE_S),
+        issue_key::api::ManagementApi::new(f.db.store.clone(), None).with_stripe(stripe.unwrap(), GRACE_S),
     );
     for (n, with_reference, _) in &scenarios {
         let mut session = checkout_session(&format!("cs_test_p{n}"), "complete", "paid", None);

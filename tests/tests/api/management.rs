@@ -2,7 +2,7 @@
 //! run) against the real store, with the clock in the test's hands.
 
 use http::{HeaderMap, HeaderValue, Method};
-use issue_key::handler::{ApiRequest, ManagementApi};
+use issue_key::api::{ApiRequest, ManagementApi};
 use serde_json::{Value, json};
 use shared::authorize::Authorizer;
 use shared::config::FailMode;

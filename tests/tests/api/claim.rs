@@ -4,7 +4,7 @@
 //! and may have chosen its `client_reference_id`.
 
 use http::{HeaderMap, Method};
-use issue_key::handler::{ApiRequest, ManagementApi};
+use issue_key::api::{ApiRequest, ManagementApi};
 use serde_json::Value;
 use shared::authorize::Authorizer;
 use shared::config::FailMode;
@@ -242,7 +242,7 @@ async fn stripe_errors_are_not_echoed_and_a_missing_key_is_501() {
 /// attempts per window; past it, 429 with Retry-After and Stripe is not asked.
 #[tokio::test]
 async fn claim_attempts_are_bounded_per_session_and_per_source() {
-    use issue_key::handler::{CLAIM_ATTEMPT_WINDOW_S, CLAIM_ATTEMPTS_PER_SESSION, CLAIM_ATTEMPTS_PER_SOURCE};
+    use issue_key::api::{CLAIM_ATTEMPT_WINDOW_S, CLAIM_ATTEMPTS_PER_SESSION, CLAIM_ATTEMPTS_PER_SOURCE};
     let (db, api, standin) = setup(API_KEY).await;
     let stripe_calls = || standin.requests().len() as u64;
 
@@ -295,7 +295,7 @@ async fn the_claim_functions_role_allows_every_request_a_claim_makes() {
     let client = build_client(ClientOptions::local(proxy.endpoint())).await;
     let store = DynamoStore::new(client, db.table.clone());
     let stripe = StripeApi::new(&standin.base, API_KEY.to_owned().into(), Duration::from_secs(5)).unwrap();
-    let api = ManagementApi::new(store, None).with_stripe(stripe, 3600).with_routes(issue_key::handler::Routes::Claim);
+    let api = ManagementApi::new(store, None).with_stripe(stripe, 3600).with_routes(issue_key::api::Routes::Claim);
     let mut trial = checkout_session("cs_test_trial2", "complete", "no_payment_required", None);
     trial["customer"] = "cus_Trial2".into();
     trial["subscription"] = "sub_Trial2".into();

@@ -18,20 +18,22 @@
 //! Usage of a customer without a Stripe customer id, or older than Stripe accepts, is written
 //! off as `unbilled` (and logged) instead of being reported.
 
+mod plan;
+
+pub use plan::{STRIPE_MAX_AGE_S, Step, event_timestamp, identifier, next_step};
+
+use crate::app::idempotent::{self, Job, Once, Scope};
 use crate::domain::customers::CustomerId;
 use crate::domain::keys::KeyId;
 use crate::domain::plans::PlanId;
 use crate::domain::time::{Day, UnixTime};
-use crate::domain::usage::{MeterDay, MeterLedger, PendingReport};
-use crate::store::schema::{ROLLUP_LEASE_ID, ROLLUP_LEASE_SCOPE};
-use crate::store::{
-    CustomerStore, IdempotencyStore, PlanStore, Reservation, RollupStore, StoreError, StoreResult, Written,
-};
-use crate::stripe::api::{MeterEvent, MeterEventOutcome, StripeApi, StripeError};
+use crate::domain::usage::{MeterDay, PendingReport};
+use crate::store::schema::ROLLUP_LEASE_ID;
+use crate::store::{CustomerStore, IdempotencyStore, PlanStore, RollupStore, StoreError, StoreResult, Written};
+use crate::stripe::api::{MeterEvent, MeterEventOutcome, MeterEvents, StripeApi, StripeError};
 use futures_util::StreamExt as _;
 use futures_util::stream;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,9 +42,6 @@ use std::time::{Duration, Instant};
 /// Live counters of a day are removed this long after the day ended (so a request stamped
 /// just before midnight on a slightly slow clock is still counted where it is rolled).
 pub const FINISHED_AFTER_S: i64 = 3_600;
-/// Stripe accepts meter events from the past 35 days; older usage is written off, with this
-/// margin.
-pub const STRIPE_MAX_AGE_S: i64 = 35 * 86_400 - 3_600;
 
 /// How hard to try Stripe before leaving the rest for the next run.
 #[derive(Debug, Clone, Copy)]
@@ -147,9 +146,11 @@ pub enum RollupError {
     Store(#[from] StoreError),
 }
 
-pub struct Rollup<S> {
+/// The rollup over its store and, where usage is billed, Stripe's meter events (`M`: the
+/// Stripe API client, or any [`MeterEvents`]).
+pub struct Rollup<S, M = StripeApi> {
     store: S,
-    stripe: Option<StripeApi>,
+    stripe: Option<M>,
     options: RollupOptions,
 }
 
@@ -167,8 +168,20 @@ impl<S> Rollup<S>
 where
     S: RollupStore + PlanStore + CustomerStore + IdempotencyStore,
 {
+    /// Reports through the Stripe API client; without one, usage is only rolled up.
     pub fn new(store: S, stripe: Option<StripeApi>, options: RollupOptions) -> Self {
         Self { store, stripe, options }
+    }
+}
+
+impl<S, M> Rollup<S, M>
+where
+    S: RollupStore + PlanStore + CustomerStore + IdempotencyStore,
+    M: MeterEvents,
+{
+    /// Reports through `meter_events`.
+    pub fn with_meter_events(store: S, meter_events: M, options: RollupOptions) -> Self {
+        Self { store, stripe: Some(meter_events), options }
     }
 
     /// One run at `now`: takes the lease, rolls the active keys up, reports what is owed,
@@ -176,21 +189,17 @@ where
     pub async fn run(&self, now: UnixTime) -> Result<RunReport, RollupError> {
         let started = Instant::now();
         let deadline = started + self.options.budget;
-        let owner = uuid::Uuid::new_v4().simple().to_string();
         let lease_s = (self.options.budget + self.options.lease_margin).as_secs().max(1);
-        let claim = self
-            .store
-            .reserve(ROLLUP_LEASE_SCOPE, ROLLUP_LEASE_ID, &owner, "", lease_s, now.plus(lease_s as i64), now)
-            .await?;
-        if claim != Reservation::Fresh {
-            tracing::info!("another rollup run holds the lease; nothing to do");
-            return Ok(RunReport { status: Some(RunStatus::Busy), ..RunReport::default() });
-        }
-        let result = self.run_leased(now, deadline).await;
-        if let Err(e) = self.store.release(ROLLUP_LEASE_SCOPE, ROLLUP_LEASE_ID, &owner).await {
-            // It expires by itself; the next run waits for that.
-            tracing::warn!(error = %e, "could not release the rollup lease");
-        }
+        let job = Job { scope: Scope::RollupLease, id: ROLLUP_LEASE_ID, fingerprint: "", lease_s, now };
+        let work = || async { Ok::<_, RollupError>((self.run_leased(now, deadline).await?, String::new())) };
+        let result = match idempotent::once(&self.store, job, work).await {
+            Ok(Once::Ran { value, .. }) => Ok(value),
+            Ok(Once::InProgress | Once::Done { .. }) => {
+                tracing::info!("another rollup run holds the lease; nothing to do");
+                return Ok(RunReport { status: Some(RunStatus::Busy), ..RunReport::default() });
+            }
+            Err(e) => Err(e),
+        };
         let mut report = result?;
         report.duration_ms = started.elapsed().as_millis() as u64;
         if report.keys_active == 0 && report.meters_owed == 0 {
@@ -332,7 +341,7 @@ where
 
     async fn report_owed(
         &self,
-        stripe: &StripeApi,
+        stripe: &M,
         now: UnixTime,
         deadline: Instant,
         tally: &Tally,
@@ -369,7 +378,7 @@ where
     /// is skipped until the next run) or when Stripe stays unavailable.
     async fn report_customer(
         &self,
-        stripe: &StripeApi,
+        stripe: &M,
         customer_id: &CustomerId,
         days: &[MeterDay],
         now: UnixTime,
@@ -377,7 +386,9 @@ where
         tally: &Tally,
     ) -> StoreResult<CustomerOutcome> {
         let stripe_customer_id = self.store.get_customer(customer_id).await?.and_then(|c| c.stripe_customer_id);
+        let namespace = &self.options.identifier_namespace;
         for meter_day in days {
+            let meter = meter_day.meter.as_deref().unwrap_or_default();
             // At most two reports per ledger and run: a pending one resent, then what
             // arrived after it was decided.
             for _ in 0..2 {
@@ -385,16 +396,19 @@ where
                     return Ok(CustomerOutcome::OutOfTime);
                 }
                 let Some(ledger) = self.store.meter_ledger(meter_day).await? else { break };
-                let Some(meter) = meter_day.meter.as_deref() else {
-                    // Only metered ledgers are ever marked; clear a stray marker.
-                    self.store.write_off(meter_day, &ledger).await?;
-                    break;
-                };
-                let (pending, resend) = match &ledger.pending {
-                    // Older than Stripe accepts (the rollup was down, or a rejection was fixed
-                    // too late): it can never be delivered; written off so the ledger moves on.
-                    Some(pending) if pending.timestamp < now.secs() - STRIPE_MAX_AGE_S => {
-                        if self.store.abandon_report(meter_day, pending).await? == Written::Applied {
+                let (pending, resend) = match next_step(
+                    namespace,
+                    meter_day,
+                    &ledger,
+                    stripe_customer_id.as_deref(),
+                    now,
+                ) {
+                    Step::ClearMarker => {
+                        self.store.write_off(meter_day, &ledger).await?;
+                        break;
+                    }
+                    Step::Abandon(pending) => {
+                        if self.store.abandon_report(meter_day, &pending).await? == Written::Applied {
                             tracing::error!(
                                 customer_id = %customer_id, meter, day = %meter_day.day, units = pending.value,
                                 identifier = %pending.identifier,
@@ -404,15 +418,21 @@ where
                         }
                         continue;
                     }
-                    // Decided earlier and not confirmed (a crash, or Stripe unavailable): resent
-                    // exactly as it was decided.
-                    Some(pending) => (pending.clone(), true),
-                    None => {
-                        match self.decide(meter_day, meter, &ledger, stripe_customer_id.as_deref(), now, tally).await? {
-                            Some(p) => (p, false),
-                            None => break,
+                    Step::Resend(pending) => (pending, true),
+                    Step::WriteOff { units, reason } => {
+                        if self.store.write_off(meter_day, &ledger).await? == Written::Applied && units > 0 {
+                            tracing::warn!(
+                                customer_id = %meter_day.customer_id, meter, day = %meter_day.day, units,
+                                reason = reason.unwrap_or_default(), "usage not reported to Stripe: written off as unbilled"
+                            );
+                            tally.add(|r| r.units_unbilled += units);
                         }
+                        break;
                     }
+                    Step::Report(pending) => match self.store.begin_report(meter_day, &ledger, &pending).await? {
+                        Written::Applied => (pending, false),
+                        Written::Stale => break,
+                    },
                 };
                 match self.send(stripe, meter, &pending, deadline).await {
                     Ok(outcome) => {
@@ -450,56 +470,11 @@ where
         Ok(CustomerOutcome::Done)
     }
 
-    /// What to report for a ledger with no pending report: records the report before it is
-    /// sent (`Some`), or settles the ledger without one (`None`).
-    async fn decide(
-        &self,
-        meter_day: &MeterDay,
-        meter: &str,
-        ledger: &MeterLedger,
-        stripe_customer_id: Option<&str>,
-        now: UnixTime,
-        tally: &Tally,
-    ) -> StoreResult<Option<PendingReport>> {
-        let unsettled = ledger.unsettled();
-        let timestamp = event_timestamp(meter_day.day, now);
-        let write_off_reason = match stripe_customer_id {
-            _ if unsettled == 0 => Some(None),
-            None => Some(Some("the customer has no Stripe customer id")),
-            Some(_) if timestamp < now.secs() - STRIPE_MAX_AGE_S => {
-                Some(Some("older than Stripe accepts meter events (35 days)"))
-            }
-            Some(_) => None,
-        };
-        if let Some(reason) = write_off_reason {
-            if self.store.write_off(meter_day, ledger).await? == Written::Applied && unsettled > 0 {
-                tracing::warn!(
-                    customer_id = %meter_day.customer_id, meter, day = %meter_day.day, units = unsettled,
-                    reason = reason.unwrap_or_default(), "usage not reported to Stripe: written off as unbilled"
-                );
-                tally.add(|r| r.units_unbilled += unsettled);
-            }
-            return Ok(None);
-        }
-        let settled = ledger.reported + ledger.unbilled;
-        let pending = PendingReport {
-            value: unsettled,
-            to: settled + unsettled,
-            identifier: identifier(&self.options.identifier_namespace, meter_day, meter, settled, settled + unsettled),
-            timestamp,
-            stripe_customer_id: stripe_customer_id.unwrap_or_default().to_owned(),
-        };
-        Ok(match self.store.begin_report(meter_day, ledger, &pending).await? {
-            Written::Applied => Some(pending),
-            Written::Stale => None,
-        })
-    }
-
     /// Sends one meter event, backing off on 429 and retrying 5xx and timeouts, never waiting
     /// past the run's deadline.
     async fn send(
         &self,
-        stripe: &StripeApi,
+        stripe: &M,
         meter: &str,
         pending: &PendingReport,
         deadline: Instant,
@@ -535,58 +510,4 @@ enum CustomerOutcome {
     Done,
     OutOfTime,
     StripeUnavailable,
-}
-
-/// When a day's usage happened, for Stripe: `now` for today, the day's last second for an
-/// earlier day (so late-reported usage stays in its day; a billing period that starts at an
-/// anchor time other than midnight UTC may still split a day's usage across two periods).
-pub fn event_timestamp(day: Day, now: UnixTime) -> i64 {
-    now.secs().min(day.next().start().secs() - 1)
-}
-
-/// The meter event identifier for moving a ledger's settled total from `from` to `to`:
-/// deterministic, so a resend of the same increment is recognised, and distinct for every
-/// increment and deployment (`namespace`). At most 100 characters, as Stripe requires.
-pub fn identifier(namespace: &str, meter_day: &MeterDay, meter: &str, from: u64, to: u64) -> String {
-    let mut h = Sha256::new();
-    let (day, from, to) = (meter_day.day.compact(), from.to_string(), to.to_string());
-    for part in [namespace, meter_day.customer_id.as_str(), meter, &day, &from, &to] {
-        h.update(part.as_bytes());
-        h.update([0]);
-    }
-    format!("tg_{}", &hex::encode(h.finalize())[..48])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn meter_day(customer: &str) -> MeterDay {
-        MeterDay {
-            customer_id: CustomerId::parse(customer).unwrap(),
-            day: Day::parse_iso("2026-11-20").unwrap(),
-            meter: Some("api_requests".into()),
-        }
-    }
-
-    #[test]
-    fn identifiers_are_deterministic_per_increment_and_short() {
-        let a = identifier("t", &meter_day("cus_a"), "api_requests", 0, 10);
-        assert_eq!(a, identifier("t", &meter_day("cus_a"), "api_requests", 0, 10));
-        assert_ne!(a, identifier("t", &meter_day("cus_a"), "api_requests", 0, 11));
-        assert_ne!(a, identifier("t", &meter_day("cus_a"), "api_requests", 10, 20));
-        assert_ne!(a, identifier("t", &meter_day("cus_b"), "api_requests", 0, 10));
-        assert_ne!(a, identifier("t", &meter_day("cus_a"), "other", 0, 10));
-        assert_ne!(a, identifier("other-table", &meter_day("cus_a"), "api_requests", 0, 10));
-        assert!(a.len() <= 100 && a.starts_with("tg_"));
-    }
-
-    #[test]
-    fn past_days_are_stamped_with_their_last_second() {
-        let day = Day::parse_iso("2026-11-20").unwrap();
-        let now = UnixTime::parse_rfc3339("2026-11-20T12:00:00Z").unwrap();
-        assert_eq!(event_timestamp(day, now), now.secs());
-        let later = UnixTime::parse_rfc3339("2026-11-22T01:00:00Z").unwrap();
-        assert_eq!(event_timestamp(day, later), UnixTime::parse_rfc3339("2026-11-20T23:59:59Z").unwrap().secs());
-    }
 }

@@ -1,0 +1,267 @@
+//! Work done at most once per id: reserve, work, then record the result (or give the
+//! reservation back on failure so a retry can do the work). One sequence for the four flows
+//! that need it; their differences are data in [`Scope`].
+
+use crate::domain::time::UnixTime;
+use crate::store::{IdempotencyStore, Reservation, StoreError};
+use std::future::Future;
+
+/// What is done once, and how long its record is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// `POST /v1/keys` with an `Idempotency-Key`: remembered a day.
+    CreateKey,
+    /// A Checkout session's first key: remembered ten years (a session is claimed once, ever).
+    CheckoutClaim,
+    /// A Stripe event by id: remembered 30 days (Stripe retries for three).
+    StripeEvent,
+    /// One usage rollup run at a time: a lease, given back when the run ends.
+    RollupLease,
+}
+
+impl Scope {
+    /// The scope's name in storage (part of the record's key; never change one).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CreateKey => "create-key",
+            Self::CheckoutClaim => "checkout-claim",
+            Self::StripeEvent => "stripe-event",
+            Self::RollupLease => crate::store::schema::ROLLUP_LEASE_SCOPE,
+        }
+    }
+
+    /// How long a finished piece of work's record is kept; `None` for a lease, which is
+    /// released whether the work succeeded or not.
+    pub fn record_ttl_s(self) -> Option<i64> {
+        match self {
+            Self::CreateKey => Some(86_400),
+            Self::CheckoutClaim => Some(10 * 365 * 86_400),
+            Self::StripeEvent => Some(30 * 86_400),
+            Self::RollupLease => None,
+        }
+    }
+}
+
+/// One piece of work to do once.
+#[derive(Debug, Clone, Copy)]
+pub struct Job<'a> {
+    pub scope: Scope,
+    pub id: &'a str,
+    /// What the request was (a digest of its body): a retry with another body is not a retry.
+    pub fingerprint: &'a str,
+    /// How long this attempt holds the reservation before another may take over: longer than
+    /// the work takes.
+    pub lease_s: u64,
+    pub now: UnixTime,
+}
+
+/// How [`once`] went.
+#[derive(Debug)]
+pub enum Once<T> {
+    /// This attempt did the work. `unrecorded` is set when its result could not be recorded
+    /// (the work stands; the caller decides whether that is an error).
+    Ran { value: T, unrecorded: Option<StoreError> },
+    /// Another attempt is doing the work right now.
+    InProgress,
+    /// Done before: the fingerprint it was done for and the result it recorded.
+    Done { fingerprint: String, result: String },
+}
+
+/// Does `work` once for `job`. `work` answers its value and the result to record (an id, an
+/// outcome); on an error the reservation is given back, and the error returned.
+pub async fn once<S, T, E, Fut>(store: &S, job: Job<'_>, work: impl FnOnce() -> Fut) -> Result<Once<T>, E>
+where
+    S: IdempotencyStore,
+    E: From<StoreError>,
+    Fut: Future<Output = Result<(T, String), E>>,
+{
+    let Job { scope, id, fingerprint, lease_s, now } = job;
+    let owner = uuid::Uuid::new_v4().simple().to_string();
+    let expires = now.plus(scope.record_ttl_s().unwrap_or(lease_s as i64));
+    match store.reserve(scope.as_str(), id, &owner, fingerprint, lease_s, expires, now).await? {
+        Reservation::Fresh => {}
+        Reservation::InProgress { .. } => return Ok(Once::InProgress),
+        Reservation::Done { fingerprint, result } => return Ok(Once::Done { fingerprint, result }),
+    }
+    let outcome = work().await;
+    let settled = match (&outcome, scope.record_ttl_s()) {
+        (Ok((_, result)), Some(_)) => store.finish(scope.as_str(), id, &owner, result, expires).await,
+        _ => store.release(scope.as_str(), id, &owner).await,
+    };
+    match outcome {
+        Ok((value, _)) => {
+            let unrecorded = settled.err();
+            match (&unrecorded, scope.record_ttl_s()) {
+                (Some(e), Some(_)) => {
+                    tracing::error!(scope = scope.as_str(), error = %e, "could not record the work done once")
+                }
+                // A lease not given back expires by itself; the next run waits for that.
+                (Some(e), None) => tracing::warn!(scope = scope.as_str(), error = %e, "could not release the lease"),
+                (None, _) => {}
+            }
+            Ok(Once::Ran { value, unrecorded })
+        }
+        Err(e) => {
+            if let Err(release) = settled {
+                // It expires with its lease; a retry waits for that.
+                tracing::warn!(scope = scope.as_str(), error = %release, "could not release the reservation");
+            }
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreResult;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// The idempotency records in memory, with the store's semantics: a live lease or a result
+    /// holds the id; an expired lease may be taken over; `finish` needs the holder.
+    #[derive(Default)]
+    struct Records {
+        map: Mutex<HashMap<(String, String), Record>>,
+        fail_finish: bool,
+    }
+
+    #[derive(Clone, Debug)]
+    struct Record {
+        owner: String,
+        fingerprint: String,
+        lease_until: UnixTime,
+        result: Option<String>,
+    }
+
+    impl IdempotencyStore for Records {
+        async fn reserve(
+            &self,
+            scope: &str,
+            id: &str,
+            owner: &str,
+            fingerprint: &str,
+            lease_s: u64,
+            _expires_at: UnixTime,
+            now: UnixTime,
+        ) -> StoreResult<Reservation> {
+            let mut map = self.map.lock().unwrap();
+            let key = (scope.to_owned(), id.to_owned());
+            match map.get(&key) {
+                Some(r) if r.result.is_some() => {
+                    return Ok(Reservation::Done {
+                        fingerprint: r.fingerprint.clone(),
+                        result: r.result.clone().unwrap_or_default(),
+                    });
+                }
+                Some(r) if r.lease_until > now => {
+                    return Ok(Reservation::InProgress { fingerprint: r.fingerprint.clone() });
+                }
+                _ => {}
+            }
+            let record = Record {
+                owner: owner.into(),
+                fingerprint: fingerprint.into(),
+                lease_until: now.plus(lease_s as i64),
+                result: None,
+            };
+            map.insert(key, record);
+            Ok(Reservation::Fresh)
+        }
+
+        async fn finish(&self, scope: &str, id: &str, owner: &str, result: &str, _: UnixTime) -> StoreResult<()> {
+            if self.fail_finish {
+                return Err(StoreError::Corrupt("injected".into()));
+            }
+            let mut map = self.map.lock().unwrap();
+            match map.get_mut(&(scope.to_owned(), id.to_owned())) {
+                Some(r) if r.owner == owner => {
+                    r.result = Some(result.to_owned());
+                    Ok(())
+                }
+                _ => Err(StoreError::Conflict("not the holder".into())),
+            }
+        }
+
+        async fn release(&self, scope: &str, id: &str, owner: &str) -> StoreResult<()> {
+            let mut map = self.map.lock().unwrap();
+            let key = (scope.to_owned(), id.to_owned());
+            if map.get(&key).is_some_and(|r| r.owner == owner && r.result.is_none()) {
+                map.remove(&key);
+            }
+            Ok(())
+        }
+    }
+
+    const NOW: UnixTime = UnixTime(1_800_000_000);
+
+    fn job(scope: Scope, id: &str) -> Job<'_> {
+        Job { scope, id, fingerprint: "f1", lease_s: 30, now: NOW }
+    }
+
+    async fn run(store: &Records, job: Job<'_>, ok: bool) -> Result<Once<u32>, StoreError> {
+        once(store, job, || async move {
+            if ok { Ok((7, "key_1".to_owned())) } else { Err(StoreError::Conflict("work failed".into())) }
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn done_once_then_answered_from_the_record() {
+        let store = Records::default();
+        assert!(matches!(
+            run(&store, job(Scope::CreateKey, "a"), true).await,
+            Ok(Once::Ran { value: 7, unrecorded: None })
+        ));
+        match run(&store, job(Scope::CreateKey, "a"), true).await {
+            Ok(Once::Done { fingerprint, result }) => {
+                assert_eq!((fingerprint.as_str(), result.as_str()), ("f1", "key_1"))
+            }
+            other => panic!("{other:?}"),
+        }
+        // Another scope with the same id is other work.
+        assert!(matches!(run(&store, job(Scope::StripeEvent, "a"), true).await, Ok(Once::Ran { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_failure_gives_the_reservation_back_for_a_retry() {
+        let store = Records::default();
+        assert!(run(&store, job(Scope::CheckoutClaim, "cs_1"), false).await.is_err());
+        assert!(matches!(run(&store, job(Scope::CheckoutClaim, "cs_1"), true).await, Ok(Once::Ran { .. })));
+    }
+
+    #[tokio::test]
+    async fn work_in_flight_holds_the_id_until_its_lease_ends() {
+        let store = Records::default();
+        let held = once(&store, job(Scope::StripeEvent, "evt_1"), || async {
+            // While this attempt works, a second one is refused.
+            let second = run(&store, job(Scope::StripeEvent, "evt_1"), true).await;
+            assert!(matches!(second, Ok(Once::InProgress)), "{second:?}");
+            // After the lease, a retry may take over.
+            let later = Job { now: NOW.plus(31), ..job(Scope::StripeEvent, "evt_1") };
+            assert!(matches!(run(&store, later, true).await, Ok(Once::Ran { .. })));
+            Ok::<_, StoreError>((1, "applied".to_owned()))
+        })
+        .await;
+        // The first attempt no longer holds it: its result is not recorded, and it says so.
+        assert!(matches!(held, Ok(Once::Ran { value: 1, unrecorded: Some(StoreError::Conflict(_)) })), "{held:?}");
+    }
+
+    #[tokio::test]
+    async fn a_lease_is_given_back_after_success_too() {
+        let store = Records::default();
+        let lease = |now| Job { scope: Scope::RollupLease, id: "usage-rollup", fingerprint: "", lease_s: 300, now };
+        assert!(matches!(run(&store, lease(NOW), true).await, Ok(Once::Ran { unrecorded: None, .. })));
+        // The next run, a second later, takes it at once.
+        assert!(matches!(run(&store, lease(NOW.plus(1)), true).await, Ok(Once::Ran { .. })));
+    }
+
+    #[tokio::test]
+    async fn an_unrecorded_result_is_reported_with_the_value() {
+        let store = Records { fail_finish: true, ..Records::default() };
+        assert!(matches!(
+            run(&store, job(Scope::CreateKey, "b"), true).await,
+            Ok(Once::Ran { value: 7, unrecorded: Some(StoreError::Corrupt(_)) })
+        ));
+    }
+}

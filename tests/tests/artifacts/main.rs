@@ -1,0 +1,7 @@
+//! What ships beside the code: the function binaries as Lambda runs them (nothing secret in
+//! their logs at trace), the SAM template against the code's table, and the fuzz corpus
+//! replayed.
+
+mod fuzz_corpus;
+mod logs;
+mod template;
