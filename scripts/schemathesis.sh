@@ -12,7 +12,7 @@
 # extra options are passed to `schemathesis run` after the ones set here (later ones win).
 #
 # The server: the local stack binary at $TOLLGATE_BIN (default target/debug/tollgate, which
-# `cargo build -p tollgate-dev` writes; this script builds nothing), started on a free loopback
+# `make test-spec` builds with `cargo build --workspace --bins`, reusing the test build; this script builds nothing), started on a free loopback
 # port (TOLLGATE_ADDR=127.0.0.1:0; the port is read from its banner) with a fixed admin token,
 # in-memory Dynoxide (every storage variable unset, so each run starts from an empty table and
 # runs are independent), no Stripe key, the rollup timer off. It is stopped on every exit path

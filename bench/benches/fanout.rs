@@ -5,9 +5,9 @@
 
 use crate::{Row, row};
 use shared::app::billing::{Billing, StripeInput};
+use shared::domain::api_key::{ApiKey, KeyEnv};
 use shared::domain::billing::{Observation, Source, SubscriptionFacts};
 use shared::domain::customers::{CustomerId, SubscriptionStatus};
-use shared::domain::keys::{ApiKey, KeyEnv};
 use shared::domain::plans::{Plan, PlanId, RateLimit};
 use shared::domain::time::UnixTime;
 use shared::store::dynamo::{ClientOptions, DynamoStore, build_client};

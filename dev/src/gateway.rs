@@ -94,7 +94,7 @@ impl<S: AuthorizeStore> Gateway<S> {
                 return error_response(
                     503,
                     "authorization_unavailable",
-                    shared::domain::decision::Denial::Unavailable.message(),
+                    shared::domain::decision::Denial::AuthorizationUnavailable.message(),
                     &req.request_id,
                 );
             }

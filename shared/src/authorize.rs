@@ -3,8 +3,8 @@
 //! it knows nothing of API Gateway's event shapes.
 
 use crate::config::{Config, DEFAULT_FAIL_OPEN_WINDOW_S, FailMode};
+use crate::domain::api_key::{ApiKey, KeyEnv, KeyHash, KeyId};
 use crate::domain::decision::{Decision, Denial, KeyContext};
-use crate::domain::keys::{ApiKey, KeyEnv, KeyHash, KeyId};
 use crate::domain::limits::LimitStatus;
 use crate::domain::time::{Day, UnixTime};
 use crate::store::{AuthorizeStore, StoreError};
@@ -345,7 +345,7 @@ impl<S: AuthorizeStore> Authorizer<S> {
             outcome = degraded.as_ref().map_or("unavailable", |d| if d.is_allowed() { "degraded" } else { "limited" }),
             "storage unavailable during authorization"
         );
-        degraded.unwrap_or_else(|| Decision::denied(Denial::Unavailable))
+        degraded.unwrap_or_else(|| Decision::denied(Denial::AuthorizationUnavailable))
     }
 }
 

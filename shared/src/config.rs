@@ -1,7 +1,7 @@
 //! Typed configuration, read once at cold start. A missing or malformed variable stops
 //! start-up with an error naming it; secrets are wrapped so they never reach a log.
 
-use crate::domain::keys::KeyEnv;
+use crate::domain::api_key::KeyEnv;
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 

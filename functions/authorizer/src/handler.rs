@@ -113,7 +113,7 @@ pub async fn handle<S: AuthorizeStore>(
             field.get_or_insert_with(String::new);
         }
     }
-    if decision.outcome == Err(Denial::Unavailable) {
+    if decision.outcome == Err(Denial::AuthorizationUnavailable) {
         return Err(HandlerError::Unavailable);
     }
     let key_id = context.key_id.as_deref().unwrap_or_default();

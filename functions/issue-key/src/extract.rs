@@ -7,8 +7,8 @@ use crate::json::{MAX_BODY_BYTES, parse_body, parse_query};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use http::request::Parts;
 use serde::de::DeserializeOwned;
+use shared::domain::api_key::KeyId;
 use shared::domain::customers::CustomerId;
-use shared::domain::keys::KeyId;
 use shared::domain::plans::{PlanId, ValidationError};
 use shared::domain::time::UnixTime;
 

@@ -5,9 +5,9 @@
 use crate::error::ApiError;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
+use shared::domain::api_key::{KeyEnv, KeyId};
 use shared::domain::customers::{Customer, CustomerId};
 use shared::domain::key_records::{KeyRecord, KeyStatus, LimitOverrides};
-use shared::domain::keys::{KeyEnv, KeyId};
 use shared::domain::plans::{Plan, PlanId, Quota, RateLimit, is_stripe_id};
 use shared::domain::time::UnixTime;
 use shared::domain::usage::HISTORY_DAYS;
@@ -443,7 +443,7 @@ impl<'a> KeyView<'a> {
             key_id: k.key_id.as_str(),
             display: &k.display,
             customer_id: k.customer_id.as_str(),
-            plan_id: k.plan_id.as_ref().map(|p| p.as_str()),
+            plan_id: k.own_plan_id.as_ref().map(|p| p.as_str()),
             name: k.name.as_deref(),
             env: k.env,
             status: k.status.as_str(),
@@ -455,7 +455,7 @@ impl<'a> KeyView<'a> {
             rate_limit: k.overrides.rate_limit,
             quota: k.overrides.quota,
             limits: EffectiveLimitsView {
-                plan_id: k.limits.plan_id.as_ref().map(|p| p.as_str()),
+                plan_id: k.limits.governing_plan_id.as_ref().map(|p| p.as_str()),
                 rate_limit: k.limits.rate_limit,
                 quota: k.limits.quota,
             },

@@ -4,9 +4,9 @@
 //! (Payment Links take it from the URL), so only what Stripe confirms counts.
 
 use super::billing::StripeInput;
+use crate::domain::api_key::KeyEnv;
 use crate::domain::billing::Observation;
 use crate::domain::customers::{CustomerId, SubscriptionStatus};
-use crate::domain::keys::KeyEnv;
 use crate::stripe::api::CheckoutSession;
 use crate::stripe::events::subscription_facts;
 

@@ -3,4 +3,5 @@
 
 pub mod billing;
 pub mod checkout;
+pub mod claim;
 pub mod idempotent;

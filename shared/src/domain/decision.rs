@@ -4,9 +4,9 @@
 //! conditional write. When that condition fails it gets the item back and asks [`next_step`]
 //! why: a denial, or a window/period that has ended and must be rolled over first.
 
+use super::api_key::{KeyHash, KeyId};
 use super::customers::{CustomerAccess, CustomerId};
 use super::key_records::KeyStatus;
-use super::keys::{KeyHash, KeyId};
 use super::limits::{LimitStatus, period_end, window_end};
 use super::plans::{PlanId, Quota, RateLimit};
 use super::time::UnixTime;
@@ -50,8 +50,9 @@ pub enum Denial {
     SubscriptionInactive,
     RateLimited,
     QuotaExceeded,
-    /// Storage could not be reached and the fail mode is `closed`.
-    Unavailable,
+    /// Storage could not answer and the fail-mode matrix denies (`authorization_unavailable`):
+    /// not a verdict on the key, which is why it is the one denial a retry may turn around.
+    AuthorizationUnavailable,
 }
 
 impl Denial {
@@ -65,7 +66,7 @@ impl Denial {
             Self::SubscriptionInactive => "subscription_inactive",
             Self::RateLimited => "rate_limited",
             Self::QuotaExceeded => "quota_exceeded",
-            Self::Unavailable => "authorization_unavailable",
+            Self::AuthorizationUnavailable => "authorization_unavailable",
         }
     }
 
@@ -76,7 +77,7 @@ impl Denial {
             Self::KeyDisabled => 403,
             Self::SubscriptionInactive => 402,
             Self::RateLimited | Self::QuotaExceeded => 429,
-            Self::Unavailable => 503,
+            Self::AuthorizationUnavailable => 503,
         }
     }
 
@@ -92,7 +93,7 @@ impl Denial {
             Self::QuotaExceeded => {
                 "Quota exhausted for this period; upgrade your plan or wait for the period to reset."
             }
-            Self::Unavailable => "Authorization is temporarily unavailable; retry shortly.",
+            Self::AuthorizationUnavailable => "Authorization is temporarily unavailable; retry shortly.",
         }
     }
 
@@ -413,7 +414,7 @@ mod tests {
             (Denial::SubscriptionInactive, "subscription_inactive", 402),
             (Denial::RateLimited, "rate_limited", 429),
             (Denial::QuotaExceeded, "quota_exceeded", 429),
-            (Denial::Unavailable, "authorization_unavailable", 503),
+            (Denial::AuthorizationUnavailable, "authorization_unavailable", 503),
         ];
         for (d, code, status) in table {
             assert_eq!((d.code(), d.status()), (code, status));

@@ -1,8 +1,8 @@
 //! What Tollgate stores about a key (never the key itself), and how its effective limits are
 //! resolved from the key, its plan and its customer's plan.
 
+use super::api_key::{KeyEnv, KeyHash, KeyId};
 use super::customers::{CustomerAccess, CustomerId};
-use super::keys::{KeyEnv, KeyHash, KeyId};
 use super::plans::{Plan, PlanId, Quota, RateLimit, ValidationError};
 use super::time::UnixTime;
 use serde::{Deserialize, Serialize};
@@ -56,8 +56,8 @@ pub struct LimitOverrides {
 /// customer changes (not per request).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EffectiveLimits {
-    /// The plan in force: the key's own, else its customer's.
-    pub plan_id: Option<PlanId>,
+    /// The plan in force (the governing plan): the key's own, else its customer's.
+    pub governing_plan_id: Option<PlanId>,
     pub rate_limit: Option<RateLimit>,
     pub quota: Option<Quota>,
 }
@@ -66,7 +66,7 @@ impl EffectiveLimits {
     /// `plan` must be the plan named by the key, or (when the key names none) its customer's.
     pub fn resolve(plan: Option<&Plan>, overrides: &LimitOverrides) -> Self {
         Self {
-            plan_id: plan.map(|p| p.id.clone()),
+            governing_plan_id: plan.map(|p| p.id.clone()),
             rate_limit: overrides.rate_limit.or(plan.and_then(|p| p.rate_limit)),
             quota: overrides.quota.or(plan.and_then(|p| p.quota)),
         }
@@ -78,8 +78,9 @@ impl EffectiveLimits {
 pub struct KeyRecord {
     pub key_id: KeyId,
     pub customer_id: CustomerId,
-    /// The plan the key was given explicitly; `None` follows the customer's plan.
-    pub plan_id: Option<PlanId>,
+    /// The plan the key was given explicitly (its own); `None` follows the customer's plan.
+    /// Which plan governs it is `limits.governing_plan_id`.
+    pub own_plan_id: Option<PlanId>,
     pub name: Option<String>,
     pub env: KeyEnv,
     pub status: KeyStatus,
@@ -99,7 +100,7 @@ pub struct KeyRecord {
 impl KeyRecord {
     /// Which plan governs the key: its own if set, else its customer's (`customer_plan`).
     pub fn governing_plan<'a>(&'a self, customer_plan: Option<&'a PlanId>) -> Option<&'a PlanId> {
-        self.plan_id.as_ref().or(customer_plan)
+        self.own_plan_id.as_ref().or(customer_plan)
     }
 
     /// Copies what the authorizer enforces from the governing `plan` (see
@@ -114,7 +115,7 @@ impl KeyRecord {
     /// The plan whose count of governed keys includes this key: the governing plan, unless
     /// the key is revoked (a plan in use cannot be deleted; a revoked key does not use it).
     pub fn counted_plan(&self) -> Option<&PlanId> {
-        (self.status != KeyStatus::Revoked).then_some(self.limits.plan_id.as_ref()).flatten()
+        (self.status != KeyStatus::Revoked).then_some(self.limits.governing_plan_id.as_ref()).flatten()
     }
 }
 

@@ -1,11 +1,11 @@
 //! Pure domain logic: no I/O, no AWS types.
 
+pub mod api_key;
 mod base62;
 pub mod billing;
 pub mod customers;
 pub mod decision;
 pub mod key_records;
-pub mod keys;
 pub mod limits;
 pub mod plans;
 pub mod time;

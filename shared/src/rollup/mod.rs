@@ -23,8 +23,8 @@ mod plan;
 pub use plan::{STRIPE_MAX_AGE_S, Step, event_timestamp, identifier, next_step};
 
 use crate::app::idempotent::{self, Job, Once, Scope};
+use crate::domain::api_key::KeyId;
 use crate::domain::customers::CustomerId;
-use crate::domain::keys::KeyId;
 use crate::domain::plans::PlanId;
 use crate::domain::time::{Day, UnixTime};
 use crate::domain::usage::{MeterDay, PendingReport};

@@ -9,11 +9,11 @@ pub mod embedded;
 pub mod metrics;
 pub mod schema;
 
+use crate::domain::api_key::{KeyEnv, KeyHash, KeyId};
 use crate::domain::billing::Subscription;
 use crate::domain::customers::{Customer, CustomerAccess, CustomerId};
 use crate::domain::decision::Decision;
 use crate::domain::key_records::{EffectiveLimits, KeyRecord, KeyStatus, LimitOverrides};
-use crate::domain::keys::{KeyEnv, KeyHash, KeyId};
 use crate::domain::plans::{Plan, PlanId};
 use crate::domain::time::{Day, UnixTime};
 use crate::domain::usage::{DayCount, MeterDay, MeterLedger, PendingReport, UsageDay};
@@ -150,7 +150,7 @@ impl NewKey {
     /// A key for `key`'s secret with no name, expiry, scopes, metadata or overrides; a fresh
     /// id. Set the other fields with struct update syntax.
     pub fn new(
-        key: &crate::domain::keys::ApiKey,
+        key: &crate::domain::api_key::ApiKey,
         customer_id: CustomerId,
         plan_id: Option<PlanId>,
         now: UnixTime,
@@ -177,7 +177,7 @@ impl NewKey {
         KeyRecord {
             key_id: self.key_id.clone(),
             customer_id: self.customer_id.clone(),
-            plan_id: self.plan_id.clone(),
+            own_plan_id: self.plan_id.clone(),
             name: self.name.clone(),
             env: self.env,
             status: KeyStatus::Active,

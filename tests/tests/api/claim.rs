@@ -242,7 +242,7 @@ async fn stripe_errors_are_not_echoed_and_a_missing_key_is_501() {
 /// attempts per window; past it, 429 with Retry-After and Stripe is not asked.
 #[tokio::test]
 async fn claim_attempts_are_bounded_per_session_and_per_source() {
-    use issue_key::api::{CLAIM_ATTEMPT_WINDOW_S, CLAIM_ATTEMPTS_PER_SESSION, CLAIM_ATTEMPTS_PER_SOURCE};
+    use shared::app::claim::{CLAIM_ATTEMPT_WINDOW_S, CLAIM_ATTEMPTS_PER_SESSION, CLAIM_ATTEMPTS_PER_SOURCE};
     let (db, api, standin) = setup(API_KEY).await;
     let stripe_calls = || standin.requests().len() as u64;
 
@@ -282,7 +282,7 @@ async fn claim_attempts_are_bounded_per_session_and_per_source() {
 /// only in AWS, as a paid claim that can never finish.
 #[tokio::test]
 async fn the_claim_functions_role_allows_every_request_a_claim_makes() {
-    use shared::domain::keys::{ApiKey, KeyEnv};
+    use shared::domain::api_key::{ApiKey, KeyEnv};
     use shared::store::NewKey;
     use shared::store::dynamo::{ClientOptions, build_client};
     use tollgate_tests::faults::FaultProxy;

@@ -108,7 +108,7 @@ async fn every_denial_has_its_status_and_body() {
     let r = c.proxy("/x", "tg_test_garbage").await;
     assert_eq!((r.status, r.code()), (401, "invalid_api_key"));
     // Well-formed and correctly checksummed, but never issued.
-    let unknown = shared::domain::keys::ApiKey::generate(shared::domain::keys::KeyEnv::Test).unwrap();
+    let unknown = shared::domain::api_key::ApiKey::generate(shared::domain::api_key::KeyEnv::Test).unwrap();
     let r = c.proxy("/x", unknown.expose_secret()).await;
     assert_eq!((r.status, r.code()), (401, "invalid_api_key"));
 

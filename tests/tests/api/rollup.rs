@@ -6,8 +6,8 @@
 
 use http::Method;
 use issue_key::api::{ApiRequest, ManagementApi};
+use shared::domain::api_key::{ApiKey, KeyEnv, KeyId};
 use shared::domain::customers::{CustomerId, SubscriptionStatus};
-use shared::domain::keys::{ApiKey, KeyEnv, KeyId};
 use shared::domain::plans::{Plan, PlanId};
 use shared::domain::time::UnixTime;
 use shared::domain::usage::MeterDay;

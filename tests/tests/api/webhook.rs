@@ -7,8 +7,8 @@ use http::{HeaderMap, HeaderValue};
 use serde_json::Value;
 use shared::authorize::Authorizer;
 use shared::config::{FailMode, Secrets};
+use shared::domain::api_key::{ApiKey, KeyEnv};
 use shared::domain::customers::{CustomerId, SubscriptionStatus};
-use shared::domain::keys::{ApiKey, KeyEnv};
 use shared::domain::plans::{Plan, PlanId, RateLimit};
 use shared::domain::time::UnixTime;
 use shared::store::dynamo::DynamoStore;
@@ -344,10 +344,10 @@ async fn the_claim_before_the_checkout_event_keeps_the_subscription() {
     assert_eq!(f.post(&fixture("checkout-session-completed")).await, "recorded", "the claim did it already");
     let c = f.customer("user-42").await;
     assert_eq!((c.subscription_status, c.plan_id.unwrap().as_str()), (Some(SubscriptionStatus::Active), "pro"));
-    let key_id = shared::domain::keys::KeyId::parse(body["key_id"].as_str().unwrap()).unwrap();
+    let key_id = shared::domain::api_key::KeyId::parse(body["key_id"].as_str().unwrap()).unwrap();
     let key = f.db.store.get_key(&key_id).await.unwrap().unwrap();
     assert_eq!(key.limits.rate_limit, Some(RateLimit { limit: 100, window_s: 60 }), "pro's limits, not none");
-    assert_eq!(key.limits.plan_id.unwrap().as_str(), "pro");
+    assert_eq!(key.limits.governing_plan_id.unwrap().as_str(), "pro");
 }
 
 /// Case 3 through the webhook: a checkout naming a customer linked to another Stripe customer
@@ -532,7 +532,7 @@ async fn final_state(f: &Fixture, n: usize, with_reference: bool) -> String {
     );
     for key_id in f.db.store.customer_key_ids(&c.customer_id).await.unwrap() {
         let k = f.db.store.get_key(&key_id).await.unwrap().unwrap();
-        let meter = match &k.limits.plan_id {
+        let meter = match &k.limits.governing_plan_id {
             Some(p) => f.db.store.get_plan(p).await.unwrap().and_then(|p| p.meter_event_name),
             None => None,
         };

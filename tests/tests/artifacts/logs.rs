@@ -8,8 +8,8 @@
 
 use bytes::Bytes;
 use serde_json::{Value, json};
+use shared::domain::api_key::ApiKey;
 use shared::domain::customers::CustomerId;
-use shared::domain::keys::ApiKey;
 use shared::domain::plans::PlanId;
 use shared::domain::time::UnixTime;
 use shared::store::{AuthorizeStore, KeyStore, NewKey, PlanStore};
@@ -269,7 +269,7 @@ async fn the_rollup_logs_no_stripe_key_at_trace() {
         1,
     )
     .await;
-    let key = ApiKey::generate(shared::domain::keys::KeyEnv::Live).unwrap();
+    let key = ApiKey::generate(shared::domain::api_key::KeyEnv::Live).unwrap();
     let now = UnixTime::now();
     let new = NewKey::new(&key, CustomerId::parse("acme").unwrap(), Some(PlanId::parse("pro").unwrap()), now);
     let id = db.store.create_key(new).await.unwrap().key_id;

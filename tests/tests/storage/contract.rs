@@ -1,10 +1,10 @@
 //! The storage contract: every operation the functions rely on, run through the real SDK
 //! against a DynamoDB-protocol server (Dynoxide in-process; moto under `make test`).
 
+use shared::domain::api_key::{ApiKey, KeyEnv, KeyId};
 use shared::domain::customers::{Customer, CustomerId, SubscriptionStatus};
 use shared::domain::decision::Denial;
 use shared::domain::key_records::{KeyStatus, LimitOverrides};
-use shared::domain::keys::{ApiKey, KeyEnv, KeyId};
 use shared::domain::plans::{Period, Plan, PlanId, Quota, RateLimit};
 use shared::domain::time::{Day, UnixTime};
 use shared::domain::usage::{DayCount, MeterDay, PendingReport, UsageDay};
@@ -81,7 +81,7 @@ async fn keys_are_created_read_and_found_by_hash() {
     let created = db.store.create_key(new.clone()).await.unwrap();
     assert_eq!(created.status, KeyStatus::Active);
     assert_eq!(created.limits.rate_limit, Some(RateLimit { limit: 100, window_s: 60 }));
-    assert_eq!(created.limits.plan_id.as_ref().map(PlanId::as_str), Some("pro"));
+    assert_eq!(created.limits.governing_plan_id.as_ref().map(PlanId::as_str), Some("pro"));
 
     let got = db.store.get_key(&created.key_id).await.unwrap().unwrap();
     assert_eq!(got, created);
@@ -423,12 +423,12 @@ async fn customer_billing_drives_its_keys() {
     // A key that follows its customer's plan.
     let (new, key) = new_key("acme", None);
     let id = db.store.create_key(new).await.unwrap().key_id;
-    assert_eq!(db.store.get_key(&id).await.unwrap().unwrap().limits.plan_id, None);
+    assert_eq!(db.store.get_key(&id).await.unwrap().unwrap().limits.governing_plan_id, None);
     let bill = |status, price, at| tollgate_tests::bill(&db.store, "acme", "cus_123", status, price, at);
 
     bill(SubscriptionStatus::Active, Some("price_basic"), 100).await;
     let k = db.store.get_key(&id).await.unwrap().unwrap();
-    assert_eq!(k.limits.plan_id.as_ref().map(PlanId::as_str), Some("basic"));
+    assert_eq!(k.limits.governing_plan_id.as_ref().map(PlanId::as_str), Some("basic"));
     assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()));
     assert_eq!(decide(&db, &id, &key, NOW).await, Err(Denial::RateLimited));
 
@@ -905,7 +905,7 @@ async fn a_replayed_event_repairs_an_interrupted_fan_out() {
     assert_eq!((f.visited, f.rewritten, f.complete), (1, 1, true));
     assert_eq!(decide(&db, &id, &key, NOW).await, Err(Denial::SubscriptionInactive));
     let k = db.store.get_key(&id).await.unwrap().unwrap();
-    assert_eq!(k.limits.plan_id.as_ref().map(PlanId::as_str), Some("pro"));
+    assert_eq!(k.limits.governing_plan_id.as_ref().map(PlanId::as_str), Some("pro"));
 }
 
 #[tokio::test]

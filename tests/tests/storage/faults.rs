@@ -7,9 +7,9 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use shared::authorize::Authorizer;
 use shared::config::FailMode;
+use shared::domain::api_key::{ApiKey, KeyEnv, KeyId};
 use shared::domain::customers::CustomerId;
 use shared::domain::decision::Decision;
-use shared::domain::keys::{ApiKey, KeyEnv, KeyId};
 use shared::store::dynamo::{ClientOptions, DynamoStore, build_client};
 use shared::store::schema::{KEY_SK, key_pk};
 use shared::store::{KeyStore, NewKey, PlanStore};

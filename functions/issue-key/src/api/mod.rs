@@ -20,8 +20,9 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use shared::app::billing::Billing;
+use shared::app::claim::CheckoutClaim;
 use shared::authorize::bearer_token;
-use shared::domain::keys::KeyEnv;
+use shared::domain::api_key::KeyEnv;
 use shared::domain::time::UnixTime;
 use shared::envelope;
 use shared::store::{AttemptStore, BillingStore, CustomerStore, IdempotencyStore, KeyStore, PlanStore, UsageStore};
@@ -32,7 +33,6 @@ use subtle::ConstantTimeEq;
 use tower::ServiceExt;
 use tracing::Instrument;
 
-pub use claim::{CLAIM_ATTEMPT_WINDOW_S, CLAIM_ATTEMPTS_PER_SESSION, CLAIM_ATTEMPTS_PER_SOURCE};
 pub use keys::{DEFAULT_GRACE_S, usage_json};
 
 /// Everything the management API's storage must do.
@@ -63,10 +63,8 @@ pub const FANOUT_BUDGET: Duration = Duration::from_secs(20);
 #[derive(Clone)]
 pub struct ManagementApi<S> {
     store: S,
-    /// For the Checkout claim; without it `GET /v1/claim` answers 501.
-    stripe: Option<StripeApi>,
-    /// The claim's writer of billing state (the webhook's too).
-    billing: Billing<S>,
+    /// The Checkout claim; without Stripe `GET /v1/claim` answers 501.
+    claims: Option<CheckoutClaim<S, StripeApi>>,
     /// When set, every route but the public claim needs `Authorization: Bearer <token>`. In AWS
     /// it is unset and API Gateway's IAM authorization guards the routes instead.
     admin_token: Option<SecretString>,
@@ -137,8 +135,7 @@ type Api<S> = State<Arc<ManagementApi<S>>>;
 
 impl<S: ManagementStore> ManagementApi<S> {
     pub fn new(store: S, admin_token: Option<SecretString>) -> Self {
-        let billing = Billing::new(store.clone(), shared::config::DEFAULT_PAST_DUE_GRACE_S, FANOUT_BUDGET);
-        Self { store, admin_token, stripe: None, billing, routes: Routes::All, key_env: None }
+        Self { store, admin_token, claims: None, routes: Routes::All, key_env: None }
     }
 
     /// Serves only `routes`.
@@ -150,13 +147,15 @@ impl<S: ManagementStore> ManagementApi<S> {
     /// Issues keys in `env` only (`TOLLGATE_KEY_ENV`).
     pub fn with_key_env(mut self, env: Option<KeyEnv>) -> Self {
         self.key_env = env;
+        self.claims = self.claims.map(|c| c.with_key_env(env));
         self
     }
 
     /// Enables the Checkout claim.
     pub fn with_stripe(mut self, stripe: StripeApi, past_due_grace_s: u64) -> Self {
-        self.stripe = Some(stripe);
-        self.billing = Billing::new(self.store.clone(), past_due_grace_s, FANOUT_BUDGET);
+        // The claim's writer of billing state is the webhook's.
+        let billing = Billing::new(self.store.clone(), past_due_grace_s, FANOUT_BUDGET);
+        self.claims = Some(CheckoutClaim::new(self.store.clone(), stripe, billing).with_key_env(self.key_env));
         self
     }
 
@@ -328,7 +327,7 @@ pub fn bearer_matches(headers: &HeaderMap, expected: &SecretString) -> bool {
 
 /// The plaintext and the key: only in the answer to create, rotate and claim.
 fn issued_json(
-    key: &shared::domain::keys::ApiKey,
+    key: &shared::domain::api_key::ApiKey,
     record: &shared::domain::key_records::KeyRecord,
     now: UnixTime,
 ) -> serde_json::Value {

@@ -3,8 +3,8 @@
 
 use super::Item;
 use super::items::s;
+use crate::domain::api_key::KeyId;
 use crate::domain::key_records::KeyRecord;
-use crate::domain::keys::KeyId;
 use crate::store::StoreError;
 use crate::store::StoreResult;
 use crate::store::schema::*;

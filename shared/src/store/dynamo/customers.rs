@@ -2,8 +2,8 @@
 
 use super::{DynamoStore, StoredCustomer};
 use super::{billing, fanout};
+use crate::domain::api_key::KeyId;
 use crate::domain::customers::{Customer, CustomerId};
-use crate::domain::keys::KeyId;
 use crate::domain::time::UnixTime;
 use crate::store::schema::*;
 use crate::store::{CustomerStore, FanOut, StoreResult};

@@ -2,10 +2,10 @@
 //! record's reading (`TryFrom<&Item>`) and writing.
 
 use super::Item;
+use crate::domain::api_key::{KeyEnv, KeyHash, KeyId};
 use crate::domain::customers::{Customer, CustomerAccess, CustomerId, SubscriptionStatus};
 use crate::domain::decision::{Counters, KeyState};
 use crate::domain::key_records::{EffectiveLimits, KeyRecord, KeyStatus, LimitOverrides, Rotation};
-use crate::domain::keys::{KeyEnv, KeyHash, KeyId};
 use crate::domain::plans::{Period, Plan, PlanId, Quota, RateLimit};
 use crate::domain::time::{Day, UnixTime};
 use crate::domain::usage::{DayCount, MeterDay, MeterLedger, PendingReport};
@@ -110,7 +110,7 @@ pub(super) fn key_definition(r: &KeyRecord) -> Vec<(&'static str, Option<Attribu
     vec![
         ("key_id", Some(s(r.key_id.as_str()))),
         ("customer_id", Some(s(r.customer_id.as_str()))),
-        ("plan_id", opt_s(r.plan_id.as_ref().map(PlanId::as_str))),
+        ("plan_id", opt_s(r.own_plan_id.as_ref().map(PlanId::as_str))),
         ("name", opt_s(r.name.as_deref())),
         ("env", Some(s(r.env.as_str()))),
         ("status", Some(s(r.status.as_str()))),
@@ -131,9 +131,9 @@ pub(super) fn key_definition(r: &KeyRecord) -> Vec<(&'static str, Option<Attribu
         ("ovr_q_period", r.overrides.quota.map(|x| s(x.period.as_str()))),
         ("prev_hash", r.rotation.map(|x| s(x.previous_hash.to_hex()))),
         ("prev_until", r.rotation.map(|x| n(x.grace_until.secs()))),
-        ("plan", opt_s(r.limits.plan_id.as_ref().map(PlanId::as_str))),
-        (GSI2_PK, r.limits.plan_id.as_ref().map(|p| s(plan_pk(p.as_str())))),
-        (GSI2_SK, r.limits.plan_id.as_ref().map(|_| s(r.key_id.as_str()))),
+        ("plan", opt_s(r.limits.governing_plan_id.as_ref().map(PlanId::as_str))),
+        (GSI2_PK, r.limits.governing_plan_id.as_ref().map(|p| s(plan_pk(p.as_str())))),
+        (GSI2_SK, r.limits.governing_plan_id.as_ref().map(|_| s(r.key_id.as_str()))),
         ("rl_limit", r.limits.rate_limit.map(|x| n(x.limit))),
         ("rl_window", r.limits.rate_limit.map(|x| n(x.window_s))),
         ("q_limit", r.limits.quota.map(|x| n(x.limit))),
@@ -174,7 +174,7 @@ impl TryFrom<&Item> for KeyRecord {
         Ok(KeyRecord {
             key_id: parse_key_id(req_s(item, "key_id")?)?,
             customer_id: CustomerId::parse(req_s(item, "customer_id")?).map_err(|_| corrupt("customer_id"))?,
-            plan_id: plan_id_opt(item, "plan_id")?,
+            own_plan_id: plan_id_opt(item, "plan_id")?,
             name: s_opt(item, "name").map(str::to_owned),
             env: req_s(item, "env")?.parse::<KeyEnv>().map_err(|_| corrupt("env"))?,
             status: KeyStatus::parse(req_s(item, "status")?).ok_or_else(|| corrupt("status"))?,
@@ -205,7 +205,7 @@ impl TryFrom<&Item> for KeyRecord {
                 _ => None,
             },
             limits: EffectiveLimits {
-                plan_id: plan_id_opt(item, "plan")?,
+                governing_plan_id: plan_id_opt(item, "plan")?,
                 rate_limit: rate_opt(item, "rl_limit", "rl_window")?,
                 quota: quota_opt(item, "q_limit", "q_period")?,
             },
@@ -411,7 +411,7 @@ mod tests {
         let record = KeyRecord {
             key_id: KeyId::parse("key_01JD0000000000000000000000").unwrap(),
             customer_id: CustomerId::parse("acme").unwrap(),
-            plan_id: None,
+            own_plan_id: None,
             name: None,
             env: KeyEnv::Live,
             status: KeyStatus::Active,

@@ -7,10 +7,10 @@ use super::expr::Expr;
 use super::items::{customer_item, hash_item, key_definition, key_item, n, parse_key_id, req_s, s, u64_or};
 use super::tx::{TxError, retry_on_conflict};
 use super::{DynamoStore, StoredCustomer, Versioned};
+use crate::domain::api_key::{KeyHash, KeyId};
 use crate::domain::customers::Customer;
 use crate::domain::decision::{CarryOver, Counters, KeyState, carry_over, period_usage_needed};
 use crate::domain::key_records::{KeyRecord, KeyStatus, Rotation};
-use crate::domain::keys::{KeyHash, KeyId};
 use crate::domain::limits::period_start;
 use crate::domain::plans::{Plan, PlanId};
 use crate::domain::time::{Day, UnixTime};
@@ -67,7 +67,7 @@ impl KeyStore for DynamoStore {
                     KeyRecord::try_from(&raw)?
                 };
                 let keep = filter.customer_id.as_ref().is_none_or(|c| *c == record.customer_id)
-                    && filter.plan_id.as_ref().is_none_or(|p| Some(p) == record.limits.plan_id.as_ref())
+                    && filter.plan_id.as_ref().is_none_or(|p| Some(p) == record.limits.governing_plan_id.as_ref())
                     && filter.status.is_none_or(|st| st == record.status);
                 if !keep {
                     continue;
@@ -109,7 +109,7 @@ impl KeyStore for DynamoStore {
                 record.expires_at = v;
             }
             if let Some(v) = patch.plan_id {
-                record.plan_id = v;
+                record.own_plan_id = v;
             }
             if let Some(v) = patch.metadata {
                 record.metadata = v;
@@ -282,7 +282,7 @@ impl DynamoStore {
             Some(p) => self.get_plan_versioned(p).await?,
             None => None,
         };
-        if key.plan_id.is_some() && plan.is_none() {
+        if key.own_plan_id.is_some() && plan.is_none() {
             return Err(StoreError::UnknownReference("plan"));
         }
         Ok(Governing { customer, plan })

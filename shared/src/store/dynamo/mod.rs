@@ -29,8 +29,8 @@ mod usage;
 pub use client::{ClientOptions, build_client};
 
 use crate::config::Config;
+use crate::domain::api_key::KeyId;
 use crate::domain::customers::{Customer, CustomerAccess, CustomerId};
-use crate::domain::keys::KeyId;
 use crate::domain::plans::{Plan, PlanId};
 use crate::store::StoreResult;
 use crate::store::metrics::RequestCounter;

@@ -3,7 +3,7 @@
 use super::errors::sdk_err;
 use super::items::{parse_key_id, req_s, s, s_opt, usage_day_from_item};
 use super::{DynamoStore, Item};
-use crate::domain::keys::KeyId;
+use crate::domain::api_key::KeyId;
 use crate::domain::time::Day;
 use crate::domain::usage::DayCount;
 use crate::store::schema::*;

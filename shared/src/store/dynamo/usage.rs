@@ -3,9 +3,9 @@
 
 use super::DynamoStore;
 use super::items::{live_days, meter_ledger_from_item};
+use crate::domain::api_key::KeyId;
 use crate::domain::customers::CustomerId;
 use crate::domain::decision::KeyState;
-use crate::domain::keys::KeyId;
 use crate::domain::time::Day;
 use crate::domain::usage::{MeterDay, MeterLedger, UsageDay};
 use crate::store::schema::*;

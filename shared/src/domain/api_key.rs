@@ -1,4 +1,6 @@
-//! API keys, their stored hashes and their ids.
+//! The API key itself: the secret (shown once, never stored), its format and checksum, the hash
+//! and public id that are stored, and its environment. What is stored about a key is
+//! `key_records`.
 //!
 //! A key looks like `tg_live_<body><check>`:
 //! - the `tg_<env>_` prefix makes keys recognisable to secret scanners and to humans, and
