@@ -22,7 +22,7 @@ mod load;
 use authorizer::handler;
 use criterion::Criterion;
 use serde_json::Value;
-use shared::authorize::Authorizer;
+use shared::app::authorize::Authorizer;
 use shared::config::FailMode;
 use shared::domain::api_key::{ApiKey, KeyHash, KeyId};
 use shared::domain::customers::{CustomerAccess, CustomerId, SubscriptionStatus};

@@ -7,7 +7,7 @@ use authorizer::handler::{self, HandlerError};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
-use shared::authorize::{Authorizer, AuthorizerContext};
+use shared::app::authorize::{Authorizer, AuthorizerContext};
 use shared::domain::time::UnixTime;
 use shared::envelope;
 use shared::http_client::HttpClient;
@@ -71,7 +71,7 @@ fn forwarded(name: &http::HeaderName, value: &HeaderValue) -> bool {
     }
     if name == header::AUTHORIZATION.as_str() {
         let carries_key =
-            value.to_str().ok().and_then(shared::authorize::bearer_token).is_some_and(|t| t.starts_with("tg_"));
+            value.to_str().ok().and_then(shared::app::authorize::bearer_token).is_some_and(|t| t.starts_with("tg_"));
         return !carries_key;
     }
     true

@@ -16,7 +16,7 @@ use issue_key::error::ApiError;
 use issue_key::extract::RequestContext;
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
-use shared::authorize::{Authorizer, AuthorizerOptions};
+use shared::app::authorize::{Authorizer, AuthorizerOptions};
 use shared::config::{Config, ConfigError, Secrets};
 use shared::domain::api_key::{ApiKey, KeyEnv};
 use shared::domain::customers::CustomerId;

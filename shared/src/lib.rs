@@ -4,7 +4,6 @@
 //! The domain modules know nothing of AWS; only `store::dynamo` names SDK types.
 
 pub mod app;
-pub mod authorize;
 pub mod config;
 pub mod domain;
 pub mod envelope;

@@ -69,7 +69,7 @@ mod tests {
         assert_eq!(ceiling("lambda_http"), Level::INFO);
         assert_eq!(ceiling("hyper_util::client"), Level::INFO);
         assert_eq!(ceiling("aws_smithy_runtime::client::orchestrator"), Level::DEBUG);
-        assert_eq!(ceiling("shared::authorize"), Level::TRACE);
+        assert_eq!(ceiling("shared::app::authorize"), Level::TRACE);
         assert_eq!(ceiling("tollgate_dev::gateway"), Level::TRACE);
     }
 }

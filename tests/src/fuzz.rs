@@ -12,7 +12,7 @@
 
 use http::{HeaderMap, HeaderValue, Method};
 use issue_key::api::{ApiRequest, ManagementApi};
-use shared::authorize::{Authorizer, bearer_token, presented_key};
+use shared::app::authorize::{Authorizer, bearer_token, presented_key};
 use shared::config::{FailMode, Secrets};
 use shared::domain::api_key::{ApiKey, KeyEnv, KeyId};
 use shared::domain::customers::CustomerId;

@@ -15,7 +15,7 @@ use aws_lambda_events::apigw::{
 use aws_lambda_events::http::HeaderMap;
 use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
 use serde_json::Value;
-use shared::authorize::{Authorizer, AuthorizerContext, bearer_token, presented_key};
+use shared::app::authorize::{Authorizer, AuthorizerContext, bearer_token, presented_key};
 use shared::domain::decision::Denial;
 use shared::domain::time::UnixTime;
 use shared::store::AuthorizeStore;

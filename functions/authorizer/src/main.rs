@@ -4,7 +4,7 @@
 use authorizer::handler;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
-use shared::authorize::{Authorizer, AuthorizerOptions};
+use shared::app::authorize::{Authorizer, AuthorizerOptions};
 use shared::config::Config;
 use shared::domain::time::UnixTime;
 use shared::store::dynamo::DynamoStore;

@@ -5,3 +5,4 @@ pub mod api;
 pub mod error;
 pub mod extract;
 pub mod json;
+pub mod views;

@@ -451,7 +451,7 @@ pub enum Written {
 
 /// The usage rollup's storage (docs/data-model.md, "The usage rollup").
 pub trait RollupStore: Send + Sync {
-    /// Keys marked active (a counted request since they were last settled), every shard.
+    /// Keys marked active (a counted request since they were last settled).
     fn active_keys(&self) -> impl Future<Output = StoreResult<Vec<KeyId>>> + Send;
     /// The key's live counters and its usage-day items from `from` on (and any older day that
     /// still has live counters).
@@ -469,7 +469,7 @@ pub trait RollupStore: Send + Sync {
     /// `key` was read, and the live counters of `finished` days if they still hold what was
     /// rolled. `Applied` when the marker went.
     fn settle_key(&self, key: &KeyUsage, finished: &[Day]) -> impl Future<Output = StoreResult<Written>> + Send;
-    /// Meter ledgers marked as owing a report, every shard.
+    /// Meter ledgers marked as owing a report.
     fn owed_meters(&self) -> impl Future<Output = StoreResult<Vec<MeterDay>>> + Send;
     fn meter_ledger(&self, meter: &MeterDay) -> impl Future<Output = StoreResult<Option<MeterLedger>>> + Send;
     /// Records `pending` if the ledger is still as read (`settled` = reported + unbilled, no

@@ -3,7 +3,7 @@
 
 use authorizer::handler::{HandlerError, handle};
 use serde_json::Value;
-use shared::authorize::{Authorizer, SPENT_RECHECK_S};
+use shared::app::authorize::{Authorizer, SPENT_RECHECK_S};
 use shared::config::FailMode;
 use shared::domain::api_key::{ApiKey, KeyId};
 use shared::domain::key_records::KeyStatus;

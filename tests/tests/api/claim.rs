@@ -6,7 +6,7 @@
 use http::{HeaderMap, Method};
 use issue_key::api::{ApiRequest, ManagementApi};
 use serde_json::Value;
-use shared::authorize::Authorizer;
+use shared::app::authorize::Authorizer;
 use shared::config::FailMode;
 use shared::domain::customers::{CustomerId, SubscriptionStatus};
 use shared::domain::plans::{Plan, PlanId, RateLimit};

@@ -4,7 +4,7 @@
 use http::{HeaderMap, HeaderValue, Method};
 use issue_key::api::{ApiRequest, ManagementApi};
 use serde_json::{Value, json};
-use shared::authorize::Authorizer;
+use shared::app::authorize::Authorizer;
 use shared::config::FailMode;
 use shared::domain::time::UnixTime;
 use shared::store::dynamo::DynamoStore;

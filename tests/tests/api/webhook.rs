@@ -5,7 +5,7 @@
 use base64::Engine;
 use http::{HeaderMap, HeaderValue};
 use serde_json::Value;
-use shared::authorize::Authorizer;
+use shared::app::authorize::Authorizer;
 use shared::config::{FailMode, Secrets};
 use shared::domain::api_key::{ApiKey, KeyEnv};
 use shared::domain::customers::{CustomerId, SubscriptionStatus};

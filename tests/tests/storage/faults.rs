@@ -5,7 +5,7 @@
 //! modes"), and an answer within the decision budget however slow storage is.
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use shared::authorize::Authorizer;
+use shared::app::authorize::Authorizer;
 use shared::config::FailMode;
 use shared::domain::api_key::{ApiKey, KeyEnv, KeyId};
 use shared::domain::customers::CustomerId;

@@ -3,7 +3,8 @@
 use super::{Api, ManagementStore, Reply, ok, to_json};
 use crate::error::ApiError;
 use crate::extract::{Id, Now, Query};
-use crate::json::{CustomerView, HistoryQuery};
+use crate::json::HistoryQuery;
+use crate::views::CustomerView;
 use http::StatusCode;
 use serde_json::json;
 use shared::domain::customers::CustomerId;

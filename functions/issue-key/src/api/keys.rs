@@ -5,9 +5,10 @@ use super::{Answer, Api, ManagementStore, Reply, issued_json, ok, to_json};
 use crate::error::ApiError;
 use crate::extract::{Id, IdempotencyKey, Json, JsonBytes, JsonOrEmpty, Now, Query};
 use crate::json::{
-    CreateKeyInput, DEFAULT_PAGE, EmptyInput, HistoryQuery, KeyView, ListKeysQuery, PatchKeyInput, RotateInput,
-    Timestamp, overrides,
+    CreateKeyInput, DEFAULT_PAGE, EmptyInput, HistoryQuery, ListKeysQuery, PatchKeyInput, RotateInput, Timestamp,
+    overrides,
 };
+use crate::views::KeyView;
 use http::StatusCode;
 use serde_json::json;
 use sha2::{Digest, Sha256};

@@ -19,9 +19,9 @@ use axum::routing::{MethodRouter, any, get};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
+use shared::app::authorize::bearer_token;
 use shared::app::billing::Billing;
 use shared::app::claim::CheckoutClaim;
-use shared::authorize::bearer_token;
 use shared::domain::api_key::KeyEnv;
 use shared::domain::time::UnixTime;
 use shared::envelope;
@@ -331,7 +331,7 @@ fn issued_json(
     record: &shared::domain::key_records::KeyRecord,
     now: UnixTime,
 ) -> serde_json::Value {
-    to_json(&crate::json::IssuedKeyView { key: key.expose_secret(), record: crate::json::KeyView::new(record, now) })
+    to_json(&crate::views::IssuedKeyView { key: key.expose_secret(), record: crate::views::KeyView::new(record, now) })
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> serde_json::Value {

@@ -3,7 +3,8 @@
 use super::{Api, ManagementStore, Reply, ok, to_json};
 use crate::error::ApiError;
 use crate::extract::{Id, Json, Now};
-use crate::json::{PlanInput, PlanView};
+use crate::json::PlanInput;
+use crate::views::PlanView;
 use http::StatusCode;
 use serde_json::json;
 use shared::domain::plans::{Plan, PlanId};
