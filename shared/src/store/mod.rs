@@ -6,6 +6,8 @@
 pub mod dynamo;
 #[cfg(feature = "embedded")]
 pub mod embedded;
+#[cfg(any(test, feature = "memory"))]
+pub mod memory;
 pub mod metrics;
 pub mod schema;
 
