@@ -191,7 +191,98 @@ fn source_bucket(source: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::source_bucket;
+    use super::*;
+    use crate::domain::plans::{Plan, PlanId};
+    use crate::store::memory::MemoryStore;
+    use crate::stripe::api::CheckoutSession;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    const NOW: UnixTime = UnixTime(1_800_000_000);
+
+    /// Stripe's sessions as a map of id to the session object, counting the questions asked.
+    #[derive(Clone, Default)]
+    struct Sessions {
+        known: Arc<Vec<serde_json::Value>>,
+        asked: Arc<AtomicUsize>,
+    }
+
+    impl CheckoutSessions for Sessions {
+        async fn checkout_session(&self, id: &str) -> Result<CheckoutSession, StripeError> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            let found = self.known.iter().find(|s| s["id"] == id).ok_or(StripeError::NotFound)?;
+            serde_json::from_value(found.clone()).map_err(|e| StripeError::BadResponse(e.to_string()))
+        }
+    }
+
+    fn paid_session(id: &str, reference: &str) -> serde_json::Value {
+        serde_json::json!({
+            "id": id, "object": "checkout.session", "status": "complete", "payment_status": "paid",
+            "mode": "subscription", "customer": "cus_1", "client_reference_id": reference,
+            "livemode": false, "created": NOW.secs() - 60,
+            "subscription": {
+                "id": "sub_1", "object": "subscription", "status": "active", "created": NOW.secs() - 60,
+                "items": {"data": [{"price": {"id": "price_pro"}, "current_period_end": NOW.secs() + 86_400}]}
+            }
+        })
+    }
+
+    async fn claim_with(
+        sessions: Vec<serde_json::Value>,
+    ) -> (CheckoutClaim<MemoryStore, Sessions>, MemoryStore, Sessions) {
+        let store = MemoryStore::default();
+        let plan = Plan {
+            id: PlanId::parse("pro").unwrap(),
+            name: "Pro".into(),
+            rate_limit: None,
+            quota: None,
+            stripe_price_ids: vec!["price_pro".into()],
+            meter_event_name: None,
+            created_at: NOW,
+            updated_at: NOW,
+        };
+        store.create_plan(&plan).await.unwrap();
+        let stripe = Sessions { known: Arc::new(sessions), ..Sessions::default() };
+        let billing = Billing::new(store.clone(), 0, Duration::from_secs(5));
+        (CheckoutClaim::new(store.clone(), stripe.clone(), billing), store, stripe)
+    }
+
+    #[tokio::test]
+    async fn a_paid_session_issues_one_key_once() {
+        let (claims, store, _) = claim_with(vec![paid_session("cs_test_1", "acme")]).await;
+        let (key, record) = claims.claim("cs_test_1", Some("203.0.113.7"), NOW).await.unwrap();
+        assert_eq!(record.customer_id.as_str(), "acme");
+        assert_eq!(record.limits.governing_plan_id.as_ref().map(PlanId::as_str), Some("pro"));
+        assert_eq!(key.hash(), record.hash);
+        // The same session again: the key is not shown twice, and no second key exists.
+        match claims.claim("cs_test_1", Some("203.0.113.7"), NOW.plus(5)).await {
+            Err(ClaimError::AlreadyClaimed(again)) => assert_eq!(again.key_id, record.key_id),
+            other => panic!("expected AlreadyClaimed, got {:?}", other.map(|(_, r)| r.key_id)),
+        }
+        assert_eq!(store.key_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_or_unpaid_session_writes_no_key() {
+        let mut unpaid = paid_session("cs_test_2", "acme");
+        unpaid["payment_status"] = "unpaid".into();
+        let (claims, store, _) = claim_with(vec![unpaid]).await;
+        assert!(matches!(claims.claim("cs_test_nope", None, NOW).await, Err(ClaimError::UnknownSession)));
+        assert!(matches!(claims.claim("cs_test_2", None, NOW).await, Err(ClaimError::Refused(_))));
+        assert_eq!(store.key_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn attempts_past_the_bound_never_reach_stripe() {
+        let (claims, _, stripe) = claim_with(vec![]).await;
+        for _ in 0..CLAIM_ATTEMPTS_PER_SESSION {
+            assert!(matches!(claims.claim("cs_test_guess", None, NOW).await, Err(ClaimError::UnknownSession)));
+        }
+        let refused = claims.claim("cs_test_guess", None, NOW).await;
+        assert!(matches!(refused, Err(ClaimError::TooManyAttempts { .. })));
+        assert_eq!(stripe.asked.load(Ordering::SeqCst), CLAIM_ATTEMPTS_PER_SESSION as usize);
+    }
 
     #[test]
     fn one_host_is_one_bucket() {

@@ -324,7 +324,8 @@ impl BillingStore for MemoryStore {
 
     async fn link_customer(&self, customer: &CustomerId, stripe_customer: &str, now: UnixTime) -> StoreResult<Written> {
         let mut data = self.lock();
-        let linked_elsewhere = data.stripe.get(stripe_customer).and_then(|a| a.linked.as_ref()).is_some_and(|c| c != customer);
+        let linked_elsewhere =
+            data.stripe.get(stripe_customer).and_then(|a| a.linked.as_ref()).is_some_and(|c| c != customer);
         let customer_elsewhere = data
             .customers
             .get(customer)
@@ -368,7 +369,10 @@ impl BillingStore for MemoryStore {
         let mut data = self.lock();
         let account_unchanged = data.stripe.get(stripe_customer).is_some_and(|a| {
             a.version == derived_from.version
-                && derived_from.subscriptions.iter().all(|(s, v)| a.subscriptions.get(&s.id).map(|(_, sv)| sv) == Some(v))
+                && derived_from
+                    .subscriptions
+                    .iter()
+                    .all(|(s, v)| a.subscriptions.get(&s.id).map(|(_, sv)| sv) == Some(v))
         });
         let Some(stored) = data.customers.get_mut(&customer.customer_id).filter(|c| c.ver == ver) else {
             return Ok(Written::Stale);
