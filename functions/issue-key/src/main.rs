@@ -2,7 +2,7 @@
 //! clients built once per cold start, then the one router serves every invocation
 //! (lambda_http hands it each request as an `http::Request`).
 
-use issue_key::api::{ManagementApi, Routes};
+use issue_key::api::{ManagementApi, Routes, with_path};
 use issue_key::extract::RequestContext;
 use lambda_http::request::RequestContext as GatewayContext;
 use lambda_http::{Request, RequestExt};
@@ -42,14 +42,8 @@ fn from_gateway(mut req: Request) -> Request {
     };
     req.extensions_mut().insert(RequestContext { request_id, caller, source, now: None });
     if let Some(i) = req.uri().path().find("/v1").filter(|i| *i > 0) {
-        let rest = &req.uri().path()[i..];
-        let rebuilt = match req.uri().query() {
-            Some(q) => format!("{rest}?{q}"),
-            None => rest.to_owned(),
-        };
-        if let Ok(uri) = rebuilt.parse() {
-            *req.uri_mut() = uri;
-        }
+        let rest = req.uri().path()[i..].to_owned();
+        with_path(&mut req, &rest);
     }
     req
 }

@@ -194,27 +194,10 @@ mod tests {
     use super::*;
     use crate::domain::plans::{Plan, PlanId};
     use crate::store::memory::MemoryStore;
-    use crate::stripe::api::CheckoutSession;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::stripe::memory::MemoryStripe;
     use std::time::Duration;
 
     const NOW: UnixTime = UnixTime(1_800_000_000);
-
-    /// Stripe's sessions as a map of id to the session object, counting the questions asked.
-    #[derive(Clone, Default)]
-    struct Sessions {
-        known: Arc<Vec<serde_json::Value>>,
-        asked: Arc<AtomicUsize>,
-    }
-
-    impl CheckoutSessions for Sessions {
-        async fn checkout_session(&self, id: &str) -> Result<CheckoutSession, StripeError> {
-            self.asked.fetch_add(1, Ordering::SeqCst);
-            let found = self.known.iter().find(|s| s["id"] == id).ok_or(StripeError::NotFound)?;
-            serde_json::from_value(found.clone()).map_err(|e| StripeError::BadResponse(e.to_string()))
-        }
-    }
 
     fn paid_session(id: &str, reference: &str) -> serde_json::Value {
         serde_json::json!({
@@ -230,7 +213,7 @@ mod tests {
 
     async fn claim_with(
         sessions: Vec<serde_json::Value>,
-    ) -> (CheckoutClaim<MemoryStore, Sessions>, MemoryStore, Sessions) {
+    ) -> (CheckoutClaim<MemoryStore, MemoryStripe>, MemoryStore, MemoryStripe) {
         let store = MemoryStore::default();
         let plan = Plan {
             id: PlanId::parse("pro").unwrap(),
@@ -243,7 +226,7 @@ mod tests {
             updated_at: NOW,
         };
         store.create_plan(&plan).await.unwrap();
-        let stripe = Sessions { known: Arc::new(sessions), ..Sessions::default() };
+        let stripe = MemoryStripe::with_sessions(sessions);
         let billing = Billing::new(store.clone(), 0, Duration::from_secs(5));
         (CheckoutClaim::new(store.clone(), stripe.clone(), billing), store, stripe)
     }
@@ -281,7 +264,7 @@ mod tests {
         }
         let refused = claims.claim("cs_test_guess", None, NOW).await;
         assert!(matches!(refused, Err(ClaimError::TooManyAttempts { .. })));
-        assert_eq!(stripe.asked.load(Ordering::SeqCst), CLAIM_ATTEMPTS_PER_SESSION as usize);
+        assert_eq!(stripe.sessions_asked(), CLAIM_ATTEMPTS_PER_SESSION as usize);
     }
 
     #[test]

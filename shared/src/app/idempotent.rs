@@ -115,26 +115,14 @@ where
 mod tests {
     use super::*;
     use crate::store::StoreResult;
-    use std::collections::HashMap;
-    use std::sync::Mutex;
+    use crate::store::memory::MemoryStore;
 
-    /// The idempotency records in memory, with the store's semantics: a live lease or a result
-    /// holds the id; an expired lease may be taken over; `finish` needs the holder.
+    /// The in-memory store, but recording a result fails (storage gone after the work).
     #[derive(Default)]
-    struct Records {
-        map: Mutex<HashMap<(String, String), Record>>,
-        fail_finish: bool,
-    }
+    struct FinishFails(MemoryStore);
 
-    #[derive(Clone, Debug)]
-    struct Record {
-        owner: String,
-        fingerprint: String,
-        lease_until: UnixTime,
-        result: Option<String>,
-    }
-
-    impl IdempotencyStore for Records {
+    impl IdempotencyStore for FinishFails {
+        #[allow(clippy::too_many_arguments)]
         async fn reserve(
             &self,
             scope: &str,
@@ -142,54 +130,18 @@ mod tests {
             owner: &str,
             fingerprint: &str,
             lease_s: u64,
-            _expires_at: UnixTime,
+            expires_at: UnixTime,
             now: UnixTime,
         ) -> StoreResult<Reservation> {
-            let mut map = self.map.lock().unwrap();
-            let key = (scope.to_owned(), id.to_owned());
-            match map.get(&key) {
-                Some(r) if r.result.is_some() => {
-                    return Ok(Reservation::Done {
-                        fingerprint: r.fingerprint.clone(),
-                        result: r.result.clone().unwrap_or_default(),
-                    });
-                }
-                Some(r) if r.lease_until > now => {
-                    return Ok(Reservation::InProgress { fingerprint: r.fingerprint.clone() });
-                }
-                _ => {}
-            }
-            let record = Record {
-                owner: owner.into(),
-                fingerprint: fingerprint.into(),
-                lease_until: now.plus(lease_s as i64),
-                result: None,
-            };
-            map.insert(key, record);
-            Ok(Reservation::Fresh)
+            self.0.reserve(scope, id, owner, fingerprint, lease_s, expires_at, now).await
         }
 
-        async fn finish(&self, scope: &str, id: &str, owner: &str, result: &str, _: UnixTime) -> StoreResult<()> {
-            if self.fail_finish {
-                return Err(StoreError::Corrupt("injected".into()));
-            }
-            let mut map = self.map.lock().unwrap();
-            match map.get_mut(&(scope.to_owned(), id.to_owned())) {
-                Some(r) if r.owner == owner => {
-                    r.result = Some(result.to_owned());
-                    Ok(())
-                }
-                _ => Err(StoreError::Conflict("not the holder".into())),
-            }
+        async fn finish(&self, _: &str, _: &str, _: &str, _: &str, _: UnixTime) -> StoreResult<()> {
+            Err(StoreError::Corrupt("injected".into()))
         }
 
         async fn release(&self, scope: &str, id: &str, owner: &str) -> StoreResult<()> {
-            let mut map = self.map.lock().unwrap();
-            let key = (scope.to_owned(), id.to_owned());
-            if map.get(&key).is_some_and(|r| r.owner == owner && r.result.is_none()) {
-                map.remove(&key);
-            }
-            Ok(())
+            self.0.release(scope, id, owner).await
         }
     }
 
@@ -199,7 +151,7 @@ mod tests {
         Job { scope, id, fingerprint: "f1", lease_s: 30, now: NOW }
     }
 
-    async fn run(store: &Records, job: Job<'_>, ok: bool) -> Result<Once<u32>, StoreError> {
+    async fn run(store: &impl IdempotencyStore, job: Job<'_>, ok: bool) -> Result<Once<u32>, StoreError> {
         once(store, job, || async move {
             if ok { Ok((7, "key_1".to_owned())) } else { Err(StoreError::Conflict("work failed".into())) }
         })
@@ -208,7 +160,7 @@ mod tests {
 
     #[tokio::test]
     async fn done_once_then_answered_from_the_record() {
-        let store = Records::default();
+        let store = MemoryStore::default();
         assert!(matches!(
             run(&store, job(Scope::CreateKey, "a"), true).await,
             Ok(Once::Ran { value: 7, unrecorded: None })
@@ -225,14 +177,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_failure_gives_the_reservation_back_for_a_retry() {
-        let store = Records::default();
+        let store = MemoryStore::default();
         assert!(run(&store, job(Scope::CheckoutClaim, "cs_1"), false).await.is_err());
         assert!(matches!(run(&store, job(Scope::CheckoutClaim, "cs_1"), true).await, Ok(Once::Ran { .. })));
     }
 
     #[tokio::test]
     async fn work_in_flight_holds_the_id_until_its_lease_ends() {
-        let store = Records::default();
+        let store = MemoryStore::default();
         let held = once(&store, job(Scope::StripeEvent, "evt_1"), || async {
             // While this attempt works, a second one is refused.
             let second = run(&store, job(Scope::StripeEvent, "evt_1"), true).await;
@@ -249,7 +201,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lease_is_given_back_after_success_too() {
-        let store = Records::default();
+        let store = MemoryStore::default();
         let lease = |now| Job { scope: Scope::RollupLease, id: "usage-rollup", fingerprint: "", lease_s: 300, now };
         assert!(matches!(run(&store, lease(NOW), true).await, Ok(Once::Ran { unrecorded: None, .. })));
         // The next run, a second later, takes it at once.
@@ -258,7 +210,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unrecorded_result_is_reported_with_the_value() {
-        let store = Records { fail_finish: true, ..Records::default() };
+        let store = FinishFails::default();
         assert!(matches!(
             run(&store, job(Scope::CreateKey, "b"), true).await,
             Ok(Once::Ran { value: 7, unrecorded: Some(StoreError::Corrupt(_)) })

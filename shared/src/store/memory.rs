@@ -11,7 +11,7 @@ use crate::domain::api_key::{KeyHash, KeyId};
 use crate::domain::billing::Subscription;
 use crate::domain::customers::{Customer, CustomerAccess, CustomerId, SubscriptionStatus};
 use crate::domain::decision::{Counters, KeyState};
-use crate::domain::key_records::{KeyRecord, KeyStatus, Rotation};
+use crate::domain::key_records::KeyRecord;
 use crate::domain::limits::window_end;
 use crate::domain::plans::{Plan, PlanId};
 use crate::domain::time::{Day, UnixTime};
@@ -168,33 +168,7 @@ impl KeyStore for MemoryStore {
     }
 
     async fn update_key(&self, id: &KeyId, patch: KeyPatch, now: UnixTime) -> StoreResult<KeyRecord> {
-        if patch.status == Some(KeyStatus::Revoked) {
-            return Err(StoreError::Conflict("revoke a key with its revoke operation".into()));
-        }
-        self.lock().edit_key(id, now, |record| {
-            if record.status == KeyStatus::Revoked {
-                return Err(StoreError::Conflict("the key is revoked; revocation is permanent".into()));
-            }
-            if let Some(v) = patch.name {
-                record.name = v;
-            }
-            if let Some(v) = patch.status {
-                record.status = v;
-            }
-            if let Some(v) = patch.expires_at {
-                record.expires_at = v;
-            }
-            if let Some(v) = patch.plan_id {
-                record.own_plan_id = v;
-            }
-            if let Some(v) = patch.metadata {
-                record.metadata = v;
-            }
-            if let Some(v) = patch.overrides {
-                record.overrides = v;
-            }
-            Ok(true)
-        })
+        self.lock().edit_key(id, now, |record| patch.apply(record))
     }
 
     async fn rotate_key(
@@ -206,32 +180,18 @@ impl KeyStore for MemoryStore {
         now: UnixTime,
     ) -> StoreResult<KeyRecord> {
         let mut data = self.lock();
-        let record = data.keys.get(id).ok_or(StoreError::NotFound("key"))?;
-        if record.status == KeyStatus::Revoked {
-            return Err(StoreError::Conflict("the key is revoked; revocation is permanent".into()));
-        }
+        let mut record = data.keys.get(id).cloned().ok_or(StoreError::NotFound("key"))?;
+        rotate_edit(&mut record, new_hash, &new_display, grace_until, now)?;
         if data.hashes.contains_key(&new_hash) {
             return Err(StoreError::AlreadyExists("key hash"));
         }
-        let mut record = record.clone();
-        record.rotation = (grace_until > now).then_some(Rotation { previous_hash: record.hash, grace_until });
-        record.hash = new_hash;
-        record.display = new_display;
-        record.updated_at = now;
         data.hashes.insert(new_hash, id.clone());
         data.keys.insert(id.clone(), record.clone());
         Ok(record)
     }
 
     async fn revoke_key(&self, id: &KeyId, now: UnixTime) -> StoreResult<KeyRecord> {
-        self.lock().edit_key(id, now, |record| {
-            if record.status == KeyStatus::Revoked {
-                return Ok(false);
-            }
-            record.status = KeyStatus::Revoked;
-            record.rotation = None;
-            Ok(true)
-        })
+        self.lock().edit_key(id, now, revoke_edit)
     }
 }
 

@@ -15,7 +15,7 @@ use crate::domain::api_key::{KeyEnv, KeyHash, KeyId};
 use crate::domain::billing::Subscription;
 use crate::domain::customers::{Customer, CustomerAccess, CustomerId};
 use crate::domain::decision::Decision;
-use crate::domain::key_records::{EffectiveLimits, KeyRecord, KeyStatus, LimitOverrides};
+use crate::domain::key_records::{EffectiveLimits, KeyRecord, KeyStatus, LimitOverrides, Rotation};
 use crate::domain::plans::{Plan, PlanId};
 use crate::domain::time::{Day, UnixTime};
 use crate::domain::usage::{DayCount, MeterDay, MeterLedger, PendingReport, UsageDay};
@@ -208,6 +208,73 @@ pub struct KeyPatch {
     pub plan_id: Option<Option<PlanId>>,
     pub metadata: Option<BTreeMap<String, String>>,
     pub overrides: Option<LimitOverrides>,
+}
+
+impl KeyPatch {
+    /// The patch's edit of `record`, the one rule every store applies: a revoked key cannot
+    /// change, and a patch cannot revoke (revocation has its own operation). True: apply it.
+    pub fn apply(&self, record: &mut KeyRecord) -> StoreResult<bool> {
+        if self.status == Some(KeyStatus::Revoked) {
+            return Err(StoreError::Conflict("revoke a key with its revoke operation".into()));
+        }
+        if record.status == KeyStatus::Revoked {
+            return Err(revoked());
+        }
+        let patch = self.clone();
+        if let Some(v) = patch.name {
+            record.name = v;
+        }
+        if let Some(v) = patch.status {
+            record.status = v;
+        }
+        if let Some(v) = patch.expires_at {
+            record.expires_at = v;
+        }
+        if let Some(v) = patch.plan_id {
+            record.own_plan_id = v;
+        }
+        if let Some(v) = patch.metadata {
+            record.metadata = v;
+        }
+        if let Some(v) = patch.overrides {
+            record.overrides = v;
+        }
+        Ok(true)
+    }
+}
+
+/// Revocation's edit: permanent, and the previous secret's grace ends with it. False: it was
+/// revoked already.
+pub fn revoke_edit(record: &mut KeyRecord) -> StoreResult<bool> {
+    if record.status == KeyStatus::Revoked {
+        return Ok(false);
+    }
+    record.status = KeyStatus::Revoked;
+    record.rotation = None;
+    Ok(true)
+}
+
+/// Rotation's edit: the new secret replaces the old, which keeps working until `grace_until`
+/// (none if that is not in the future). A revoked key is not rotated.
+pub fn rotate_edit(
+    record: &mut KeyRecord,
+    new_hash: KeyHash,
+    new_display: &str,
+    grace_until: UnixTime,
+    now: UnixTime,
+) -> StoreResult<()> {
+    if record.status == KeyStatus::Revoked {
+        return Err(revoked());
+    }
+    record.rotation = (grace_until > now).then_some(Rotation { previous_hash: record.hash, grace_until });
+    record.hash = new_hash;
+    record.display = new_display.to_owned();
+    record.updated_at = now;
+    Ok(())
+}
+
+fn revoked() -> StoreError {
+    StoreError::Conflict("the key is revoked; revocation is permanent".into())
 }
 
 pub trait KeyStore: Send + Sync {

@@ -3,4 +3,6 @@
 
 pub mod api;
 pub mod events;
+#[cfg(any(test, feature = "memory"))]
+pub mod memory;
 pub mod signature;

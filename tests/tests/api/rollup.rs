@@ -461,39 +461,22 @@ async fn storage_faults_mid_run_are_resumed_and_bill_exactly_once() {
     assert_eq!(f.billed(), billed(&want), "runs under faults: {results:?}");
 }
 
-/// Any [`MeterEvents`] can take the reports: an in-memory one that accepts everything and
-/// remembers identifiers, as Stripe does.
-#[derive(Default, Clone)]
-struct Recorded(std::sync::Arc<std::sync::Mutex<Vec<(String, String, u64)>>>);
-
-impl shared::stripe::api::MeterEvents for Recorded {
-    async fn send_meter_event(
-        &self,
-        event: &shared::stripe::api::MeterEvent<'_>,
-    ) -> Result<shared::stripe::api::MeterEventOutcome, shared::stripe::api::StripeError> {
-        let mut seen = self.0.lock().unwrap();
-        if seen.iter().any(|(id, _, _)| id == event.identifier) {
-            return Ok(shared::stripe::api::MeterEventOutcome::AlreadyDelivered);
-        }
-        seen.push((event.identifier.to_owned(), event.stripe_customer_id.to_owned(), event.value));
-        Ok(shared::stripe::api::MeterEventOutcome::Accepted)
-    }
-}
-
 #[tokio::test]
 async fn any_meter_events_sink_is_reported_to_exactly_once() {
     let f = Fixture::new().await;
     f.stripe_customer("acme").await;
     let key = f.key("acme").await;
     f.requests(&key, 3, NOW).await;
-    let sink = Recorded::default();
+    // Any MeterEvents can take the reports: here Stripe in memory, which takes each
+    // identifier once, as Stripe does.
+    let sink = shared::stripe::memory::MemoryStripe::default();
     let rollup = Rollup::with_meter_events(f.store().clone(), sink.clone(), fast());
     let report = rollup.run(NOW.plus(60)).await.unwrap();
     assert_eq!(report.units_reported, 3, "{report:?}");
     f.requests(&key, 2, NOW.plus(120)).await;
     rollup.run(NOW.plus(180)).await.unwrap();
     rollup.run(NOW.plus(240)).await.unwrap();
-    let sent = sink.0.lock().unwrap().clone();
+    let sent: Vec<_> = sink.delivered().into_iter().map(|e| (e.identifier, e.stripe_customer_id, e.value)).collect();
     let meter_day =
         MeterDay { customer_id: CustomerId::parse("acme").unwrap(), day: NOW.day(), meter: Some(METER.into()) };
     assert_eq!(

@@ -32,23 +32,14 @@ fn root() -> PathBuf {
 }
 
 /// The four function binaries, built once (debug, like the tests) by the cargo running us.
+/// `--workspace --bins` resolves features as `make test-spec` does, so the two share one build
+/// (with `-p` per function, cargo rebuilt much of the tree a second time).
 fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
         let status = std::process::Command::new(env!("CARGO"))
             .current_dir(root())
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "authorizer",
-                "-p",
-                "issue-key",
-                "-p",
-                "stripe-webhook",
-                "-p",
-                "usage-rollup",
-            ])
+            .args(["build", "--quiet", "--workspace", "--bins"])
             .status()
             .expect("run cargo build");
         assert!(status.success(), "cargo build of the function binaries failed");

@@ -7,6 +7,8 @@ mod claim;
 mod customers;
 mod keys;
 mod plans;
+#[cfg(test)]
+mod tests;
 
 use crate::error::{ApiError, Failure};
 use crate::extract::RequestContext;
@@ -27,7 +29,7 @@ use shared::domain::time::UnixTime;
 use shared::envelope;
 use shared::store::{AttemptStore, BillingStore, CustomerStore, IdempotencyStore, KeyStore, PlanStore, UsageStore};
 use shared::stripe::api::StripeApi;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tower::ServiceExt;
@@ -71,6 +73,9 @@ pub struct ManagementApi<S> {
     routes: Routes,
     /// The deployment's key environment: keys are issued in it only.
     key_env: Option<KeyEnv>,
+    /// The service [`handle`](Self::handle) answers with, built on first use. Emptied in the
+    /// copy the service itself holds, so the two never point at each other.
+    in_process: OnceLock<Router>,
 }
 
 /// Which routes a deployment of this handler serves (`TOLLGATE_ROUTES`).
@@ -135,12 +140,13 @@ type Api<S> = State<Arc<ManagementApi<S>>>;
 
 impl<S: ManagementStore> ManagementApi<S> {
     pub fn new(store: S, admin_token: Option<SecretString>) -> Self {
-        Self { store, admin_token, claims: None, routes: Routes::All, key_env: None }
+        Self { store, admin_token, claims: None, routes: Routes::All, key_env: None, in_process: OnceLock::new() }
     }
 
     /// Serves only `routes`.
     pub fn with_routes(mut self, routes: Routes) -> Self {
         self.routes = routes;
+        self.in_process = OnceLock::new();
         self
     }
 
@@ -148,6 +154,7 @@ impl<S: ManagementStore> ManagementApi<S> {
     pub fn with_key_env(mut self, env: Option<KeyEnv>) -> Self {
         self.key_env = env;
         self.claims = self.claims.map(|c| c.with_key_env(env));
+        self.in_process = OnceLock::new();
         self
     }
 
@@ -156,6 +163,7 @@ impl<S: ManagementStore> ManagementApi<S> {
         // The claim's writer of billing state is the webhook's.
         let billing = Billing::new(self.store.clone(), past_due_grace_s, FANOUT_BUDGET);
         self.claims = Some(CheckoutClaim::new(self.store.clone(), stripe, billing).with_key_env(self.key_env));
+        self.in_process = OnceLock::new();
         self
     }
 
@@ -172,8 +180,9 @@ impl<S: ManagementStore> ManagementApi<S> {
     }
 
     /// The routes under `/v1`.
-    fn routes(self) -> Router {
+    fn routes(mut self) -> Router {
         let routes = self.routes;
+        self.in_process = OnceLock::new();
         let api = Arc::new(self);
         let claim = Router::new().route("/v1/claim", allow("GET", get(claim::claim::<S>)));
         let app = match routes {
@@ -222,7 +231,8 @@ impl<S: ManagementStore> ManagementApi<S> {
         }
         let ctx = RequestContext { request_id: req.request_id, caller: req.caller, source: req.source, now: Some(now) };
         request.extensions_mut().insert(ctx);
-        let resp = match self.clone().service().oneshot(request).await {
+        let service = self.in_process.get_or_init(|| self.clone().service()).clone();
+        let resp = match service.oneshot(request).await {
             Ok(resp) => resp,
             Err(never) => match never {},
         };
@@ -263,15 +273,21 @@ pub fn canonical_path<B>(mut req: http::Request<B>) -> http::Request<B> {
     let path = req.uri().path();
     if path.len() > 1 && path.ends_with('/') {
         let trimmed = path.trim_end_matches('/');
-        let rebuilt = match req.uri().query() {
-            Some(q) => format!("{}?{q}", if trimmed.is_empty() { "/" } else { trimmed }),
-            None => (if trimmed.is_empty() { "/" } else { trimmed }).to_owned(),
-        };
-        if let Ok(uri) = rebuilt.parse() {
-            *req.uri_mut() = uri;
-        }
+        let trimmed = if trimmed.is_empty() { "/" } else { trimmed }.to_owned();
+        with_path(&mut req, &trimmed);
     }
     req
+}
+
+/// Replaces the request's path, keeping its query; a path that cannot be a URI leaves it as it was.
+pub fn with_path<B>(req: &mut http::Request<B>, path: &str) {
+    let rebuilt = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    if let Ok(uri) = rebuilt.parse() {
+        *req.uri_mut() = uri;
+    }
 }
 
 /// The admin token, where the deployment has one; in AWS, IAM has authenticated already.

@@ -10,12 +10,14 @@ use super::{DynamoStore, StoredCustomer, Versioned};
 use crate::domain::api_key::{KeyHash, KeyId};
 use crate::domain::customers::Customer;
 use crate::domain::decision::{CarryOver, Counters, KeyState, carry_over, period_usage_needed};
-use crate::domain::key_records::{KeyRecord, KeyStatus, Rotation};
+use crate::domain::key_records::{KeyRecord, KeyStatus};
 use crate::domain::limits::period_start;
 use crate::domain::plans::{Plan, PlanId};
 use crate::domain::time::{Day, UnixTime};
 use crate::store::schema::*;
-use crate::store::{KeyFilter, KeyPatch, KeyStore, NewKey, Page, StoreError, StoreResult, UsageStore};
+use crate::store::{
+    KeyFilter, KeyPatch, KeyStore, NewKey, Page, StoreError, StoreResult, UsageStore, revoke_edit, rotate_edit,
+};
 use aws_sdk_dynamodb::types::TransactWriteItem;
 
 impl KeyStore for DynamoStore {
@@ -91,35 +93,7 @@ impl KeyStore for DynamoStore {
     }
 
     async fn update_key(&self, id: &KeyId, patch: KeyPatch, now: UnixTime) -> StoreResult<KeyRecord> {
-        if patch.status == Some(KeyStatus::Revoked) {
-            return Err(StoreError::Conflict("revoke a key with its revoke operation".into()));
-        }
-        self.write_key(id, now, |record| {
-            if record.status == KeyStatus::Revoked {
-                return Err(StoreError::Conflict("the key is revoked; revocation is permanent".into()));
-            }
-            let patch = patch.clone();
-            if let Some(v) = patch.name {
-                record.name = v;
-            }
-            if let Some(v) = patch.status {
-                record.status = v;
-            }
-            if let Some(v) = patch.expires_at {
-                record.expires_at = v;
-            }
-            if let Some(v) = patch.plan_id {
-                record.own_plan_id = v;
-            }
-            if let Some(v) = patch.metadata {
-                record.metadata = v;
-            }
-            if let Some(v) = patch.overrides {
-                record.overrides = v;
-            }
-            Ok(true)
-        })
-        .await
+        self.write_key(id, now, |record| patch.apply(record)).await
     }
 
     async fn rotate_key(
@@ -134,15 +108,7 @@ impl KeyStore for DynamoStore {
     }
 
     async fn revoke_key(&self, id: &KeyId, now: UnixTime) -> StoreResult<KeyRecord> {
-        self.write_key(id, now, |record| {
-            if record.status == KeyStatus::Revoked {
-                return Ok(false);
-            }
-            record.status = KeyStatus::Revoked;
-            record.rotation = None;
-            Ok(true)
-        })
-        .await
+        self.write_key(id, now, revoke_edit).await
     }
 }
 
@@ -252,14 +218,7 @@ impl DynamoStore {
         let item = self.get_key_item(id).await?.ok_or(StoreError::NotFound("key"))?;
         let mut record = KeyRecord::try_from(&item)?;
         let ver = u64_or(&item, "ver", 0)?;
-        if record.status == KeyStatus::Revoked {
-            return Err(StoreError::Conflict("the key is revoked; revocation is permanent".into()));
-        }
-        let old_hash = record.hash;
-        record.rotation = (grace_until > now).then_some(Rotation { previous_hash: old_hash, grace_until });
-        record.hash = new_hash;
-        record.display = new_display.to_owned();
-        record.updated_at = now;
+        rotate_edit(&mut record, new_hash, new_display, grace_until, now)?;
         let tx = vec![
             self.key_definition_update(&record, ver, &CarryOver::default(), &Counters::default())?,
             self.put_if_absent(hash_item(&new_hash, id))?,

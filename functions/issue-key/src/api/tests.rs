@@ -1,0 +1,229 @@
+//! The router's own behaviour over the in-memory store: fast, no database, no network. What
+//! needs DynamoDB's semantics (conditional writes racing, pagination over an index, usage) is
+//! the integration suite's (`tests/tests/api/management.rs`).
+
+use super::{ApiRequest, ManagementApi};
+use http::{HeaderMap, HeaderValue, Method};
+use serde_json::{Value, json};
+use shared::domain::time::UnixTime;
+use shared::store::memory::MemoryStore;
+
+const TOKEN: &str = "unit-admin-token";
+const NOW: UnixTime = UnixTime(1_795_428_030);
+
+struct Resp {
+    status: u16,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Resp {
+    fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+fn api() -> ManagementApi<MemoryStore> {
+    ManagementApi::new(MemoryStore::default(), Some(TOKEN.to_owned().into()))
+}
+
+async fn send(api: &ManagementApi<MemoryStore>, method: Method, path: &str, body: &str, token: Option<&str>) -> Resp {
+    let mut headers = HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert("authorization", HeaderValue::from_str(&format!("Bearer {t}")).unwrap());
+    }
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let req = ApiRequest {
+        method,
+        path: path.into(),
+        query: query.into(),
+        headers,
+        body: body.as_bytes().to_vec(),
+        request_id: "req-unit".into(),
+        caller: None,
+        source: None,
+    };
+    let resp = api.handle(req, NOW).await;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.into_body();
+    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() };
+    if status >= 400 {
+        assert_eq!(body["request_id"], "req-unit", "every error carries the request id");
+    }
+    Resp { status, headers, body }
+}
+
+async fn call(api: &ManagementApi<MemoryStore>, method: Method, path: &str, body: Value) -> Resp {
+    let body = if body.is_null() { String::new() } else { body.to_string() };
+    send(api, method, path, &body, Some(TOKEN)).await
+}
+
+#[tokio::test]
+async fn the_admin_token_guards_every_route_but_the_claim() {
+    let api = api();
+    for token in [None, Some("wrong-token")] {
+        let r = send(&api, Method::GET, "/v1/plans", "", token).await;
+        assert_eq!((r.status, r.code()), (401, "unauthorized"));
+        // An unknown path under /v1 does not tell a stranger it is unknown.
+        let r = send(&api, Method::GET, "/v1/nothing-here", "", token).await;
+        assert_eq!((r.status, r.code()), (401, "unauthorized"));
+    }
+    // The claim is public (the session id is its credential); without Stripe it is not set up.
+    let r = send(&api, Method::GET, "/v1/claim?session_id=cs_test_abc", "", None).await;
+    assert_eq!((r.status, r.code()), (501, "not_configured"));
+    let r = call(&api, Method::GET, "/v1/plans", Value::Null).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["cache-control"], "no-store");
+    assert_eq!(r.headers["x-request-id"], "req-unit");
+}
+
+#[tokio::test]
+async fn methods_paths_and_bodies_are_refused_with_their_reason() {
+    let api = api();
+    let r = call(&api, Method::DELETE, "/v1/keys", Value::Null).await;
+    assert_eq!((r.status, r.code()), (405, "method_not_allowed"));
+    assert_eq!(r.headers["allow"], "GET, POST");
+    let r = call(&api, Method::GET, "/v1/plans/", Value::Null).await;
+    assert_eq!(r.status, 200, "a trailing slash names the same resource");
+    let r = call(&api, Method::GET, "/v1/nothing-here", Value::Null).await;
+    assert_eq!((r.status, r.code()), (404, "not_found"));
+    let r = send(&api, Method::POST, "/v1/plans", r#"{"id":"a","name":"a","name":"b"}"#, Some(TOKEN)).await;
+    assert_eq!((r.status, r.code(), &r.body["error"]["field"]), (422, "invalid_field", &json!("name")));
+    let r = send(&api, Method::POST, "/v1/plans", "{not json", Some(TOKEN)).await;
+    assert_eq!((r.status, r.code()), (400, "invalid_json"));
+    let r = call(&api, Method::GET, "/v1/keys?colour=blue", Value::Null).await;
+    assert_eq!((r.status, &r.body["error"]["field"]), (422, &json!("colour")));
+    let r = call(&api, Method::GET, "/v1/customers/%FF", Value::Null).await;
+    assert_eq!((r.status, &r.body["error"]["field"]), (422, &json!("path")));
+}
+
+#[tokio::test]
+async fn plans_are_created_read_replaced_and_guarded_while_in_use() {
+    let api = api();
+    let pro = json!({"id": "pro", "name": "Pro", "rate_limit": {"limit": 100, "window_s": 60}});
+    let r = call(&api, Method::POST, "/v1/plans", pro.clone()).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["created_at"], NOW.to_rfc3339());
+    let r = call(&api, Method::POST, "/v1/plans", pro).await;
+    assert_eq!((r.status, r.code()), (409, "conflict"));
+    let r = call(&api, Method::PUT, "/v1/plans/pro", json!({"id": "other", "name": "Pro"})).await;
+    assert_eq!((r.status, &r.body["error"]["field"]), (422, &json!("id")));
+    let r = call(&api, Method::PUT, "/v1/plans/pro", json!({"name": "Pro 2", "quota": {"limit": 5, "period": "day"}}))
+        .await;
+    assert_eq!((r.status, &r.body["rate_limit"]), (200, &Value::Null), "PUT replaces the whole plan");
+    let r = call(&api, Method::POST, "/v1/keys", json!({"customer_id": "acme", "plan_id": "pro"})).await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.body["limits"]["quota"], json!({"limit": 5, "period": "day"}), "the key copies its plan's limits");
+    let key_id = r.body["key_id"].as_str().unwrap().to_owned();
+    let r = call(&api, Method::DELETE, "/v1/plans/pro", Value::Null).await;
+    assert_eq!((r.status, r.code()), (409, "conflict"), "a plan in use is not deleted");
+    assert_eq!(call(&api, Method::POST, &format!("/v1/keys/{key_id}/revoke"), Value::Null).await.status, 200);
+    assert_eq!(call(&api, Method::DELETE, "/v1/plans/pro", Value::Null).await.status, 204);
+    assert_eq!(call(&api, Method::GET, "/v1/plans/pro", Value::Null).await.status, 404);
+}
+
+#[tokio::test]
+async fn a_key_shows_its_plaintext_once_and_revocation_is_final() {
+    let api = api();
+    let r = call(&api, Method::POST, "/v1/keys", json!({"customer_id": "acme", "env": "test"})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let plaintext = r.body["key"].as_str().unwrap().to_owned();
+    assert!(plaintext.starts_with("tg_test_"));
+    let key_id = r.body["key_id"].as_str().unwrap().to_owned();
+    let r = call(&api, Method::GET, &format!("/v1/keys/{key_id}"), Value::Null).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.get("key").is_none(), "the plaintext is shown once");
+    assert!(!r.body.to_string().contains(&plaintext));
+    assert_eq!(r.body["display"], format!("tg_test_...{}", &plaintext[plaintext.len() - 4..]));
+
+    let r = call(&api, Method::POST, &format!("/v1/keys/{key_id}/rotate"), json!({"grace_s": 60})).await;
+    assert_eq!(r.status, 200);
+    assert_ne!(r.body["key"].as_str().unwrap(), plaintext);
+    assert_eq!(r.body["rotation"]["previous_secret_valid_until"], NOW.plus(60).to_rfc3339());
+
+    let r = call(&api, Method::POST, &format!("/v1/keys/{key_id}/revoke"), Value::Null).await;
+    assert_eq!((r.status, &r.body["status"], &r.body["rotation"]), (200, &json!("revoked"), &Value::Null));
+    let r = call(&api, Method::PATCH, &format!("/v1/keys/{key_id}"), json!({"status": "active"})).await;
+    assert_eq!((r.status, r.code()), (409, "conflict"), "revocation is permanent");
+    let r = call(&api, Method::POST, &format!("/v1/keys/{key_id}/rotate"), Value::Null).await;
+    assert_eq!((r.status, r.code()), (409, "conflict"));
+    let r = call(&api, Method::PATCH, &format!("/v1/keys/{key_id}"), json!({"status": "revoked"})).await;
+    assert_eq!(r.status, 422, "a patch cannot revoke");
+}
+
+#[tokio::test]
+async fn keys_are_listed_by_filter_and_cursor() {
+    let api = api();
+    for customer in ["acme", "acme", "acme", "globex"] {
+        assert_eq!(call(&api, Method::POST, "/v1/keys", json!({"customer_id": customer})).await.status, 201);
+    }
+    let mut seen = vec![];
+    let mut path = "/v1/keys?customer_id=acme&limit=2".to_owned();
+    loop {
+        let r = call(&api, Method::GET, &path, Value::Null).await;
+        assert_eq!(r.status, 200);
+        for item in r.body["items"].as_array().unwrap() {
+            assert_eq!(item["customer_id"], "acme");
+            seen.push(item["key_id"].as_str().unwrap().to_owned());
+        }
+        match r.body["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/keys?customer_id=acme&limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 3);
+    seen.dedup();
+    assert_eq!(seen.len(), 3, "no key twice across pages");
+    let r = call(&api, Method::GET, "/v1/keys?status=disabled", Value::Null).await;
+    assert_eq!(r.body["items"], json!([]));
+    let r = call(&api, Method::GET, "/v1/keys?limit=0", Value::Null).await;
+    assert_eq!((r.status, &r.body["error"]["field"]), (422, &json!("limit")));
+}
+
+#[tokio::test]
+async fn customers_are_found_by_id_or_not_at_all() {
+    let api = api();
+    let r = call(&api, Method::GET, "/v1/customers/nobody", Value::Null).await;
+    assert_eq!((r.status, r.code()), (404, "not_found"));
+    let r = call(&api, Method::POST, "/v1/keys", json!({"customer_id": "a@b"})).await;
+    let key_id = r.body["key_id"].clone();
+    let r = call(&api, Method::GET, "/v1/customers/a%40b", Value::Null).await;
+    assert_eq!((r.status, &r.body["customer_id"], &r.body["keys"]), (200, &json!("a@b"), &json!([key_id])));
+    let r = call(&api, Method::POST, "/v1/keys", json!({"customer_id": "acme", "plan_id": "ghost"})).await;
+    assert_eq!((r.status, &r.body["error"]["field"]), (422, &json!("plan_id")), "a key cannot name a missing plan");
+}
+
+#[tokio::test]
+async fn an_idempotent_create_issues_one_key() {
+    let api = api();
+    let body = json!({"customer_id": "acme"}).to_string();
+    let send_with = |key: &'static str, body: String| {
+        let api = api.clone();
+        async move {
+            let mut headers = HeaderMap::new();
+            headers.insert("authorization", HeaderValue::from_str(&format!("Bearer {TOKEN}")).unwrap());
+            headers.insert("idempotency-key", HeaderValue::from_static(key));
+            let req = ApiRequest {
+                method: Method::POST,
+                path: "/v1/keys".into(),
+                query: String::new(),
+                headers,
+                body: body.into_bytes(),
+                request_id: "req-unit".into(),
+                caller: None,
+                source: None,
+            };
+            api.handle(req, NOW).await
+        }
+    };
+    let first = send_with("order-17", body.clone()).await;
+    assert_eq!(first.status(), 201);
+    let again = send_with("order-17", body).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert!(!again.body().contains("\"key\":"), "the plaintext is not shown again");
+    let other = send_with("order-17", json!({"customer_id": "globex"}).to_string()).await;
+    assert_eq!(other.status(), 422, "the same key with another body");
+    assert_eq!(api.store().key_count(), 1);
+}
