@@ -9,10 +9,10 @@ NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
 # the same features and reuses every artifact (with -p it rebuilt much of the tree).
 ifeq ($(NEXTEST),yes)
 TEST_ALL := cargo nextest run --workspace --no-fail-fast
-TEST_CONTRACT := cargo nextest run --workspace --no-fail-fast -E 'binary(storage) | (binary(api) & test(/^(authorizer|local_stack|management|webhook|claim)::/))'
+TEST_CONTRACT := cargo nextest run --workspace --no-fail-fast -E 'binary(storage) | (binary(api) & test(/^(authorizer|local_stack|management|webhook|claim|identity)::/))'
 else
 TEST_ALL := cargo test --workspace --no-fail-fast
-TEST_CONTRACT := cargo test --workspace --test storage --test api --no-fail-fast -- contract:: faults:: authorizer:: local_stack:: management:: webhook:: claim::
+TEST_CONTRACT := cargo test --workspace --test storage --test api --no-fail-fast -- contract:: faults:: authorizer:: local_stack:: management:: webhook:: claim:: identity::
 endif
 
 .PHONY: help test lint lint-template test-dynoxide test-moto test-spec dev build deploy bench fuzz

@@ -15,7 +15,9 @@
 # `make test-spec` builds with `cargo build --workspace --bins`, reusing the test build; this script builds nothing), started on a free loopback
 # port (TOLLGATE_ADDR=127.0.0.1:0; the port is read from its banner) with a fixed admin token,
 # in-memory Dynoxide (every storage variable unset, so each run starts from an empty table and
-# runs are independent), no Stripe key, the rollup timer off. It is stopped on every exit path
+# runs are independent), no Stripe key, the rollup timer off, trusting the identity provider
+# stand-in (target/debug/tollgate-test-issuer) for the /v1/me routes, which run as a customer
+# signed in with its token. Both are stopped on every exit path
 # (normal exit, failure, INT/TERM/HUP; with setpriv, also if this script is SIGKILLed).
 #
 # Generation is deterministic (Hypothesis derandomized: the same spec gives the same inputs;
@@ -47,6 +49,10 @@ STARTUP_TIMEOUT="${TOLLGATE_STARTUP_TIMEOUT:-60}"
 # Fixed, so a failure's reproduction (curl in the report) works against a stack started the
 # same way. Not a secret: it guards a throwaway in-memory stack on loopback.
 ADMIN_TOKEN="tga_schemathesis_local_only"
+# The self-service routes (/v1/me) are exercised as this customer, signed in with a token from
+# the identity provider stand-in (target/debug/tollgate-test-issuer, built beside the stack).
+CUSTOMER="schemathesis-customer"
+ISSUER_BIN="${TOLLGATE_ISSUER_BIN:-$(dirname "$BIN")/tollgate-test-issuer}"
 
 # shellcheck source=lib/pinned-venv.sh
 source "$ROOT/scripts/lib/pinned-venv.sh"
@@ -72,6 +78,8 @@ PY
 cd "$ROOT"
 case "$BIN" in /*) ;; *) BIN="$ROOT/$BIN" ;; esac
 [ -x "$BIN" ] || die "no local stack binary at $BIN (cargo build -p tollgate-dev --bin tollgate, or set TOLLGATE_BIN)"
+case "$ISSUER_BIN" in /*) ;; *) ISSUER_BIN="$ROOT/$ISSUER_BIN" ;; esac
+[ -x "$ISSUER_BIN" ] || die "no identity provider stand-in at $ISSUER_BIN (cargo build --workspace --bins)"
 
 ensure_pinned_venv schemathesis "$VENV" "$REQ" "$STAMP" venv_ok
 # The venv ignores itself, so a fresh clone's `git status` stays clean without a .gitignore entry.
@@ -82,6 +90,7 @@ LOG="$work/server.log"
 REPORTS="${SCHEMATHESIS_REPORT_DIR:-$work/reports}"
 SERVER_PID=""
 ST_PID=""
+ISSUER_PID=""
 
 stop_server() {
     [ -n "$SERVER_PID" ] || return 0
@@ -102,7 +111,14 @@ stop_schemathesis() {
     wait "$ST_PID" 2>/dev/null || true
     ST_PID=""
 }
-cleanup() { stop_schemathesis; stop_server; rm -rf "$work"; }
+stop_issuer() {
+    [ -n "$ISSUER_PID" ] || return 0
+    exec 8>&- 2>/dev/null || true   # its stdin: it stops when that closes
+    kill -TERM "$ISSUER_PID" 2>/dev/null || true
+    wait "$ISSUER_PID" 2>/dev/null || true
+    ISSUER_PID=""
+}
+cleanup() { stop_schemathesis; stop_server; stop_issuer; rm -rf "$work"; }
 trap cleanup EXIT
 trap 'exit 130' INT   # the EXIT trap still runs
 trap 'exit 143' TERM
@@ -114,6 +130,21 @@ if command -v setpriv >/dev/null 2>&1 && setpriv --pdeathsig TERM true >/dev/nul
     launcher=(setpriv --pdeathsig TERM --)
 fi
 
+# The identity provider stand-in: its issuer URL and a customer token, read from its first lines.
+mkfifo "$work/issuer.in"
+"${launcher[@]}" "$ISSUER_BIN" "$CUSTOMER" <"$work/issuer.in" >"$work/issuer.out" 2>"$work/issuer.err" &
+ISSUER_PID=$!
+exec 8>"$work/issuer.in"
+for _ in $(seq 1 300); do
+    grep -q '^token ' "$work/issuer.out" 2>/dev/null && break
+    kill -0 "$ISSUER_PID" 2>/dev/null || { cat "$work/issuer.err" >&2; die "the identity provider stand-in exited"; }
+    sleep 0.1
+done
+ISSUER="$(sed -n 's/^issuer //p' "$work/issuer.out")"
+AUDIENCE="$(sed -n 's/^audience //p' "$work/issuer.out")"
+CUSTOMER_TOKEN="$(sed -n 's/^token //p' "$work/issuer.out")"
+[ -n "$CUSTOMER_TOKEN" ] || die "the identity provider stand-in printed no token"
+
 : >"$LOG"
 # A throwaway stack: nothing of the caller's environment decides where data goes or whether
 # Stripe is asked.
@@ -121,6 +152,8 @@ env -u TOLLGATE_DATA_DIR -u TOLLGATE_DYNAMODB_ENDPOINT -u TOLLGATE_STORAGE -u TO
     -u TOLLGATE_UPSTREAM -u TOLLGATE_KEY_ENV -u TOLLGATE_FAIL_MODE -u TOLLGATE_ROUTES \
     -u STRIPE_API_KEY -u STRIPE_API_KEY_SECRET_ARN -u STRIPE_API_BASE \
     -u STRIPE_WEBHOOK_SECRET -u STRIPE_WEBHOOK_SECRET_ARN \
+    -u TOLLGATE_JWT_JWKS_URL -u TOLLGATE_JWT_ROLE_CLAIM -u TOLLGATE_JWT_CUSTOMER_CLAIM -u TOLLGATE_SCOPES \
+    TOLLGATE_JWT_ISSUER="$ISSUER" TOLLGATE_JWT_AUDIENCE="$AUDIENCE" \
     TOLLGATE_ADDR=127.0.0.1:0 TOLLGATE_ADMIN_TOKEN="$ADMIN_TOKEN" TOLLGATE_ROLLUP_INTERVAL_S=0 \
     RUST_LOG="${RUST_LOG:-warn,dynoxide=error}" \
     "${launcher[@]}" "$BIN" >"$LOG" 2>&1 </dev/null &
@@ -150,6 +183,16 @@ if [ "$SECONDS" -ge "$deadline" ]; then
     die "the local stack did not answer GET /health within ${STARTUP_TIMEOUT} s"
 fi
 echo "schemathesis: local stack $BIN on $URL" >&2
+# The customer the token names exists (an operator's key creates it), so /v1/me has something
+# to manage.
+"$VENV/bin/python" - "$URL" "$ADMIN_TOKEN" "$CUSTOMER" <<'PY' || die "could not create the self-service customer"
+import json, sys, urllib.request
+url, token, customer = sys.argv[1:4]
+req = urllib.request.Request(f"{url}/v1/keys", data=json.dumps({"customer_id": customer}).encode(),
+                             headers={"authorization": f"Bearer {token}", "content-type": "application/json"})
+with urllib.request.urlopen(req, timeout=10) as r:
+    sys.exit(0 if r.status == 201 else 1)
+PY
 
 mkdir -p "$REPORTS"
 started=$SECONDS
@@ -159,7 +202,8 @@ status=0
 # ("AST constructor recursion depth mismatch"); the server is one process on 2 cores anyway.
 # The hooks drop only the failures scripts/schemathesis_hooks.py documents; Hypothesis keeps its
 # files under $work, so nothing is left in the tree and no run feeds the next.
-TOLLGATE_ADMIN_TOKEN="$ADMIN_TOKEN" SCHEMATHESIS_HOOKS="$ROOT/scripts/schemathesis_hooks.py" \
+TOLLGATE_ADMIN_TOKEN="$ADMIN_TOKEN" TOLLGATE_CUSTOMER_TOKEN="$CUSTOMER_TOKEN" \
+    SCHEMATHESIS_HOOKS="$ROOT/scripts/schemathesis_hooks.py" \
     HYPOTHESIS_STORAGE_DIRECTORY="$work/hypothesis" TOLLGATE_SCHEMATHESIS_DROPPED="$work/dropped.tsv" \
     "$VENV/bin/schemathesis" --config-file "$CONFIG" run "$SPEC" \
     --url "$URL" \

@@ -26,7 +26,8 @@ server counts bytes, so e.g. a 30-character ASCII key name (30 bytes) is rightly
 
 And three generation fixes (`map_case`), for schema-valid cases only: a PUT /v1/plans/{plan_id}
 body's `id` is set to the path's, a POST /v1/keys `Idempotency-Key` is derived from the body,
-and GET /v1/keys is sent without a made-up `cursor`, so what these operations do is tested
+and GET /v1/keys and /v1/me/keys are sent without a made-up `cursor` (as are the POSTs' keys),
+so what these operations do is tested
 rather than refused for those rules.
 
 Each drop is appended to $TOLLGATE_SCHEMATHESIS_DROPPED when set; the script prints the tally
@@ -54,6 +55,8 @@ SPEC: dict[str, Any] = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
 # Both sides of the scopes and metadata totals (shared/src/domain/key_records.rs).
 MAX_SCOPES_BYTES = 512
 MAX_METADATA_BYTES = 512
+# The key listings whose `cursor` only this API can issue.
+LISTINGS = ("/v1/keys", "/v1/me/keys")
 
 
 def _relax(node: Any, formats: dict[str, Any]) -> Any:
@@ -171,7 +174,7 @@ def _documented_rejection(case: Any, response: Any) -> str | None:
         ("PUT body id is not the path's plan_id",
          field == "id" and path == "/v1/plans/{plan_id}" and "must match the plan id" in message
          and isinstance(body.get("id"), str) and body.get("id") != (case.path_parameters or {}).get("plan_id")),
-        ("cursor not issued by this API", field == "cursor" and path == "/v1/keys" and "cursor" in query),
+        ("cursor not issued by this API", field == "cursor" and path in LISTINGS and "cursor" in query),
         ("Idempotency-Key reused with another body",
          field == "Idempotency-Key" and "different request body" in message),
         ("scopes over 512 bytes in all",
@@ -202,10 +205,10 @@ def map_case(context, case):  # noqa: ANN001
     operation does would go untested.
 
     - PUT /v1/plans/{plan_id}: a body `id`, when a string, is the path's.
-    - POST /v1/keys: an `Idempotency-Key`, when sent, is derived from the body, so one key is
-      never reused with another body (the same body again is a replay, 200).
-    - GET /v1/keys: no generated `cursor` (only one this API issued is valid, and a generator
-      cannot make one; the stateful phase passes real ones from `next_cursor`).
+    - POST /v1/keys and /v1/me/keys: an `Idempotency-Key`, when sent, is derived from the body,
+      so one key is never reused with another body (the same body again is a replay, 200).
+    - GET /v1/keys and /v1/me/keys: no generated `cursor` (only one this API issued is valid,
+      and a generator cannot make one; the stateful phase passes real ones from `next_cursor`).
     """
     meta = case.meta
     if meta is None or not meta.generation.mode.is_positive:
@@ -218,9 +221,9 @@ def map_case(context, case):  # noqa: ANN001
         and isinstance((case.path_parameters or {}).get("plan_id"), str)
     ):
         case.body["id"] = case.path_parameters["plan_id"]
-    if (method, path) == ("get", "/v1/keys") and isinstance(case.query, dict):
+    if method == "get" and path in LISTINGS and isinstance(case.query, dict):
         case.query.pop("cursor", None)
-    if (method, path) == ("post", "/v1/keys") and case.headers:
+    if (method, path) in (("post", "/v1/keys"), ("post", "/v1/me/keys")) and case.headers:
         name = next((h for h in case.headers if h.lower() == "idempotency-key"), None)
         if name is not None and isinstance(case.body, dict):
             digest = hashlib.sha256(json.dumps(case.body, sort_keys=True).encode("utf-8")).hexdigest()

@@ -61,13 +61,22 @@ impl AuthorizeStore for StubStore {
         Ok(Some(self.state.key_id.clone()))
     }
 
-    async fn authorize_and_count(&self, _key_id: &KeyId, _hash: &KeyHash, now: UnixTime) -> StoreResult<Decision> {
+    async fn authorize_and_count(
+        &self,
+        _key_id: &KeyId,
+        _hash: &KeyHash,
+        _required: &[String],
+        now: UnixTime,
+    ) -> StoreResult<Decision> {
         let counters = Counters { window_count: 37, ..self.state.counters };
         Ok(Decision::for_key(&self.state, Ok(()), &counters, now))
     }
 
     async fn record_denials(&self, _key_id: &KeyId, _day: shared::domain::time::Day, _n: u64) {}
 }
+
+/// The request the benches authorize (no scope map: the common case).
+const ROUTE: shared::app::authorize::Route<'static> = shared::app::authorize::Route { method: "GET", path: "/pets/1" };
 
 fn stub_state(now: UnixTime) -> KeyState {
     KeyState {
@@ -79,6 +88,7 @@ fn stub_state(now: UnixTime) -> KeyState {
         current_hash: ApiKey::parse(FIXTURE_KEY).unwrap().hash(),
         previous_hash: None,
         access: CustomerAccess { status: Some(SubscriptionStatus::Active), grace_until: None },
+        scopes: vec![],
         rate_limit: Some(RateLimit { limit: 100, window_s: 60 }),
         quota: Some(Quota { limit: 1_000_000, period: shared::domain::plans::Period::Month }),
         counters: Counters { window_end: now.plus(60), window_count: 0, period_end: now.plus(86_400), period_count: 0 },
@@ -140,13 +150,14 @@ fn main() {
     let key = ApiKey::parse(FIXTURE_KEY).unwrap();
     rt.block_on(async {
         // Steady state: the key id is cached and the window is current.
-        assert!(authorizer.decide(Some(FIXTURE_KEY), UnixTime::now()).await.is_allowed());
+        assert!(authorizer.decide(Some(FIXTURE_KEY), ROUTE, UnixTime::now()).await.is_allowed());
     });
     counter.reset();
     let (allowed, total, by_operation) = rt.block_on(async {
         let mut allowed = 0;
         for _ in 0..COUNTED_DECISIONS {
-            allowed += u64::from(authorizer.decide(Some(key.expose_secret()), UnixTime::now()).await.is_allowed());
+            allowed +=
+                u64::from(authorizer.decide(Some(key.expose_secret()), ROUTE, UnixTime::now()).await.is_allowed());
         }
         (allowed, counter.total(), counter.snapshot())
     });
@@ -154,7 +165,7 @@ fn main() {
 
     let mut group = c.benchmark_group("dynoxide");
     group.bench_function("decision", |b| {
-        b.to_async(&rt).iter(|| async { authorizer.decide(Some(FIXTURE_KEY), UnixTime::now()).await })
+        b.to_async(&rt).iter(|| async { authorizer.decide(Some(FIXTURE_KEY), ROUTE, UnixTime::now()).await })
     });
     let key_id = rt.block_on(async {
         use shared::store::AuthorizeStore;
@@ -259,6 +270,7 @@ async fn seed_unlimited(store: &DynamoStore) -> Result<(), String> {
         quota: None,
         stripe_price_ids: vec![],
         meter_event_name: None,
+        max_keys: None,
         created_at: now,
         updated_at: now,
     };
@@ -482,6 +494,7 @@ async fn setup() -> (EmbeddedDynamo, DynamoStore, RequestCounter) {
         quota: None,
         stripe_price_ids: vec![],
         meter_event_name: None,
+        max_keys: None,
         created_at: now,
         updated_at: now,
     };

@@ -27,6 +27,7 @@ fn plan(id: &str, limit: u64) -> Plan {
         quota: None,
         stripe_price_ids: vec![format!("price_{id}")],
         meter_event_name: None,
+        max_keys: None,
         created_at: now,
         updated_at: now,
     }

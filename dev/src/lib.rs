@@ -23,6 +23,7 @@ use shared::domain::customers::CustomerId;
 use shared::domain::plans::{Period, Plan, PlanId, Quota, RateLimit};
 use shared::domain::time::UnixTime;
 use shared::http_client::HttpClient;
+use shared::identity::jwt::{JwtSettings, JwtVerifier};
 use shared::rollup::{Rollup, RollupOptions, RunStatus};
 use shared::store::dynamo::{ClientOptions, DynamoStore, build_client};
 use shared::store::embedded::EmbeddedDynamo;
@@ -72,6 +73,8 @@ pub struct Settings {
     /// Fail mode, fail-open window and key environment (`TOLLGATE_FAIL_MODE`, ...).
     pub authorizer: AuthorizerOptions,
     pub past_due_grace_s: u64,
+    /// `TOLLGATE_JWT_*`: sign-in with an identity provider beside the admin token.
+    pub jwt: Option<JwtSettings>,
     /// `STRIPE_API_KEY` and `STRIPE_API_BASE`, for the Checkout claim and the rollup's reports.
     pub stripe: Option<(String, SecretString)>,
     /// `TOLLGATE_ROLLUP_INTERVAL_S`: the usage rollup runs this often (0: only on
@@ -150,6 +153,7 @@ impl Settings {
             upstream,
             authorizer,
             past_due_grace_s: config.past_due_grace_s,
+            jwt: config.jwt,
             stripe: config.stripe_api_key.map(|k| (config.stripe_api_base, k)),
             rollup_interval_s,
             seed: false,
@@ -234,6 +238,9 @@ impl LocalStack {
         if let Some(stripe) = &stripe {
             api = api.with_stripe(stripe.clone(), settings.past_due_grace_s);
         }
+        if let Some(jwt) = &settings.jwt {
+            api = api.with_jwt(Arc::new(JwtVerifier::new(jwt.clone())?));
+        }
         let app = Arc::new(App {
             gateway: Gateway::new(
                 Authorizer::with_options(store.clone(), settings.authorizer.clone()),
@@ -256,11 +263,11 @@ impl LocalStack {
         let rollup_timer = (settings.rollup_interval_s > 0)
             .then(|| tokio::spawn(rollup_timer(app.clone(), Duration::from_secs(settings.rollup_interval_s))));
         // The management API's own router answers /v1/... and every path the local stack has
-        // no route for; the caller is whoever holds the admin token (the router checks it).
+        // no route for; it authenticates the caller itself (admin token or JWT): no gateway
+        // stands in front of it here.
         let management = api.service().map_request(|mut req: Request| {
             let source = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-            let ctx =
-                RequestContext { request_id: request_id(), caller: Some("admin-token".into()), source, now: None };
+            let ctx = RequestContext { request_id: request_id(), caller: None, source, now: None };
             req.extensions_mut().insert(ctx);
             req
         });
@@ -350,6 +357,7 @@ async fn seed(store: &DynamoStore) -> Result<Demo, StoreError> {
         quota: Some(Quota { limit: 1_000, period: Period::Day }),
         stripe_price_ids: vec![],
         meter_event_name: Some("api_requests".into()),
+        max_keys: None,
         created_at: now,
         updated_at: now,
     };

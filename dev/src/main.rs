@@ -94,6 +94,13 @@ fn print_banner(stack: &LocalStack) {
         if s.admin_token_generated { "   (generated; set TOLLGATE_ADMIN_TOKEN to fix it)" } else { "" }
     );
     println!("  webhook secret  {}", stack.webhook_secret());
+    match &s.jwt {
+        Some(jwt) => println!("  sign-in (JWT)   issuer {}, audience {}", jwt.issuer, jwt.audience),
+        None => println!("  sign-in (JWT)   off (set TOLLGATE_JWT_ISSUER and TOLLGATE_JWT_AUDIENCE)"),
+    }
+    if !s.authorizer.scopes.is_empty() {
+        println!("  scopes          TOLLGATE_SCOPES names the routes that need them");
+    }
     match s.rollup_interval_s {
         0 => println!("  usage rollup    on POST /internal/rollup only"),
         n => println!("  usage rollup    every {n} s, and on POST /internal/rollup"),

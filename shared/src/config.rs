@@ -2,6 +2,8 @@
 //! start-up with an error naming it; secrets are wrapped so they never reach a log.
 
 use crate::domain::api_key::KeyEnv;
+use crate::domain::scopes::ScopeMap;
+use crate::identity::jwt::{DEFAULT_CUSTOMER_CLAIM, DEFAULT_ROLE_CLAIM, JwtSettings};
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 
@@ -82,6 +84,10 @@ pub struct Config {
     pub stripe_api_base: String,
     /// `TOLLGATE_ADMIN_TOKEN` (local stack only; AWS uses IAM).
     pub admin_token: Option<SecretString>,
+    /// `TOLLGATE_JWT_*`: sign-in with the seller's identity provider; unset: none.
+    pub jwt: Option<JwtSettings>,
+    /// `TOLLGATE_SCOPES`: which routes of the protected API need which key scopes.
+    pub scopes: ScopeMap,
 }
 
 impl Config {
@@ -152,6 +158,42 @@ impl Config {
         let stripe_api_base = get("STRIPE_API_BASE")
             .map(|s| s.trim_end_matches('/').to_owned())
             .unwrap_or_else(|| DEFAULT_STRIPE_API_BASE.to_owned());
+        let url = |name: &'static str, v: String| {
+            let v = v.trim().trim_end_matches('/').to_owned();
+            if crate::identity::jwt::trusted_url(&v) {
+                Ok(v)
+            } else {
+                Err(ConfigError::Invalid {
+                    name,
+                    reason: "must be an https:// URL (http:// only on loopback, for tests)".into(),
+                })
+            }
+        };
+        let jwt = match get("TOLLGATE_JWT_ISSUER") {
+            None => None,
+            Some(issuer) => Some(JwtSettings {
+                // The issuer is compared with `iss` exactly as configured (less a trailing slash
+                // only for building URLs), so keep it as given.
+                issuer: {
+                    url("TOLLGATE_JWT_ISSUER", issuer.clone())?;
+                    issuer.trim().to_owned()
+                },
+                audience: get("TOLLGATE_JWT_AUDIENCE")
+                    .map(|a| a.trim().to_owned())
+                    .ok_or(ConfigError::Missing("TOLLGATE_JWT_AUDIENCE (TOLLGATE_JWT_ISSUER is set)"))?,
+                jwks_url: get("TOLLGATE_JWT_JWKS_URL").map(|u| url("TOLLGATE_JWT_JWKS_URL", u)).transpose()?,
+                role_claim: get("TOLLGATE_JWT_ROLE_CLAIM")
+                    .map_or_else(|| DEFAULT_ROLE_CLAIM.into(), |c| c.trim().into()),
+                customer_claim: get("TOLLGATE_JWT_CUSTOMER_CLAIM")
+                    .map_or_else(|| DEFAULT_CUSTOMER_CLAIM.into(), |c| c.trim().into()),
+            }),
+        };
+        let scopes = match get("TOLLGATE_SCOPES") {
+            None => ScopeMap::default(),
+            Some(v) => {
+                ScopeMap::parse(&v).map_err(|reason| ConfigError::Invalid { name: "TOLLGATE_SCOPES", reason })?
+            }
+        };
         Ok(Self {
             table,
             dynamodb_endpoint,
@@ -166,6 +208,8 @@ impl Config {
             stripe_webhook_secret_arn,
             stripe_api_base,
             admin_token: get("TOLLGATE_ADMIN_TOKEN").map(SecretString::from),
+            jwt,
+            scopes,
         })
     }
 
@@ -235,6 +279,40 @@ mod tests {
         assert!(matches!(e, Err(ConfigError::Invalid { name: "STRIPE_WEBHOOK_SECRET_ARN", .. })));
         let e = cfg(&[("TOLLGATE_TABLE", "t"), ("TOLLGATE_KEY_ENV", "prod")]);
         assert!(matches!(e, Err(ConfigError::Invalid { name: "TOLLGATE_KEY_ENV", .. })));
+    }
+
+    #[test]
+    fn jwt_and_scopes_are_read_and_checked() {
+        let c = cfg(&[
+            ("TOLLGATE_TABLE", "t"),
+            ("TOLLGATE_JWT_ISSUER", "https://tenant.eu.auth0.com/"),
+            ("TOLLGATE_JWT_AUDIENCE", "https://api.example.com"),
+            ("TOLLGATE_SCOPES", r#"{"GET /pets/*": "pets:read"}"#),
+        ])
+        .unwrap();
+        let jwt = c.jwt.unwrap();
+        assert_eq!(jwt.issuer, "https://tenant.eu.auth0.com/", "compared with iss exactly as given");
+        assert_eq!((jwt.role_claim.as_str(), jwt.customer_claim.as_str()), ("tollgate_role", "tollgate_customer_id"));
+        assert_eq!(jwt.jwks_url, None, "discovered");
+        assert_eq!(c.scopes.required("GET", "/pets/1"), ["pets:read"]);
+        let e = cfg(&[("TOLLGATE_TABLE", "t"), ("TOLLGATE_JWT_ISSUER", "https://idp.example")]);
+        assert!(matches!(e, Err(ConfigError::Missing(m)) if m.contains("TOLLGATE_JWT_AUDIENCE")));
+        let e = cfg(&[("TOLLGATE_TABLE", "t"), ("TOLLGATE_JWT_ISSUER", "idp.example"), ("TOLLGATE_JWT_AUDIENCE", "a")]);
+        assert!(matches!(e, Err(ConfigError::Invalid { name: "TOLLGATE_JWT_ISSUER", .. })));
+        let e = cfg(&[
+            ("TOLLGATE_TABLE", "t"),
+            ("TOLLGATE_JWT_ISSUER", "http://idp.example"),
+            ("TOLLGATE_JWT_AUDIENCE", "a"),
+        ]);
+        assert!(matches!(e, Err(ConfigError::Invalid { name: "TOLLGATE_JWT_ISSUER", .. })), "keys over plain HTTP");
+        let local = cfg(&[
+            ("TOLLGATE_TABLE", "t"),
+            ("TOLLGATE_JWT_ISSUER", "http://127.0.0.1:9"),
+            ("TOLLGATE_JWT_AUDIENCE", "a"),
+        ]);
+        assert!(local.is_ok(), "loopback, for tests");
+        let e = cfg(&[("TOLLGATE_TABLE", "t"), ("TOLLGATE_SCOPES", r#"{"GET pets": "x"}"#)]);
+        assert!(matches!(e, Err(ConfigError::Invalid { name: "TOLLGATE_SCOPES", .. })));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod envelope;
 pub mod http_client;
+pub mod identity;
 pub mod rollup;
 pub mod secrets;
 pub mod store;

@@ -11,6 +11,10 @@ use shared::store::metrics::RequestCounter;
 /// The instant the tests run at (2026-11-23T10:00:30Z): one clock for every test binary.
 pub const NOW: shared::domain::time::UnixTime = shared::domain::time::UnixTime(1_795_428_030);
 
+/// A request to a route no scope map names.
+pub const ANY_ROUTE: shared::app::authorize::Route<'static> =
+    shared::app::authorize::Route { method: "GET", path: "/" };
+
 pub const ENDPOINT_VAR: &str = "TOLLGATE_TEST_DYNAMODB_ENDPOINT";
 
 pub struct TestDb {
@@ -141,6 +145,7 @@ impl Client {
 pub mod faults;
 pub mod fuzz;
 pub mod lambda;
+pub mod oidc;
 pub mod openapi;
 pub mod secrets;
 pub mod stripe;
@@ -191,6 +196,7 @@ pub fn plan(
         quota: None,
         stripe_price_ids: prices.iter().map(|p| (*p).to_owned()).collect(),
         meter_event_name: meter.map(str::to_owned),
+        max_keys: None,
         created_at: now,
         updated_at: now,
     }

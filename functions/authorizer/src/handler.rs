@@ -15,7 +15,7 @@ use aws_lambda_events::apigw::{
 use aws_lambda_events::http::HeaderMap;
 use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
 use serde_json::Value;
-use shared::app::authorize::{Authorizer, AuthorizerContext, bearer_token, presented_key};
+use shared::app::authorize::{Authorizer, AuthorizerContext, Route, bearer_token, presented_key};
 use shared::domain::decision::Denial;
 use shared::domain::time::UnixTime;
 use shared::store::AuthorizeStore;
@@ -74,6 +74,31 @@ impl AuthorizerEvent {
         }
     }
 
+    /// The method and the path the upstream is asked for, for the scope map: on the HTTP
+    /// API the `{proxy+}` path parameter when the route has one (the whole path under the
+    /// proxy route), else the raw path less a named stage; on the REST API, the method ARN's
+    /// method and path.
+    fn route(&self) -> (String, String) {
+        match self {
+            Self::HttpApi(e) => {
+                let method = e.request_context.http.method.as_str().to_owned();
+                let path = match e.path_parameters.get("proxy") {
+                    Some(proxy) => format!("/{}", proxy.trim_start_matches('/')),
+                    None => {
+                        let raw = e.raw_path.as_deref().unwrap_or("/");
+                        let stage = e.request_context.stage.as_deref().filter(|s| *s != "$default");
+                        match stage.and_then(|st| raw.strip_prefix(&format!("/{st}"))) {
+                            Some(rest) if rest.is_empty() || rest.starts_with('/') => rest.to_owned(),
+                            _ => raw.to_owned(),
+                        }
+                    }
+                };
+                (method, path)
+            }
+            Self::Token(_) | Self::Request(_) => route_from_arn(self.method_arn().unwrap_or_default()),
+        }
+    }
+
     fn method_arn(&self) -> Option<&str> {
         match self {
             Self::HttpApi(e) => e.route_arn.as_deref(),
@@ -85,6 +110,13 @@ impl AuthorizerEvent {
 
 fn key_from_headers(headers: &HeaderMap) -> Option<&str> {
     presented_key(headers.iter().filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))))
+}
+
+/// The method and path of `arn:aws:execute-api:region:account:api/stage/METHOD/path`.
+pub fn route_from_arn(method_arn: &str) -> (String, String) {
+    let mut parts = method_arn.splitn(4, '/');
+    let (_, _, method, path) = (parts.next(), parts.next(), parts.next(), parts.next());
+    (method.unwrap_or_default().to_owned(), format!("/{}", path.unwrap_or_default()))
 }
 
 /// Widens `arn:aws:execute-api:region:account:api/stage/METHOD/path` to every method and path
@@ -103,7 +135,8 @@ pub async fn handle<S: AuthorizeStore>(
     now: UnixTime,
 ) -> Result<Value, HandlerError> {
     let event = AuthorizerEvent::parse(event)?;
-    let decision = authorizer.decide(event.presented(), now).await;
+    let (method, path) = event.route();
+    let decision = authorizer.decide(event.presented(), Route { method: &method, path: &path }, now).await;
     let mut context = AuthorizerContext::from_decision(&decision, now);
     if decision.is_allowed() {
         // The SAM template maps these onto headers for the upstream; a mapping from a context
@@ -163,6 +196,14 @@ mod tests {
             "arn:aws:execute-api:us-east-1:123456789012:abcdef1234/prod/*"
         );
         assert_eq!(stage_wide_resource("not-an-arn"), "not-an-arn");
+    }
+
+    #[test]
+    fn the_route_comes_from_the_method_arn() {
+        let arn = "arn:aws:execute-api:us-east-1:123456789012:abcdef1234/prod/POST/pets/1/toys";
+        assert_eq!(route_from_arn(arn), ("POST".to_owned(), "/pets/1/toys".to_owned()));
+        assert_eq!(route_from_arn("arn:aws:execute-api:r:1:api/prod/GET/"), ("GET".to_owned(), "/".to_owned()));
+        assert_eq!(route_from_arn("garbage"), (String::new(), "/".to_owned()));
     }
 
     #[test]

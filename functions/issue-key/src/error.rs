@@ -11,6 +11,15 @@ use shared::store::StoreError;
 pub enum ApiError {
     #[error("missing or wrong admin token")]
     Unauthorized,
+    /// A token the identity provider's keys do not verify (or no longer do).
+    #[error("{0}")]
+    BadToken(String),
+    /// Authenticated, but the role may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The identity provider's signing keys could not be fetched (and none are known).
+    #[error("the identity provider is unavailable: {0}")]
+    IdentityUnavailable(String),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("no such route")]
@@ -54,7 +63,9 @@ impl ApiError {
 
     pub fn status(&self) -> u16 {
         match self {
-            Self::Unauthorized => 401,
+            Self::Unauthorized | Self::BadToken(_) => 401,
+            Self::Forbidden(_) => 403,
+            Self::IdentityUnavailable(_) => 503,
             Self::NotFound(_) | Self::NoRoute => 404,
             Self::MethodNotAllowed(_) => 405,
             Self::Conflict(_) | Self::AlreadyClaimed { .. } => 409,
@@ -71,7 +82,9 @@ impl ApiError {
 
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Unauthorized => "unauthorized",
+            Self::Unauthorized | Self::BadToken(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::IdentityUnavailable(_) => "identity_unavailable",
             Self::NotFound(_) | Self::NoRoute => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Conflict(_) => "conflict",
@@ -94,7 +107,12 @@ impl ApiError {
         let message = match self {
             Self::Internal(_) => "An internal error occurred; the request id identifies it in the logs.".to_owned(),
             Self::Unavailable(_) => "Storage is temporarily unavailable; retry shortly.".to_owned(),
-            Self::Unauthorized => "Send Authorization: Bearer <admin token>.".to_owned(),
+            Self::Unauthorized => {
+                "Send Authorization: Bearer <admin token, or a JWT from the identity provider>.".to_owned()
+            }
+            Self::IdentityUnavailable(_) => {
+                "The identity provider's signing keys could not be fetched; retry shortly.".to_owned()
+            }
             other => other.to_string(),
         };
         let mut extra = serde_json::Map::new();
@@ -128,7 +146,7 @@ pub struct Failure(pub serde_json::Value);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
-            Self::Internal(_) | Self::Unavailable(_) | Self::Upstream(_) => {
+            Self::Internal(_) | Self::Unavailable(_) | Self::Upstream(_) | Self::IdentityUnavailable(_) => {
                 tracing::error!(error = %self, source = ?std::error::Error::source(&self), "request failed")
             }
             _ => tracing::info!(code = self.code(), error = %self, "request rejected"),
@@ -149,6 +167,17 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<shared::identity::jwt::JwtError> for ApiError {
+    fn from(e: shared::identity::jwt::JwtError) -> Self {
+        use shared::identity::jwt::JwtError;
+        match e {
+            JwtError::KeysUnavailable(detail) => Self::IdentityUnavailable(detail),
+            e if e.is_forbidden() => Self::Forbidden(e.to_string()),
+            e => Self::BadToken(e.to_string()),
+        }
+    }
+}
+
 impl From<ValidationError> for ApiError {
     fn from(e: ValidationError) -> Self {
         Self::Invalid(e)
@@ -165,6 +194,11 @@ impl From<StoreError> for ApiError {
                 Self::invalid(format!("{what}_id"), format!("no {what} with this id exists"))
             }
             StoreError::InvalidCursor => Self::invalid("cursor", "not a cursor this API returned"),
+            StoreError::KeyLimitReached(max) => Self::Refused {
+                status: 409,
+                code: "max_keys_reached",
+                message: format!("Your plan allows {max} keys and all are in use; revoke one or upgrade your plan."),
+            },
             e @ StoreError::Unavailable(_) => Self::Unavailable(e),
             e @ (StoreError::Backend(_) | StoreError::Corrupt(_)) => Self::Internal(Box::new(e)),
         }

@@ -11,13 +11,15 @@ use shared::domain::api_key::KeyId;
 use shared::domain::customers::CustomerId;
 use shared::domain::plans::{PlanId, ValidationError};
 use shared::domain::time::UnixTime;
+use shared::identity::Caller;
 
 /// Who and what a request is, as the surface in front of the router knows it (the Lambda
 /// adapter from API Gateway's context, the local stack from its connection, tests by hand).
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext {
     pub request_id: String,
-    /// The authenticated caller (the IAM principal's ARN in AWS).
+    /// The IAM principal API Gateway authenticated (its ARN), in AWS; set only by the Lambda
+    /// adapter from the gateway's context, never from anything a client sends.
     pub caller: Option<String>,
     /// The client's address as the gateway saw it (never a client-sent header).
     pub source: Option<String>,
@@ -36,6 +38,56 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         Ok(parts.extensions.get::<RequestContext>().cloned().unwrap_or_default())
+    }
+}
+
+/// The caller, as the authentication layer established it (a request that reaches a handler
+/// always has one; without, it is refused).
+fn caller(parts: &Parts) -> Result<&Caller, ApiError> {
+    parts.extensions.get::<Caller>().ok_or(ApiError::Unauthorized)
+}
+
+/// A caller who may change anything: `admin` (IAM, the admin token, or a JWT with that role).
+pub struct Admin(pub Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let caller = caller(parts)?;
+        if !caller.can_write() {
+            return Err(ApiError::Forbidden(format!("the {} role cannot change this", caller.role.as_str())));
+        }
+        Ok(Admin(caller.clone()))
+    }
+}
+
+/// A caller who may read the operator's API: `admin` or `read_only`.
+pub struct Reader(pub Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let caller = caller(parts)?;
+        if !caller.can_read() {
+            return Err(ApiError::Forbidden(format!("the {} role cannot read this", caller.role.as_str())));
+        }
+        Ok(Reader(caller.clone()))
+    }
+}
+
+/// The signed-in customer (`/v1/me`): role `customer`, acting as the customer its token names.
+pub struct Me(pub CustomerId);
+
+impl<S: Send + Sync> FromRequestParts<S> for Me {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        match caller(parts)?.as_customer() {
+            Some(customer) => Ok(Me(customer.clone())),
+            None => Err(ApiError::Forbidden("/v1/me is for customers signed in with the customer role".into())),
+        }
     }
 }
 

@@ -198,6 +198,8 @@ pub struct PlanInput {
     pub stripe_price_ids: Vec<String>,
     #[serde(default)]
     pub meter_event_name: Option<String>,
+    #[serde(default)]
+    pub max_keys: Option<u64>,
 }
 
 /// An RFC 3339 timestamp in a body (`2027-01-31T00:00:00Z`), within years 0000-9999 UTC.
@@ -271,6 +273,24 @@ pub struct PatchKeyInput {
     pub quota: Option<Option<Quota>>,
 }
 
+/// `POST /v1/me/keys`: a customer names its key; everything else is its plan's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeCreateKeyInput {
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `PATCH /v1/me/keys/{id}`: a name, and `active` or `disabled`; nothing else is a customer's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MePatchKeyInput {
+    #[serde(default, deserialize_with = "not_null")]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
+    pub status: Option<SettableStatus>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RotateInput {
@@ -291,6 +311,15 @@ pub const MAX_PAGE: usize = 100;
 pub struct ListKeysQuery {
     pub customer_id: Option<CustomerId>,
     pub plan_id: Option<PlanId>,
+    pub status: Option<StatusFilter>,
+    pub limit: Option<PageSize>,
+    pub cursor: Option<String>,
+}
+
+/// `GET /v1/me/keys`: the customer filter is the caller itself.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeKeysQuery {
     pub status: Option<StatusFilter>,
     pub limit: Option<PageSize>,
     pub cursor: Option<String>,

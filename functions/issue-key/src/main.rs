@@ -7,6 +7,7 @@ use issue_key::extract::RequestContext;
 use lambda_http::request::RequestContext as GatewayContext;
 use lambda_http::{Request, RequestExt};
 use shared::config::Config;
+use shared::identity::jwt::JwtVerifier;
 use shared::store::dynamo::DynamoStore;
 use shared::stripe::api::StripeApi;
 use std::time::Duration;
@@ -25,6 +26,10 @@ async fn main() -> Result<(), lambda_http::Error> {
         let stripe = StripeApi::new(&config.stripe_api_base, key.clone(), Duration::from_secs(10))?;
         api = api.with_stripe(stripe, config.past_due_grace_s);
     }
+    // Optional: sign-in with the seller's identity provider (role-based; README, "Roles").
+    if let Some(jwt) = &config.jwt {
+        api = api.with_jwt(std::sync::Arc::new(JwtVerifier::new(jwt.clone())?));
+    }
     lambda_http::run(api.service().map_request(from_gateway)).await
 }
 
@@ -35,7 +40,11 @@ fn from_gateway(mut req: Request) -> Request {
     let request_id = req.lambda_context_ref().map(|c| c.request_id.clone()).unwrap_or_default();
     let (caller, source) = match req.request_context_ref() {
         Some(GatewayContext::ApiGatewayV2(c)) => (
-            c.authorizer.as_ref().and_then(|a| a.iam.as_ref()).and_then(|iam| iam.user_arn.clone()),
+            // An IAM-authorized route: the principal's ARN (or id); the token API has none.
+            c.authorizer
+                .as_ref()
+                .and_then(|a| a.iam.as_ref())
+                .map(|iam| iam.user_arn.clone().or_else(|| iam.caller_id.clone()).unwrap_or_else(|| "iam".to_owned())),
             c.http.source_ip.clone(),
         ),
         _ => (None, None),

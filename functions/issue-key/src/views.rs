@@ -17,6 +17,8 @@ pub struct PlanView<'a> {
     pub quota: Option<Quota>,
     pub stripe_price_ids: &'a [String],
     pub meter_event_name: Option<&'a str>,
+    /// A customer's own keys at most (`null`: the default, [`shared::domain::plans::DEFAULT_MAX_KEYS`]).
+    pub max_keys: Option<u64>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -30,6 +32,7 @@ impl<'a> From<&'a Plan> for PlanView<'a> {
             quota: p.quota,
             stripe_price_ids: &p.stripe_price_ids,
             meter_event_name: p.meter_event_name.as_deref(),
+            max_keys: p.max_keys,
             created_at: p.created_at.to_rfc3339(),
             updated_at: p.updated_at.to_rfc3339(),
         }

@@ -6,6 +6,7 @@ use crate::config::{Config, DEFAULT_FAIL_OPEN_WINDOW_S, FailMode};
 use crate::domain::api_key::{ApiKey, KeyEnv, KeyHash, KeyId};
 use crate::domain::decision::{Decision, Denial, KeyContext};
 use crate::domain::limits::LimitStatus;
+use crate::domain::scopes::ScopeMap;
 use crate::domain::time::{Day, UnixTime};
 use crate::store::{AuthorizeStore, StoreError};
 use lru::LruCache;
@@ -50,6 +51,15 @@ pub struct AuthorizerOptions {
     pub key_env: Option<KeyEnv>,
     /// Entries of each of the two bounded memories (usable keys; unusable hashes).
     pub capacity: usize,
+    /// Which routes need which scopes (`TOLLGATE_SCOPES`); empty: none do.
+    pub scopes: ScopeMap,
+}
+
+/// The request being authorized, as the protected API's upstream will see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Route<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
 }
 
 impl Default for AuthorizerOptions {
@@ -59,6 +69,7 @@ impl Default for AuthorizerOptions {
             open_window_s: DEFAULT_FAIL_OPEN_WINDOW_S,
             key_env: None,
             capacity: MEMORY_CAPACITY,
+            scopes: ScopeMap::default(),
         }
     }
 }
@@ -69,6 +80,7 @@ impl AuthorizerOptions {
             fail_mode: config.fail_mode,
             open_window_s: config.fail_open_window_s,
             key_env: config.key_env,
+            scopes: config.scopes.clone(),
             ..Self::default()
         }
     }
@@ -100,6 +112,9 @@ struct Memory {
 
 struct Known {
     key_id: KeyId,
+    /// The key's scopes as storage last returned them: a refusal remembered for one route is
+    /// answered for another only if the key holds that route's scopes too.
+    scopes: Vec<String>,
     /// The last decision storage allowed for this key, and when: what `open` may act on. Any
     /// refusal clears it.
     active: Option<Active>,
@@ -141,7 +156,7 @@ enum Recall {
 }
 
 impl Memory {
-    fn recall(&mut self, hash: &KeyHash, now: UnixTime) -> Recall {
+    fn recall(&mut self, hash: &KeyHash, required: &[String], now: UnixTime) -> Recall {
         if let Some(u) = self.unusable.get(hash) {
             if u.until.is_none_or(|until| now < until) {
                 return Recall::Answer(Decision::denied(u.denial));
@@ -149,6 +164,11 @@ impl Memory {
             self.unusable.pop(hash);
         }
         let Some(known) = self.usable.get_mut(hash) else { return Recall::Ask(None, None) };
+        if required.iter().any(|scope| !known.scopes.contains(scope)) {
+            // This route's answer is storage's (insufficient scope, as far as this container
+            // knows); what is remembered for the key's other routes stays.
+            return Recall::Ask(Some(known.key_id.clone()), None);
+        }
         match &mut known.spent {
             Some(spent) if now < spent.until => {
                 spent.unrecorded += 1;
@@ -187,10 +207,18 @@ impl Memory {
         }
         let known = self.usable.get_or_insert_mut(hash, || Known {
             key_id: key_id.clone(),
+            scopes: vec![],
             active: None,
             spent: None,
             refusals: (0, 0),
         });
+        if let Some(key) = &decision.key {
+            known.scopes.clone_from(&key.scopes);
+        }
+        // About this route, not the key: nothing else it knows changes.
+        if decision.outcome == Err(Denial::InsufficientScope) {
+            return;
+        }
         known.spent = None;
         let Err(denial) = decision.outcome else {
             known.active =
@@ -221,10 +249,19 @@ impl Memory {
 
     /// `open` under a transient outage: a key storage allowed within `window_s`, within the
     /// limits it had left as far as this container knows.
-    fn degraded(&mut self, hash: &KeyHash, now: UnixTime, window_s: u64) -> Option<Decision> {
+    fn degraded(&mut self, hash: &KeyHash, required: &[String], now: UnixTime, window_s: u64) -> Option<Decision> {
         let active = self.usable.get_mut(hash)?.active.as_mut()?;
         if now.secs() - active.at.secs() > window_s as i64 {
             return None;
+        }
+        if required.iter().any(|scope| !active.key.scopes.contains(scope)) {
+            return Some(Decision {
+                outcome: Err(Denial::InsufficientScope),
+                key: Some(active.key.clone()),
+                rate: None,
+                quota: None,
+                degraded: false,
+            });
         }
         let room = |l: &mut Option<LimitStatus>| {
             let Some(l) = l else { return true };
@@ -282,7 +319,7 @@ impl<S: AuthorizeStore> Authorizer<S> {
 
     /// Decides one request. Never fails: storage trouble becomes a decision per the
     /// fail-mode matrix (README, "Fail modes").
-    pub async fn decide(&self, presented: Option<&str>, now: UnixTime) -> Decision {
+    pub async fn decide(&self, presented: Option<&str>, route: Route<'_>, now: UnixTime) -> Decision {
         let Some(raw) = presented.map(str::trim).filter(|s| !s.is_empty()) else {
             return Decision::denied(Denial::MissingKey);
         };
@@ -294,7 +331,8 @@ impl<S: AuthorizeStore> Authorizer<S> {
             return Decision::denied(Denial::InvalidKey);
         }
         let hash = key.hash();
-        let recalled = self.memory().recall(&hash, now);
+        let required = self.options.scopes.required(route.method, route.path);
+        let recalled = self.memory().recall(&hash, &required, now);
         let (key_id, unrecorded) = match recalled {
             Recall::Answer(decision) => return decision,
             Recall::Ask(Some(id), unrecorded) => (id, unrecorded),
@@ -304,15 +342,15 @@ impl<S: AuthorizeStore> Authorizer<S> {
                     self.memory().unknown(hash, now);
                     return Decision::denied(Denial::InvalidKey);
                 }
-                Err(e) => return self.unavailable(&hash, &e, now),
+                Err(e) => return self.unavailable(&hash, &required, &e, now),
             },
         };
         let span = tracing::info_span!("authorize", key_id = %key_id);
         let _guard = span.enter();
-        let decision = match self.store.authorize_and_count(&key_id, &hash, now).await {
+        let decision = match self.store.authorize_and_count(&key_id, &hash, &required, now).await {
             Ok(decision) => decision,
             Err(e) => {
-                let decision = self.unavailable(&hash, &e, now);
+                let decision = self.unavailable(&hash, &required, &e, now);
                 if let Some(unrecorded) = unrecorded {
                     self.memory().unrecorded(&hash, unrecorded, decision.clone());
                 }
@@ -329,11 +367,11 @@ impl<S: AuthorizeStore> Authorizer<S> {
     /// The fail-mode matrix: `open` allows only a transient outage (timeout, 5xx, connection)
     /// for a key storage allowed within the window, and within what it had left; throttling,
     /// contention, corrupt items and unknown keys are refused in both modes.
-    fn unavailable(&self, hash: &KeyHash, err: &StoreError, now: UnixTime) -> Decision {
+    fn unavailable(&self, hash: &KeyHash, required: &[String], err: &StoreError, now: UnixTime) -> Decision {
         let fault = err.fault();
         let degraded = match (self.options.fail_mode, fault) {
             (FailMode::Open, Some(f)) if f.is_transient() => {
-                self.memory().degraded(hash, now, self.options.open_window_s)
+                self.memory().degraded(hash, required, now, self.options.open_window_s)
             }
             _ => None,
         };
@@ -468,15 +506,27 @@ mod tests {
             Ok(self.known.lock().unwrap().get(hash).cloned())
         }
 
-        async fn authorize_and_count(&self, key_id: &KeyId, _hash: &KeyHash, _now: UnixTime) -> StoreResult<Decision> {
+        async fn authorize_and_count(
+            &self,
+            key_id: &KeyId,
+            _hash: &KeyHash,
+            required: &[String],
+            _now: UnixTime,
+        ) -> StoreResult<Decision> {
             self.decisions.fetch_add(1, Ordering::SeqCst);
             match self.answers.lock().unwrap().pop_front().expect("an answer was scripted") {
                 Answer::Decide(outcome, rate) => Ok(Decision {
-                    outcome,
+                    // The scripted key holds `read` only.
+                    outcome: if required.iter().any(|s| s != "read") {
+                        Err(Denial::InsufficientScope)
+                    } else {
+                        outcome
+                    },
                     key: Some(KeyContext {
                         key_id: key_id.clone(),
                         customer_id: CustomerId::parse("acme").unwrap(),
                         plan_id: None,
+                        scopes: vec!["read".into()],
                     }),
                     rate,
                     quota: None,
@@ -493,6 +543,28 @@ mod tests {
     }
 
     const T0: UnixTime = UnixTime(1_800_000_000);
+    /// A route no scope map names.
+    const ANY: Route<'static> = Route { method: "GET", path: "/" };
+
+    /// A refusal for want of a scope is about its route: the key's other routes are answered
+    /// as before, storage is asked again for that route, and `open` never lets a route
+    /// through that the key lacks the scope for.
+    #[tokio::test]
+    async fn scopes_are_decided_per_route() {
+        let scopes = ScopeMap::parse(r#"{"POST /pets": "write", "GET /pets/**": "read"}"#).unwrap();
+        let options = AuthorizerOptions { scopes, fail_mode: FailMode::Open, ..AuthorizerOptions::default() };
+        let a = Authorizer::with_options(Scripted::default(), options);
+        let k = key(a.store());
+        let (write, read) = (Route { method: "POST", path: "/pets" }, Route { method: "GET", path: "/pets/1" });
+        script(&a, [ok(), ok(), ok()]);
+        assert_eq!(code(&a.decide(Some(&k), write, T0).await), "insufficient_scope");
+        assert_eq!(code(&a.decide(Some(&k), read, T0).await), "ok");
+        assert_eq!(code(&a.decide(Some(&k), write, T0).await), "insufficient_scope");
+        assert_eq!(a.store().decisions.load(Ordering::SeqCst), 3, "each asked storage");
+        script(&a, [Answer::Fail(Fault::Timeout), Answer::Fail(Fault::Timeout)]);
+        assert_eq!(code(&a.decide(Some(&k), read, T0.plus(1)).await), "degraded");
+        assert_eq!(code(&a.decide(Some(&k), write, T0.plus(1)).await), "insufficient_scope");
+    }
 
     fn key(store: &Scripted) -> String {
         let k = ApiKey::generate(KeyEnv::Live).unwrap();
@@ -549,24 +621,24 @@ mod tests {
                     let now = match knowledge {
                         "active_recently" => {
                             script(&a, [ok()]);
-                            assert_eq!(code(&a.decide(Some(&k), T0).await), "ok");
+                            assert_eq!(code(&a.decide(Some(&k), ANY, T0).await), "ok");
                             T0.plus(DEFAULT_FAIL_OPEN_WINDOW_S as i64)
                         }
                         "active_long_ago" => {
                             script(&a, [ok()]);
-                            a.decide(Some(&k), T0).await;
+                            a.decide(Some(&k), ANY, T0).await;
                             T0.plus(DEFAULT_FAIL_OPEN_WINDOW_S as i64 + 1)
                         }
                         "denied_last" => {
                             script(&a, [ok(), Answer::Decide(Err(Denial::KeyDisabled), None)]);
-                            a.decide(Some(&k), T0).await;
-                            assert_eq!(code(&a.decide(Some(&k), T0).await), "key_disabled");
+                            a.decide(Some(&k), ANY, T0).await;
+                            assert_eq!(code(&a.decide(Some(&k), ANY, T0).await), "key_disabled");
                             T0.plus(1)
                         }
                         _ => T0,
                     };
                     script(&a, [answer()]);
-                    let got = code(&a.decide(Some(&k), now).await);
+                    let got = code(&a.decide(Some(&k), ANY, now).await);
                     let (closed, open) = expected(knowledge, fault);
                     let want = if mode == FailMode::Open { open } else { closed };
                     assert_eq!(got, want, "{fault} x {knowledge} x {mode:?}");
@@ -578,7 +650,7 @@ mod tests {
             let a = Authorizer::new(Scripted::default(), FailMode::Open);
             *a.store().lookup_fault.lock().unwrap() = Some(fault);
             let random = ApiKey::generate(KeyEnv::Live).unwrap();
-            assert_eq!(code(&a.decide(Some(random.expose_secret()), T0).await), "authorization_unavailable");
+            assert_eq!(code(&a.decide(Some(random.expose_secret()), ANY, T0).await), "authorization_unavailable");
         }
     }
 
@@ -588,15 +660,15 @@ mod tests {
         let k = key(a.store());
         // Storage allowed the 98th of 100 in this window: two are left.
         script(&a, [Answer::Decide(Ok(()), rate(100, 98, T0.plus(30)))]);
-        a.decide(Some(&k), T0).await;
+        a.decide(Some(&k), ANY, T0).await;
         script(&a, (0..4).map(|_| Answer::Fail(Fault::Timeout)));
         let mut codes = vec![];
         for _ in 0..3 {
-            codes.push(code(&a.decide(Some(&k), T0.plus(1)).await));
+            codes.push(code(&a.decide(Some(&k), ANY, T0.plus(1)).await));
         }
         assert_eq!(codes, ["degraded", "degraded", "rate_limited"]);
         // The next window starts afresh, as storage would have it.
-        let d = a.decide(Some(&k), T0.plus(31)).await;
+        let d = a.decide(Some(&k), ANY, T0.plus(31)).await;
         assert_eq!(code(&d), "degraded");
         assert_eq!(d.rate.map(|r| (r.used, r.reset)), Some((1, T0.plus(90))));
         assert!(d.key.is_some(), "a degraded decision still names the key for the upstream");
@@ -608,20 +680,20 @@ mod tests {
         // Unknown: one lookup, then memory, until the backstop expires.
         let random = ApiKey::generate(KeyEnv::Live).unwrap();
         for _ in 0..5 {
-            assert_eq!(code(&a.decide(Some(random.expose_secret()), T0).await), "invalid_api_key");
+            assert_eq!(code(&a.decide(Some(random.expose_secret()), ANY, T0).await), "invalid_api_key");
         }
         assert_eq!(a.store().lookups.load(Ordering::SeqCst), 1);
-        a.decide(Some(random.expose_secret()), T0.plus(UNKNOWN_HASH_TTL_S)).await;
+        a.decide(Some(random.expose_secret()), ANY, T0.plus(UNKNOWN_HASH_TTL_S)).await;
         assert_eq!(a.store().lookups.load(Ordering::SeqCst), 2);
 
         // Revoked and rotated-away: one decision each, then never again.
         for denial in [Denial::KeyRevoked, Denial::InvalidKey] {
             let k = key(a.store());
             script(&a, [ok(), Answer::Decide(Err(denial), None)]);
-            assert_eq!(code(&a.decide(Some(&k), T0).await), "ok");
+            assert_eq!(code(&a.decide(Some(&k), ANY, T0).await), "ok");
             let before = a.store().decisions.load(Ordering::SeqCst);
             for i in 0..5 {
-                assert_eq!(code(&a.decide(Some(&k), T0.plus(i * 86_400)).await), denial.code());
+                assert_eq!(code(&a.decide(Some(&k), ANY, T0.plus(i * 86_400)).await), denial.code());
             }
             assert_eq!(a.store().decisions.load(Ordering::SeqCst), before + 1, "{denial:?}");
         }
@@ -643,7 +715,7 @@ mod tests {
         );
         let mut codes = vec![];
         for _ in 0..4 {
-            codes.push(code(&a.decide(Some(&k), T0).await));
+            codes.push(code(&a.decide(Some(&k), ANY, T0).await));
         }
         assert_eq!(codes, ["key_disabled", "subscription_inactive", "key_expired", "ok"]);
         assert_eq!(a.store().decisions.load(Ordering::SeqCst), 4);
@@ -655,23 +727,23 @@ mod tests {
         let k = key(a.store());
         // Spent until T0+45: answered here until T0+10 (the recheck), then asked again.
         script(&a, [Answer::Decide(Err(Denial::RateLimited), rate(100, 100, T0.plus(45)))]);
-        let d = a.decide(Some(&k), T0).await;
+        let d = a.decide(Some(&k), ANY, T0).await;
         assert_eq!((code(&d), d.retry_after(T0)), ("rate_limited", Some(45)));
         for s in 0..SPENT_RECHECK_S {
-            let d = a.decide(Some(&k), T0.plus(s)).await;
+            let d = a.decide(Some(&k), ANY, T0.plus(s)).await;
             assert_eq!((code(&d), d.retry_after(T0.plus(s))), ("rate_limited", Some(45 - s as u64)));
         }
         assert_eq!(a.store().decisions.load(Ordering::SeqCst), 1);
         assert_eq!(a.store().recorded.load(Ordering::SeqCst), 0);
         // The recheck: storage now allows (a raised limit); the ten answered here are recorded.
         script(&a, [ok()]);
-        assert_eq!(code(&a.decide(Some(&k), T0.plus(SPENT_RECHECK_S)).await), "ok");
+        assert_eq!(code(&a.decide(Some(&k), ANY, T0.plus(SPENT_RECHECK_S)).await), "ok");
         assert_eq!(a.store().decisions.load(Ordering::SeqCst), 2);
         assert_eq!(a.store().recorded.load(Ordering::SeqCst), SPENT_RECHECK_S as u64);
         // A window that resets sooner than the recheck is asked at its reset.
         script(&a, [Answer::Decide(Err(Denial::RateLimited), rate(100, 100, T0.plus(12))), ok()]);
-        a.decide(Some(&k), T0.plus(11)).await;
-        assert_eq!(code(&a.decide(Some(&k), T0.plus(12)).await), "ok");
+        a.decide(Some(&k), ANY, T0.plus(11)).await;
+        assert_eq!(code(&a.decide(Some(&k), ANY, T0.plus(12)).await), "ok");
         assert_eq!(a.store().decisions.load(Ordering::SeqCst), 4);
     }
 
@@ -682,12 +754,12 @@ mod tests {
         let disabled = || Answer::Decide(Err(Denial::KeyDisabled), None);
         script(&a, (0..HOT_REFUSALS_PER_S).map(|_| disabled()));
         for _ in 0..HOT_REFUSALS_PER_S + 20 {
-            assert_eq!(code(&a.decide(Some(&k), T0).await), "key_disabled");
+            assert_eq!(code(&a.decide(Some(&k), ANY, T0).await), "key_disabled");
         }
         assert_eq!(a.store().decisions.load(Ordering::SeqCst), u64::from(HOT_REFUSALS_PER_S));
         // Enabled meanwhile: the recheck sees it, and the 20 answered here are recorded.
         script(&a, [ok()]);
-        assert_eq!(code(&a.decide(Some(&k), T0.plus(SPENT_RECHECK_S)).await), "ok");
+        assert_eq!(code(&a.decide(Some(&k), ANY, T0.plus(SPENT_RECHECK_S)).await), "ok");
         assert_eq!(a.store().recorded.load(Ordering::SeqCst), 20);
     }
 
@@ -696,11 +768,11 @@ mod tests {
         let a = Authorizer::new(Scripted::default(), FailMode::Open);
         let k = key(a.store());
         script(&a, [ok(), Answer::Decide(Err(Denial::RateLimited), rate(100, 100, T0.plus(30)))]);
-        a.decide(Some(&k), T0).await;
-        assert_eq!(code(&a.decide(Some(&k), T0.plus(1)).await), "rate_limited");
+        a.decide(Some(&k), ANY, T0).await;
+        assert_eq!(code(&a.decide(Some(&k), ANY, T0.plus(1)).await), "rate_limited");
         // The outage begins after the recheck but inside the window storage called spent.
         script(&a, [Answer::Fail(Fault::Timeout)]);
-        assert_eq!(code(&a.decide(Some(&k), T0.plus(1 + SPENT_RECHECK_S)).await), "authorization_unavailable");
+        assert_eq!(code(&a.decide(Some(&k), ANY, T0.plus(1 + SPENT_RECHECK_S)).await), "authorization_unavailable");
     }
 
     #[tokio::test]
@@ -709,12 +781,12 @@ mod tests {
         let k = key(a.store());
         script(&a, [Answer::Decide(Err(Denial::RateLimited), rate(100, 100, T0.plus(3_600)))]);
         for _ in 0..4 {
-            a.decide(Some(&k), T0).await;
+            a.decide(Some(&k), ANY, T0).await;
         }
         script(&a, [Answer::Fail(Fault::Server), Answer::Decide(Err(Denial::RateLimited), None)]);
-        assert_eq!(code(&a.decide(Some(&k), T0.plus(SPENT_RECHECK_S)).await), "authorization_unavailable");
+        assert_eq!(code(&a.decide(Some(&k), ANY, T0.plus(SPENT_RECHECK_S)).await), "authorization_unavailable");
         assert_eq!(a.store().recorded.load(Ordering::SeqCst), 0, "not recorded while storage fails");
-        a.decide(Some(&k), T0.plus(SPENT_RECHECK_S + 1)).await;
+        a.decide(Some(&k), ANY, T0.plus(SPENT_RECHECK_S + 1)).await;
         assert_eq!(a.store().recorded.load(Ordering::SeqCst), 3, "recorded once storage answers");
     }
 
@@ -725,16 +797,16 @@ mod tests {
         let keys: Vec<String> = (0..8).map(|_| key(a.store())).collect();
         script(&a, keys.iter().map(|_| ok()));
         for k in &keys {
-            a.decide(Some(k), T0).await;
+            a.decide(Some(k), ANY, T0).await;
         }
         for _ in 0..1_000 {
             let random = ApiKey::generate(KeyEnv::Live).unwrap();
-            a.decide(Some(random.expose_secret()), T0).await;
+            a.decide(Some(random.expose_secret()), ANY, T0).await;
         }
         let lookups = a.store().lookups.load(Ordering::SeqCst);
         script(&a, keys.iter().map(|_| ok()));
         for k in &keys {
-            assert_eq!(code(&a.decide(Some(k), T0).await), "ok");
+            assert_eq!(code(&a.decide(Some(k), ANY, T0).await), "ok");
         }
         assert_eq!(a.store().lookups.load(Ordering::SeqCst), lookups, "every key in use was still known");
     }
@@ -744,7 +816,7 @@ mod tests {
         let options = AuthorizerOptions { key_env: Some(KeyEnv::Live), ..AuthorizerOptions::default() };
         let a = Authorizer::with_options(Scripted::default(), options);
         let test_key = ApiKey::generate(KeyEnv::Test).unwrap();
-        assert_eq!(code(&a.decide(Some(test_key.expose_secret()), T0).await), "invalid_api_key");
+        assert_eq!(code(&a.decide(Some(test_key.expose_secret()), ANY, T0).await), "invalid_api_key");
         assert_eq!(a.store().lookups.load(Ordering::SeqCst), 0);
     }
 
@@ -767,6 +839,7 @@ mod tests {
                 key_id: KeyId::parse("key_01JD0000000000000000000000").unwrap(),
                 customer_id: CustomerId::parse("acme").unwrap(),
                 plan_id: None,
+                scopes: vec![],
             }),
             rate: Some(LimitStatus { limit: 100, used: 100, reset: UnixTime(1_022), window_s: 60 }),
             quota: None,

@@ -222,6 +222,7 @@ mod tests {
             quota: None,
             stripe_price_ids: vec!["price_pro".into()],
             meter_event_name: None,
+            max_keys: None,
             created_at: NOW,
             updated_at: NOW,
         };

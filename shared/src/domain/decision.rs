@@ -32,13 +32,15 @@ pub struct KeyState {
     pub current_hash: KeyHash,
     pub previous_hash: Option<(KeyHash, UnixTime)>,
     pub access: CustomerAccess,
+    /// What the key may call where the operator's scope map asks (`domain::scopes`).
+    pub scopes: Vec<String>,
     pub rate_limit: Option<RateLimit>,
     pub quota: Option<Quota>,
     pub counters: Counters,
 }
 
 /// Why a request is refused. The order of checks is the contract's: key, subscription,
-/// rate limit, quota.
+/// scope, rate limit, quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denial {
     MissingKey,
@@ -48,6 +50,10 @@ pub enum Denial {
     KeyRevoked,
     KeyDisabled,
     SubscriptionInactive,
+    /// The route needs a scope the key does not hold. About this request, not the key: it is
+    /// not counted against the key's limits, and a container never answers another route
+    /// from it.
+    InsufficientScope,
     RateLimited,
     QuotaExceeded,
     /// Storage could not answer and the fail-mode matrix denies (`authorization_unavailable`):
@@ -64,6 +70,7 @@ impl Denial {
             Self::KeyRevoked => "key_revoked",
             Self::KeyDisabled => "key_disabled",
             Self::SubscriptionInactive => "subscription_inactive",
+            Self::InsufficientScope => "insufficient_scope",
             Self::RateLimited => "rate_limited",
             Self::QuotaExceeded => "quota_exceeded",
             Self::AuthorizationUnavailable => "authorization_unavailable",
@@ -74,7 +81,7 @@ impl Denial {
     pub fn status(self) -> u16 {
         match self {
             Self::MissingKey | Self::InvalidKey | Self::KeyExpired | Self::KeyRevoked => 401,
-            Self::KeyDisabled => 403,
+            Self::KeyDisabled | Self::InsufficientScope => 403,
             Self::SubscriptionInactive => 402,
             Self::RateLimited | Self::QuotaExceeded => 429,
             Self::AuthorizationUnavailable => 503,
@@ -89,6 +96,7 @@ impl Denial {
             Self::KeyRevoked => "The API key has been revoked.",
             Self::KeyDisabled => "The API key is disabled.",
             Self::SubscriptionInactive => "The subscription for this API key is not active.",
+            Self::InsufficientScope => "The API key does not have a scope this route requires.",
             Self::RateLimited => "Rate limit exceeded; retry after the window resets.",
             Self::QuotaExceeded => {
                 "Quota exhausted for this period; upgrade your plan or wait for the period to reset."
@@ -115,7 +123,8 @@ pub enum Step {
     Deny(Denial),
 }
 
-pub fn next_step(state: &KeyState, presented: &KeyHash, now: UnixTime) -> Step {
+/// The decision for one request to a route that needs the scopes `required`.
+pub fn next_step(state: &KeyState, presented: &KeyHash, required: &[String], now: UnixTime) -> Step {
     let current = state.current_hash == *presented;
     let in_grace = state.previous_hash.is_some_and(|(h, until)| h == *presented && now < until);
     if !current && !in_grace {
@@ -131,6 +140,9 @@ pub fn next_step(state: &KeyState, presented: &KeyHash, now: UnixTime) -> Step {
     }
     if !state.access.allows(now) {
         return Step::Deny(Denial::SubscriptionInactive);
+    }
+    if required.iter().any(|scope| !state.scopes.contains(scope)) {
+        return Step::Deny(Denial::InsufficientScope);
     }
     let c = &state.counters;
     let mut roll_window = false;
@@ -184,6 +196,8 @@ pub struct KeyContext {
     pub key_id: KeyId,
     pub customer_id: CustomerId,
     pub plan_id: Option<PlanId>,
+    /// The key's scopes, so a container can answer a later request only for routes they cover.
+    pub scopes: Vec<String>,
 }
 
 impl Decision {
@@ -200,6 +214,7 @@ impl Decision {
                 key_id: state.key_id.clone(),
                 customer_id: state.customer_id.clone(),
                 plan_id: state.plan_id.clone(),
+                scopes: state.scopes.clone(),
             }),
             rate: state
                 .rate_limit
@@ -316,6 +331,7 @@ mod tests {
             current_hash: hash(1),
             previous_hash: None,
             access: CustomerAccess::default(),
+            scopes: vec!["pets:read".into()],
             rate_limit: Some(RateLimit { limit: 10, window_s: 60 }),
             quota: Some(Quota { limit: 100, period: Period::Month }),
             counters: Counters {
@@ -332,7 +348,7 @@ mod tests {
 
     #[test]
     fn a_healthy_key_counts_in_place() {
-        assert_eq!(next_step(&state(), &hash(1), NOW), COUNT);
+        assert_eq!(next_step(&state(), &hash(1), &[], NOW), COUNT);
     }
 
     #[test]
@@ -341,20 +357,23 @@ mod tests {
         s.status = KeyStatus::Revoked;
         s.access.status = Some(SubscriptionStatus::Canceled);
         s.counters.window_count = 10;
-        assert_eq!(next_step(&s, &hash(2), NOW), Step::Deny(Denial::InvalidKey));
-        assert_eq!(next_step(&s, &hash(1), NOW), Step::Deny(Denial::KeyRevoked));
+        assert_eq!(next_step(&s, &hash(2), &[], NOW), Step::Deny(Denial::InvalidKey));
+        assert_eq!(next_step(&s, &hash(1), &[], NOW), Step::Deny(Denial::KeyRevoked));
         s.status = KeyStatus::Disabled;
-        assert_eq!(next_step(&s, &hash(1), NOW), Step::Deny(Denial::KeyDisabled));
+        assert_eq!(next_step(&s, &hash(1), &[], NOW), Step::Deny(Denial::KeyDisabled));
         s.status = KeyStatus::Active;
         s.expires_at = Some(NOW);
-        assert_eq!(next_step(&s, &hash(1), NOW), Step::Deny(Denial::KeyExpired));
+        assert_eq!(next_step(&s, &hash(1), &[], NOW), Step::Deny(Denial::KeyExpired));
         s.expires_at = Some(NOW.plus(1));
-        assert_eq!(next_step(&s, &hash(1), NOW), Step::Deny(Denial::SubscriptionInactive));
+        assert_eq!(next_step(&s, &hash(1), &[], NOW), Step::Deny(Denial::SubscriptionInactive));
         s.access.status = Some(SubscriptionStatus::Active);
-        assert_eq!(next_step(&s, &hash(1), NOW), Step::Deny(Denial::RateLimited));
+        let write = ["pets:write".to_string()];
+        assert_eq!(next_step(&s, &hash(1), &write, NOW), Step::Deny(Denial::InsufficientScope));
+        assert_eq!(next_step(&s, &hash(1), &["pets:read".into()], NOW), Step::Deny(Denial::RateLimited));
+        assert_eq!(next_step(&s, &hash(1), &[], NOW), Step::Deny(Denial::RateLimited));
         s.counters.window_count = 0;
         s.counters.period_count = 100;
-        assert_eq!(next_step(&s, &hash(1), NOW), Step::Deny(Denial::QuotaExceeded));
+        assert_eq!(next_step(&s, &hash(1), &[], NOW), Step::Deny(Denial::QuotaExceeded));
     }
 
     #[test]
@@ -362,8 +381,8 @@ mod tests {
         let mut s = state();
         s.current_hash = hash(9);
         s.previous_hash = Some((hash(1), NOW.plus(1)));
-        assert_eq!(next_step(&s, &hash(1), NOW), COUNT);
-        assert_eq!(next_step(&s, &hash(1), NOW.plus(1)), Step::Deny(Denial::InvalidKey));
+        assert_eq!(next_step(&s, &hash(1), &[], NOW), COUNT);
+        assert_eq!(next_step(&s, &hash(1), &[], NOW.plus(1)), Step::Deny(Denial::InvalidKey));
     }
 
     #[test]
@@ -373,7 +392,7 @@ mod tests {
         s.counters.period_count = 100;
         s.counters.window_end = NOW;
         s.counters.period_end = NOW;
-        assert_eq!(next_step(&s, &hash(1), NOW), Step::Count { roll_window: true, roll_period: true });
+        assert_eq!(next_step(&s, &hash(1), &[], NOW), Step::Count { roll_window: true, roll_period: true });
         let c = rolled(&s, true, true, NOW);
         assert_eq!(
             c,
@@ -387,7 +406,7 @@ mod tests {
         s.rate_limit = None;
         s.quota = None;
         s.counters = Counters { window_end: UnixTime(0), window_count: u64::MAX - 1, ..Counters::default() };
-        assert_eq!(next_step(&s, &hash(1), NOW), COUNT);
+        assert_eq!(next_step(&s, &hash(1), &[], NOW), COUNT);
     }
 
     #[test]
@@ -491,7 +510,7 @@ mod tests {
             // Spend until denied.
             let state = KeyState { quota: Some(*current), rate_limit: None, counters: c, ..state() };
             let mut st = state;
-            while let Step::Count { roll_period, .. } = next_step(&st, &hash(1), now) {
+            while let Step::Count { roll_period, .. } = next_step(&st, &hash(1), &[], now) {
                 st.counters = rolled(&st, false, roll_period, now);
                 per_day[d as usize] += 1;
             }

@@ -36,6 +36,32 @@ impl KeyStatus {
     }
 }
 
+/// Who changed a key: the operator (admin API, IAM, admin token) or its customer
+/// (self-service). A key the operator disabled stays disabled until the operator enables it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Actor {
+    #[default]
+    Operator,
+    Customer,
+}
+
+impl Actor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Operator => "operator",
+            Self::Customer => "customer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "operator" => Some(Self::Operator),
+            "customer" => Some(Self::Customer),
+            _ => None,
+        }
+    }
+}
+
 /// The secret a rotation replaced, and until when it still authorizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rotation {
@@ -84,6 +110,9 @@ pub struct KeyRecord {
     pub name: Option<String>,
     pub env: KeyEnv,
     pub status: KeyStatus,
+    /// Who disabled it, while it is disabled (`None` for keys disabled before this was kept:
+    /// taken as the operator).
+    pub disabled_by: Option<Actor>,
     pub hash: KeyHash,
     pub display: String,
     pub created_at: UnixTime,

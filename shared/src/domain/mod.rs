@@ -8,5 +8,6 @@ pub mod decision;
 pub mod key_records;
 pub mod limits;
 pub mod plans;
+pub mod scopes;
 pub mod time;
 pub mod usage;

@@ -149,8 +149,22 @@ pub struct Plan {
     pub stripe_price_ids: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meter_event_name: Option<String>,
+    /// How many keys (not revoked) a customer on this plan may hold when it creates its own
+    /// (`POST /v1/me/keys`); unset: [`DEFAULT_MAX_KEYS`]. Operators are not bound by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_keys: Option<u64>,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
+}
+
+/// A customer's own keys when its plan names no `max_keys` (or it has no plan).
+pub const DEFAULT_MAX_KEYS: u64 = 10;
+/// The most a plan may allow.
+pub const MAX_MAX_KEYS: u64 = 1_000;
+
+/// How many keys a customer on `plan` may hold when it creates its own.
+pub fn key_limit(plan: Option<&Plan>) -> u64 {
+    plan.and_then(|p| p.max_keys).unwrap_or(DEFAULT_MAX_KEYS)
 }
 
 impl Plan {
@@ -172,6 +186,9 @@ impl Plan {
             if !is_stripe_id(p, "price_") {
                 return Err(ValidationError::new("stripe_price_ids", "each must look like price_..."));
             }
+        }
+        if self.max_keys.is_some_and(|m| !(1..=MAX_MAX_KEYS).contains(&m)) {
+            return Err(ValidationError::new("max_keys", format!("must be 1..={MAX_MAX_KEYS}")));
         }
         if let Some(m) = &self.meter_event_name {
             // Stripe meter event names: up to 100 chars; keep to a safe ASCII subset.
@@ -207,6 +224,7 @@ mod tests {
             quota: Some(Quota { limit: 1_000_000, period: Period::Month }),
             stripe_price_ids: vec!["price_123".into()],
             meter_event_name: Some("api_requests".into()),
+            max_keys: None,
             created_at: UnixTime(0),
             updated_at: UnixTime(0),
         }

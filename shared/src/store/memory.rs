@@ -11,9 +11,9 @@ use crate::domain::api_key::{KeyHash, KeyId};
 use crate::domain::billing::Subscription;
 use crate::domain::customers::{Customer, CustomerAccess, CustomerId, SubscriptionStatus};
 use crate::domain::decision::{Counters, KeyState};
-use crate::domain::key_records::KeyRecord;
+use crate::domain::key_records::{Actor, KeyRecord, KeyStatus};
 use crate::domain::limits::window_end;
-use crate::domain::plans::{Plan, PlanId};
+use crate::domain::plans::{Plan, PlanId, key_limit};
 use crate::domain::time::{Day, UnixTime};
 use crate::domain::usage::{MeterDay, MeterLedger, UsageDay};
 use crate::store::*;
@@ -137,6 +137,22 @@ impl KeyStore for MemoryStore {
         }
         let mut record = new.record();
         data.resolve(&mut record)?;
+        if new.by == Actor::Customer {
+            // Only a customer Tollgate knows acts, within its plan's keys (`key_limit`).
+            if !data.customers.contains_key(&record.customer_id) {
+                return Err(StoreError::NotFound("customer"));
+            }
+            let plan = record.limits.governing_plan_id.as_ref().and_then(|p| data.plans.get(p));
+            let max = key_limit(plan);
+            let live = data
+                .keys
+                .values()
+                .filter(|k| k.customer_id == record.customer_id && k.status != KeyStatus::Revoked)
+                .count() as u64;
+            if live >= max {
+                return Err(StoreError::KeyLimitReached(max));
+            }
+        }
         data.customers.entry(record.customer_id.clone()).or_insert_with(|| StoredCustomer {
             customer: Customer::new(record.customer_id.clone(), new.now),
             ver: 1,
@@ -433,6 +449,7 @@ impl UsageStore for MemoryStore {
             current_hash: k.hash,
             previous_hash: k.rotation.map(|r| (r.previous_hash, r.grace_until)),
             access: k.access,
+            scopes: k.scopes.clone(),
             rate_limit: k.limits.rate_limit,
             quota: k.limits.quota,
             counters: Counters::default(),

@@ -15,7 +15,7 @@ use crate::domain::api_key::{KeyEnv, KeyHash, KeyId};
 use crate::domain::billing::Subscription;
 use crate::domain::customers::{Customer, CustomerAccess, CustomerId};
 use crate::domain::decision::Decision;
-use crate::domain::key_records::{EffectiveLimits, KeyRecord, KeyStatus, LimitOverrides, Rotation};
+use crate::domain::key_records::{Actor, EffectiveLimits, KeyRecord, KeyStatus, LimitOverrides, Rotation};
 use crate::domain::plans::{Plan, PlanId};
 use crate::domain::time::{Day, UnixTime};
 use crate::domain::usage::{DayCount, MeterDay, MeterLedger, PendingReport, UsageDay};
@@ -48,6 +48,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("invalid cursor")]
     InvalidCursor,
+    /// A customer creating its own key already holds as many as its plan allows.
+    #[error("the plan allows {0} keys and all are in use")]
+    KeyLimitReached(u64),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -146,6 +149,9 @@ pub struct NewKey {
     pub metadata: BTreeMap<String, String>,
     pub overrides: LimitOverrides,
     pub now: UnixTime,
+    /// Who creates it: a customer's own key must fit its plan's `max_keys` (operators are not
+    /// bound by it), checked atomically with the write.
+    pub by: Actor,
 }
 
 impl NewKey {
@@ -170,6 +176,7 @@ impl NewKey {
             metadata: BTreeMap::new(),
             overrides: LimitOverrides::default(),
             now,
+            by: Actor::Operator,
         }
     }
 
@@ -183,6 +190,7 @@ impl NewKey {
             name: self.name.clone(),
             env: self.env,
             status: KeyStatus::Active,
+            disabled_by: None,
             hash: self.hash,
             display: self.display.clone(),
             created_at: self.now,
@@ -208,6 +216,8 @@ pub struct KeyPatch {
     pub plan_id: Option<Option<PlanId>>,
     pub metadata: Option<BTreeMap<String, String>>,
     pub overrides: Option<LimitOverrides>,
+    /// Who asks: a customer cannot enable a key the operator disabled.
+    pub by: Actor,
 }
 
 impl KeyPatch {
@@ -225,7 +235,7 @@ impl KeyPatch {
             record.name = v;
         }
         if let Some(v) = patch.status {
-            record.status = v;
+            set_status(record, v, self.by)?;
         }
         if let Some(v) = patch.expires_at {
             record.expires_at = v;
@@ -243,6 +253,23 @@ impl KeyPatch {
     }
 }
 
+/// `active` or `disabled`, remembering who disabled it. Disabling a disabled key keeps who
+/// did; enabling a key the operator disabled is the operator's alone.
+fn set_status(record: &mut KeyRecord, status: KeyStatus, by: Actor) -> StoreResult<()> {
+    match (record.status, status) {
+        (KeyStatus::Disabled, KeyStatus::Disabled) => {}
+        (_, KeyStatus::Disabled) => record.disabled_by = Some(by),
+        (KeyStatus::Disabled, _) if by == Actor::Customer && record.disabled_by != Some(Actor::Customer) => {
+            return Err(StoreError::Conflict(
+                "the operator disabled this key; only the operator can enable it again".into(),
+            ));
+        }
+        _ => record.disabled_by = None,
+    }
+    record.status = status;
+    Ok(())
+}
+
 /// Revocation's edit: permanent, and the previous secret's grace ends with it. False: it was
 /// revoked already.
 pub fn revoke_edit(record: &mut KeyRecord) -> StoreResult<bool> {
@@ -250,6 +277,7 @@ pub fn revoke_edit(record: &mut KeyRecord) -> StoreResult<bool> {
         return Ok(false);
     }
     record.status = KeyStatus::Revoked;
+    record.disabled_by = None;
     record.rotation = None;
     Ok(true)
 }
@@ -401,12 +429,14 @@ pub trait BillingStore: Send + Sync {
 
 pub trait AuthorizeStore: Send + Sync {
     fn key_id_for_hash(&self, hash: &KeyHash) -> impl Future<Output = StoreResult<Option<KeyId>>> + Send;
-    /// Decides one request for the key and, when allowed, counts it against its limits, in
-    /// one conditional write in steady state. Denials are counted separately.
+    /// Decides one request to a route needing the scopes `required` for the key and, when
+    /// allowed, counts it against its limits, in one conditional write in steady state.
+    /// Denials are counted separately.
     fn authorize_and_count(
         &self,
         key_id: &KeyId,
         hash: &KeyHash,
+        required: &[String],
         now: UnixTime,
     ) -> impl Future<Output = StoreResult<Decision>> + Send;
     /// Adds `n` denials the authorizer answered from memory to the key's denial counts for

@@ -3,13 +3,14 @@
 
 use authorizer::handler::{HandlerError, handle};
 use serde_json::Value;
-use shared::app::authorize::{Authorizer, SPENT_RECHECK_S};
+use shared::app::authorize::{Authorizer, AuthorizerOptions, SPENT_RECHECK_S};
 use shared::config::FailMode;
 use shared::domain::api_key::{ApiKey, KeyId};
 use shared::domain::key_records::KeyStatus;
 use shared::domain::plans::{Plan, PlanId, RateLimit};
+use shared::domain::scopes::ScopeMap;
 use shared::store::dynamo::{ClientOptions, DynamoStore, build_client};
-use shared::store::{KeyPatch, KeyStore, NewKey, PlanStore};
+use shared::store::{KeyPatch, KeyStore, NewKey, PlanStore, UsageStore};
 use std::collections::BTreeMap;
 use tollgate_tests::{TestDb, fresh_db};
 
@@ -26,6 +27,11 @@ fn fixture(name: &str) -> Value {
 
 /// A store holding the fixture key on a plan allowing `limit` requests a minute.
 async fn setup(limit: u64) -> (TestDb, Authorizer<DynamoStore>, KeyId) {
+    setup_scoped(limit, &[], "{}").await
+}
+
+/// [`setup`] with the key holding `scopes`, and the authorizer the scope map `map`.
+async fn setup_scoped(limit: u64, scopes: &[&str], map: &str) -> (TestDb, Authorizer<DynamoStore>, KeyId) {
     let db = fresh_db().await;
     let plan = Plan {
         id: PlanId::parse("pro").unwrap(),
@@ -34,6 +40,7 @@ async fn setup(limit: u64) -> (TestDb, Authorizer<DynamoStore>, KeyId) {
         quota: None,
         stripe_price_ids: vec![],
         meter_event_name: None,
+        max_keys: None,
         created_at: NOW,
         updated_at: NOW,
     };
@@ -42,6 +49,7 @@ async fn setup(limit: u64) -> (TestDb, Authorizer<DynamoStore>, KeyId) {
     let record = db
         .store
         .create_key(NewKey {
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             ..NewKey::new(
                 &key,
                 shared::domain::customers::CustomerId::parse("acme").unwrap(),
@@ -51,9 +59,57 @@ async fn setup(limit: u64) -> (TestDb, Authorizer<DynamoStore>, KeyId) {
         })
         .await
         .unwrap();
-    let auth = Authorizer::new(db.store.clone(), FailMode::Closed);
+    let options = AuthorizerOptions { scopes: ScopeMap::parse(map).unwrap(), ..AuthorizerOptions::default() };
+    let auth = Authorizer::with_options(db.store.clone(), options);
     db.requests.reset();
     (db, auth, record.key_id)
+}
+
+/// The fixtures ask for `GET /pets`. With the map requiring a scope there, a key without it is
+/// refused 403 `insufficient_scope` on every event shape, within the one conditional write,
+/// and not counted against its limits; a key with it is allowed with one request.
+#[tokio::test]
+async fn scopes_are_enforced_inside_the_one_write_on_every_event_shape() {
+    const MAP: &str = r#"{"GET /pets": "pets:read", "POST /pets": "pets:write", "* /admin/**": "admin"}"#;
+    let (db, auth, key_id) = setup_scoped(5, &["pets:write"], MAP).await;
+    for name in ["api-key", "rest-token", "rest-request"] {
+        let r = handle(&auth, fixture(name), NOW).await.unwrap();
+        let ctx = &r["context"];
+        assert_eq!(
+            (ctx["code"].as_str(), ctx["status"].as_u64()),
+            (Some("insufficient_scope"), Some(403)),
+            "{name}: {r}"
+        );
+        if name == "api-key" {
+            assert_eq!(r["isAuthorized"], false);
+        } else {
+            assert_eq!(r["policyDocument"]["Statement"][0]["Effect"], "Deny", "{name}");
+        }
+    }
+    let counters = db.store.key_counters(&key_id).await.unwrap().unwrap().counters;
+    assert_eq!(counters.window_count, 0, "refused for scope: not counted against the limit");
+    let history = db.store.usage_history(&key_id, NOW.day()).await.unwrap();
+    assert_eq!((history[0].allowed, history[0].denied), (0, 3), "but counted as denied for the history");
+
+    let (db, auth, _) = setup_scoped(5, &["pets:read"], MAP).await;
+    assert_eq!(handle(&auth, fixture("api-key"), NOW).await.unwrap()["isAuthorized"], true);
+    db.requests.reset();
+    let r = handle(&auth, fixture("api-key"), NOW).await.unwrap();
+    assert_eq!(r["isAuthorized"], true, "{r}");
+    assert_eq!(
+        db.requests.snapshot(),
+        BTreeMap::from([("UpdateItem".to_owned(), 1)]),
+        "with scopes in force, still one DynamoDB request per allowed decision"
+    );
+    // A path the map does not name needs nothing; one it names under another prefix does.
+    let mut admin = fixture("api-key");
+    admin["rawPath"] = "/admin/users".into();
+    admin["requestContext"]["http"]["path"] = "/admin/users".into();
+    let r = handle(&auth, admin, NOW).await.unwrap();
+    assert_eq!(r["context"]["code"], "insufficient_scope");
+    let mut other = fixture("api-key");
+    other["rawPath"] = "/health".into();
+    assert_eq!(handle(&auth, other, NOW).await.unwrap()["isAuthorized"], true);
 }
 
 #[tokio::test]

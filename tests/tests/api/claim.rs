@@ -29,6 +29,7 @@ async fn setup(api_key: &str) -> (TestDb, Arc<ManagementApi<DynamoStore>>, Strip
         quota: None,
         stripe_price_ids: vec!["price_1QProMonthly".into()],
         meter_event_name: Some("api_requests".into()),
+        max_keys: None,
         created_at: NOW,
         updated_at: NOW,
     };
@@ -88,7 +89,7 @@ async fn a_paid_session_gets_one_key_exactly_once() {
     let record = db.store.list_keys(&KeyFilter::default(), 10, None).await.unwrap().items.remove(0);
     assert_eq!(record.limits.rate_limit, Some(RateLimit { limit: 100, window_s: 60 }), "the plan's limits");
     let authorizer = Authorizer::new(db.store.clone(), FailMode::Closed);
-    assert!(authorizer.decide(Some(&key), NOW).await.is_allowed());
+    assert!(authorizer.decide(Some(&key), tollgate_tests::ANY_ROUTE, NOW).await.is_allowed());
 
     let (status, again) = claim(&api, "session_id=cs_test_paid").await;
     assert_eq!((status, again["error"]["code"].as_str()), (409, Some("already_claimed")));

@@ -331,3 +331,65 @@ async fn the_rollup_runs_on_demand_and_on_its_timer_and_fills_the_usage_history(
     assert_eq!(usage.body["history"][0]["allowed"], 5, "{:?}", usage.body);
     stack.stop().await;
 }
+
+/// Identity and scopes as a user meets them: the local stack trusting an identity provider
+/// (the loopback stand-in) and a scope map; a customer signs in with its token and manages
+/// its own keys, and the gateway holds each key to the routes its scopes cover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_customer_signed_in_with_a_jwt_manages_its_keys_and_scopes_guard_routes() {
+    let idp = tollgate_tests::oidc::TestIssuer::start().await;
+    let mut env = idp.env();
+    env.push(("TOLLGATE_SCOPES", r#"{"POST /pets": "pets:write", "GET /pets/**": "pets:read"}"#.into()));
+    let extra: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let stack = local_stack_with(None, &extra).await;
+    let c = Client::new(stack.url());
+    create_plan(&c, "pro", Some((100, 60)), None).await;
+    let r = c
+        .admin(
+            "POST",
+            "/v1/keys",
+            Some(json!({"customer_id": "acme", "plan_id": "pro", "env": "test", "scopes": ["pets:read"]})),
+        )
+        .await;
+    let reader = r.body["key"].as_str().unwrap().to_owned();
+    assert_eq!(c.proxy("/pets/1", &reader).await.status, 200);
+    let r = c.send("POST", "/proxy/pets", &[("x-api-key", &reader)], Some("{}")).await;
+    assert_eq!((r.status, r.code()), (403, "insufficient_scope"));
+    assert_eq!(c.proxy("/health", &reader).await.status, 200, "a route the map does not name needs no scope");
+    let (other_id, _) = create_key(&c, "globex", "pro").await;
+
+    let me = |token: &str| format!("Bearer {token}");
+    let acme = me(&idp.token("customer", Some("acme"), UnixTime::now()));
+    let call = |method: &'static str, path: String, body: Option<serde_json::Value>| {
+        let (c, acme) = (&c, acme.clone());
+        async move {
+            let body = body.map(|b| b.to_string());
+            let r = c.send(method, &path, &[("authorization", &acme)], body.as_deref()).await;
+            tollgate_tests::openapi::check(method, path.split('?').next().unwrap(), r.status, &r.body);
+            r
+        }
+    };
+    let r = call("GET", "/v1/me".into(), None).await;
+    assert_eq!((r.status, &r.body["keys"], &r.body["max_keys"]), (200, &json!(1), &json!(10)), "{:?}", r.body);
+    let r = call("POST", "/v1/me/keys".into(), Some(json!({"name": "laptop"}))).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let (mine_id, mine) = (r.body["key_id"].as_str().unwrap().to_owned(), r.body["key"].as_str().unwrap().to_owned());
+    assert_eq!(c.proxy("/orders", &mine).await.status, 200, "the customer's own key works");
+    let r = c.send("POST", "/proxy/pets", &[("x-api-key", &mine)], Some("{}")).await;
+    assert_eq!((r.status, r.code()), (403, "insufficient_scope"), "scopes are the operator's to grant");
+    let r = call("GET", "/v1/me/keys".into(), None).await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 2);
+    let r = call("GET", format!("/v1/me/keys/{other_id}"), None).await;
+    assert_eq!((r.status, r.code()), (404, "not_found"), "another customer's key does not exist for acme");
+    let r = call("GET", "/v1/keys".into(), None).await;
+    assert_eq!((r.status, r.code()), (403, "forbidden"), "the operator's routes are not a customer's");
+    let r = call("POST", format!("/v1/me/keys/{mine_id}/revoke"), None).await;
+    assert_eq!((r.status, &r.body["status"]), (200, &json!("revoked")));
+    let r = c.proxy("/orders", &mine).await;
+    assert_eq!((r.status, r.code()), (401, "key_revoked"));
+    // A token for this audience from another issuer's key is no sign-in at all.
+    let stranger = tollgate_tests::oidc::SigningKey::ec("stranger").sign(&idp.claims("admin", None, UnixTime::now()));
+    let r = c.send("GET", "/v1/plans", &[("authorization", &me(&stranger))], None).await;
+    assert_eq!((r.status, r.code()), (401, "unauthorized"));
+    stack.stop().await;
+}

@@ -4,6 +4,7 @@
 
 mod authorizer;
 mod claim;
+mod identity;
 mod local_stack;
 mod management;
 mod openapi;

@@ -40,23 +40,14 @@ async fn api() -> Api {
 
 impl Api {
     async fn call_at(&self, method: Method, path: &str, body: &str, extra: &[(&str, &str)], now: UnixTime) -> Resp {
-        let mut headers = HeaderMap::new();
-        headers.insert("authorization", HeaderValue::from_str(&format!("Bearer {TOKEN}")).unwrap());
-        for (k, v) in extra {
-            headers.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
-        }
-        let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let method_name = method.to_string();
-        let req = ApiRequest {
-            method,
-            path: path.into(),
-            query: query.into(),
-            headers,
-            body: body.as_bytes().to_vec(),
-            request_id: "req-test".into(),
-            caller: Some("arn:aws:iam::123456789012:user/ops".into()),
-            source: Some("203.0.113.7".into()),
-        };
+        let mut req = ApiRequest::new(method, path).bearer(TOKEN).body(body).request_id("req-test");
+        for (k, v) in extra {
+            req.headers.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        req.caller = Some("arn:aws:iam::123456789012:user/ops".into());
+        req.source = Some("203.0.113.7".into());
+        let path = path.split('?').next().unwrap_or(path);
         let resp = self.api.handle(req, now).await;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
@@ -300,11 +291,11 @@ async fn rotation_keeps_the_old_secret_for_the_grace_period_only() {
     assert_eq!(r.body["rotation"]["previous_secret_valid_until"], NOW.plus(3600).to_rfc3339());
 
     let authorizer = Authorizer::new(a.db.store.clone(), FailMode::Closed);
-    assert!(authorizer.decide(Some(&old), NOW.plus(10)).await.is_allowed());
-    assert!(authorizer.decide(Some(&new), NOW.plus(10)).await.is_allowed());
-    let late = authorizer.decide(Some(&old), NOW.plus(3601)).await;
+    assert!(authorizer.decide(Some(&old), tollgate_tests::ANY_ROUTE, NOW.plus(10)).await.is_allowed());
+    assert!(authorizer.decide(Some(&new), tollgate_tests::ANY_ROUTE, NOW.plus(10)).await.is_allowed());
+    let late = authorizer.decide(Some(&old), tollgate_tests::ANY_ROUTE, NOW.plus(3601)).await;
     assert_eq!(late.outcome.unwrap_err().code(), "invalid_api_key");
-    assert!(authorizer.decide(Some(&new), NOW.plus(3601)).await.is_allowed());
+    assert!(authorizer.decide(Some(&new), tollgate_tests::ANY_ROUTE, NOW.plus(3601)).await.is_allowed());
 
     let r = a.call(Method::POST, &path, json!({"grace_s": 99_999_999})).await;
     assert_eq!((r.status, r.field()), (422, "grace_s"));
@@ -350,7 +341,7 @@ async fn usage_shows_the_window_the_quota_and_the_history() {
     let authorizer = Authorizer::new(a.db.store.clone(), FailMode::Closed);
     let secret = key["key"].as_str().unwrap();
     for _ in 0..3 {
-        authorizer.decide(Some(secret), NOW).await;
+        authorizer.decide(Some(secret), tollgate_tests::ANY_ROUTE, NOW).await;
     }
     let r = a.call(Method::GET, &format!("/v1/keys/{}/usage", key["key_id"].as_str().unwrap()), Value::Null).await;
     assert_eq!(r.status, 200, "{}", r.body);

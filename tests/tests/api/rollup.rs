@@ -41,6 +41,7 @@ impl Fixture {
             quota: None,
             stripe_price_ids: vec!["price_pro".into()],
             meter_event_name: Some(METER.into()),
+            max_keys: None,
             created_at: NOW,
             updated_at: NOW,
         };
@@ -73,7 +74,7 @@ impl Fixture {
 
     async fn requests(&self, key: &(KeyId, ApiKey), n: u64, at: UnixTime) {
         for _ in 0..n {
-            let d = self.store().authorize_and_count(&key.0, &key.1.hash(), at).await.unwrap();
+            let d = self.store().authorize_and_count(&key.0, &key.1.hash(), &[], at).await.unwrap();
             assert!(d.outcome.is_ok(), "{:?}", d.outcome);
         }
     }
@@ -186,7 +187,7 @@ async fn history_is_kept_per_day_and_shown_by_the_usage_endpoint() {
         )
         .await
         .unwrap();
-    let denied = f.store().authorize_and_count(&key.0, &key.1.hash(), NOW).await.unwrap();
+    let denied = f.store().authorize_and_count(&key.0, &key.1.hash(), &[], NOW).await.unwrap();
     assert!(denied.outcome.is_err());
 
     let report = f.run(NOW).await;

@@ -47,6 +47,7 @@ async fn setup() -> Fixture {
             quota: None,
             stripe_price_ids: vec![price.into()],
             meter_event_name: Some(format!("api_{id}")),
+            max_keys: None,
             created_at: NOW,
             updated_at: NOW,
         };
@@ -86,7 +87,11 @@ impl Fixture {
     }
 
     async fn decide(&self, now: UnixTime) -> Result<(), &'static str> {
-        self.authorizer.decide(Some(self.key.expose_secret()), now).await.outcome.map_err(|d| d.code())
+        self.authorizer
+            .decide(Some(self.key.expose_secret()), tollgate_tests::ANY_ROUTE, now)
+            .await
+            .outcome
+            .map_err(|d| d.code())
     }
 
     fn writes(&self) -> u64 {
@@ -417,6 +422,7 @@ async fn a_plan_switch_through_stripe_keeps_the_quota_used() {
             quota: Some(Quota { limit: quota.0, period: quota.1 }),
             stripe_price_ids: vec![price.into()],
             meter_event_name: None,
+            max_keys: None,
             created_at: NOW,
             updated_at: NOW,
         };

@@ -265,7 +265,7 @@ async fn the_rollup_logs_no_stripe_key_at_trace() {
     let new = NewKey::new(&key, CustomerId::parse("acme").unwrap(), Some(PlanId::parse("pro").unwrap()), now);
     let id = db.store.create_key(new).await.unwrap().key_id;
     for _ in 0..3 {
-        assert!(db.store.authorize_and_count(&id, &key.hash(), now).await.unwrap().is_allowed());
+        assert!(db.store.authorize_and_count(&id, &key.hash(), &[], now).await.unwrap().is_allowed());
     }
     let secrets = SecretsStandIn::start().await;
     let arn = secrets.put("tollgate/stripe-api-key", API_KEY);

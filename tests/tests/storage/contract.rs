@@ -4,7 +4,7 @@
 use shared::domain::api_key::{ApiKey, KeyEnv, KeyId};
 use shared::domain::customers::{Customer, CustomerId, SubscriptionStatus};
 use shared::domain::decision::Denial;
-use shared::domain::key_records::{KeyStatus, LimitOverrides};
+use shared::domain::key_records::{Actor, KeyStatus, LimitOverrides};
 use shared::domain::plans::{Period, Plan, PlanId, Quota, RateLimit};
 use shared::domain::time::{Day, UnixTime};
 use shared::domain::usage::{DayCount, MeterDay, PendingReport, UsageDay};
@@ -28,6 +28,7 @@ fn plan(id: &str, rate: Option<(u64, u64)>, quota: Option<(u64, Period)>) -> Pla
         quota: quota.map(|(limit, period)| Quota { limit, period }),
         stripe_price_ids: vec![format!("price_{id}")],
         meter_event_name: Some("api_requests".into()),
+        max_keys: None,
         created_at: NOW,
         updated_at: NOW,
     }
@@ -52,6 +53,7 @@ fn new_key(customer: &str, plan: Option<&str>) -> (NewKey, ApiKey) {
         metadata: BTreeMap::from([("team".into(), "core".into())]),
         overrides: LimitOverrides::default(),
         now: NOW,
+        by: Actor::Operator,
     };
     (new, key)
 }
@@ -68,7 +70,7 @@ async fn key_with_plan(db: &TestDb, customer: &str, p: Plan) -> (KeyId, ApiKey) 
 }
 
 async fn decide(db: &TestDb, id: &KeyId, key: &ApiKey, now: UnixTime) -> Result<(), Denial> {
-    db.store.authorize_and_count(id, &key.hash(), now).await.unwrap().outcome
+    db.store.authorize_and_count(id, &key.hash(), &[], now).await.unwrap().outcome
 }
 
 // ----- keys -------------------------------------------------------------------------------
@@ -460,13 +462,13 @@ async fn steady_state_is_one_request_and_a_rollover_at_most_two() {
     let (id, key) = key_with_plan(&db, "acme", plan("pro", Some((100, 60)), Some((1000, Period::Month)))).await;
     // First request ever: the counters' windows start (rollover).
     db.requests.reset();
-    let first = db.store.authorize_and_count(&id, &key.hash(), NOW).await.unwrap();
+    let first = db.store.authorize_and_count(&id, &key.hash(), &[], NOW).await.unwrap();
     assert!(first.is_allowed());
     assert_eq!(db.requests.total(), 2, "{:?}", db.requests.snapshot());
 
     for i in 0..10 {
         db.requests.reset();
-        let d = db.store.authorize_and_count(&id, &key.hash(), NOW).await.unwrap();
+        let d = db.store.authorize_and_count(&id, &key.hash(), &[], NOW).await.unwrap();
         assert!(d.is_allowed());
         assert_eq!(db.requests.snapshot(), BTreeMap::from([("UpdateItem".to_owned(), 1)]), "request {i}");
         assert_eq!(d.rate.unwrap().remaining(), 100 - 2 - i);
@@ -475,12 +477,12 @@ async fn steady_state_is_one_request_and_a_rollover_at_most_two() {
 
     // Next window: one rollover (two requests), then one again.
     db.requests.reset();
-    let d = db.store.authorize_and_count(&id, &key.hash(), NOW.plus(60)).await.unwrap();
+    let d = db.store.authorize_and_count(&id, &key.hash(), &[], NOW.plus(60)).await.unwrap();
     assert_eq!(d.rate.unwrap().remaining(), 99);
     assert_eq!(d.quota.unwrap().remaining(), 1000 - 12, "11 before, this one the 12th");
     assert_eq!(db.requests.total(), 2);
     db.requests.reset();
-    db.store.authorize_and_count(&id, &key.hash(), NOW.plus(61)).await.unwrap();
+    db.store.authorize_and_count(&id, &key.hash(), &[], NOW.plus(61)).await.unwrap();
     assert_eq!(db.requests.total(), 1);
 }
 
@@ -490,13 +492,13 @@ async fn denials_follow_the_contract_order_and_are_counted_separately() {
     let (id, key) = key_with_plan(&db, "acme", plan("tiny", Some((2, 60)), Some((3, Period::Day)))).await;
     assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()));
     assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()));
-    let limited = db.store.authorize_and_count(&id, &key.hash(), NOW).await.unwrap();
+    let limited = db.store.authorize_and_count(&id, &key.hash(), &[], NOW).await.unwrap();
     assert_eq!(limited.outcome, Err(Denial::RateLimited));
     assert_eq!(limited.retry_after(NOW), Some(30));
     assert_eq!(limited.rate.unwrap().remaining(), 0);
     // Next window: one more fits the daily quota, then the quota stops it.
     assert_eq!(decide(&db, &id, &key, NOW.plus(60)).await, Ok(()));
-    let q = db.store.authorize_and_count(&id, &key.hash(), NOW.plus(60)).await.unwrap();
+    let q = db.store.authorize_and_count(&id, &key.hash(), &[], NOW.plus(60)).await.unwrap();
     assert_eq!(q.outcome, Err(Denial::QuotaExceeded));
     let seconds_to_midnight =
         Day::from_days_since_epoch(NOW.day().days_since_epoch() + 1).start().secs() - NOW.plus(60).secs();
@@ -512,7 +514,7 @@ async fn denials_follow_the_contract_order_and_are_counted_separately() {
     let stranger = ApiKey::generate(KeyEnv::Live).unwrap();
     assert_eq!(decide(&db, &id, &stranger, NOW).await, Err(Denial::InvalidKey));
     // A key id with no item.
-    let ghost = db.store.authorize_and_count(&KeyId::generate(1), &key.hash(), NOW).await.unwrap();
+    let ghost = db.store.authorize_and_count(&KeyId::generate(1), &key.hash(), &[], NOW).await.unwrap();
     assert_eq!(ghost.outcome, Err(Denial::InvalidKey));
 }
 
@@ -536,7 +538,7 @@ async fn unlimited_keys_are_allowed_and_still_counted() {
     let id = db.store.create_key(new).await.unwrap().key_id;
     for _ in 0..5 {
         db.requests.reset();
-        let d = db.store.authorize_and_count(&id, &key.hash(), NOW).await.unwrap();
+        let d = db.store.authorize_and_count(&id, &key.hash(), &[], NOW).await.unwrap();
         assert!(d.is_allowed());
         assert_eq!((d.rate, d.quota), (None, None));
         assert_eq!(db.requests.total(), 1);
@@ -561,7 +563,7 @@ async fn concurrent_requests_allow_exactly_the_limit() {
             let (store, id, allowed, limited) = (db.store.clone(), id.clone(), allowed.clone(), limited.clone());
             tokio::spawn(async move {
                 for _ in 0..PER_TASK {
-                    match store.authorize_and_count(&id, &hash, now).await.unwrap().outcome {
+                    match store.authorize_and_count(&id, &hash, &[], now).await.unwrap().outcome {
                         Ok(()) => allowed.fetch_add(1, Ordering::Relaxed),
                         Err(Denial::RateLimited) => limited.fetch_add(1, Ordering::Relaxed),
                         Err(other) => panic!("unexpected {other:?}"),
@@ -591,7 +593,7 @@ async fn concurrent_rollovers_start_one_window() {
     let tasks: Vec<_> = (0..16)
         .map(|_| {
             let (store, id) = (db.store.clone(), id.clone());
-            tokio::spawn(async move { store.authorize_and_count(&id, &hash, NOW).await.unwrap().is_allowed() })
+            tokio::spawn(async move { store.authorize_and_count(&id, &hash, &[], NOW).await.unwrap().is_allowed() })
         })
         .collect();
     let allowed = futures::future::join_all(tasks).await.into_iter().filter(|r| *r.as_ref().unwrap()).count();
@@ -821,12 +823,12 @@ async fn a_new_window_length_carries_the_count_over() {
     // A minute window instead of an hour: the hour's 3 stay until the hour ends, so switching
     // the window is no way round the limit.
     db.store.update_plan(&plan("hourly", Some((3, 60)), None), NOW, far()).await.unwrap();
-    let d = db.store.authorize_and_count(&id, &key.hash(), NOW).await.unwrap();
+    let d = db.store.authorize_and_count(&id, &key.hash(), &[], NOW).await.unwrap();
     assert_eq!(d.outcome, Err(Denial::RateLimited));
     let hour_end = UnixTime(NOW.secs() - NOW.secs() % 3600 + 3600);
     assert_eq!(d.rate.unwrap().reset, hour_end);
     // After it, minute windows.
-    let d = db.store.authorize_and_count(&id, &key.hash(), hour_end).await.unwrap();
+    let d = db.store.authorize_and_count(&id, &key.hash(), &[], hour_end).await.unwrap();
     assert!(d.is_allowed());
     assert_eq!(d.rate.unwrap().reset, hour_end.plus(60));
 }
@@ -960,4 +962,55 @@ async fn a_patch_cannot_revoke_and_a_cursor_cannot_cross_listings() {
     let cursor = page.next_cursor.unwrap();
     let other = KeyFilter { customer_id: Some(cid("acme")), ..Default::default() };
     assert!(matches!(db.store.list_keys(&other, 2, Some(&cursor)).await, Err(StoreError::InvalidCursor)));
+}
+
+/// A customer's own keys stop at its plan's `max_keys`: counted on the customer item with
+/// every create and revoke, and, for an item written before the count was kept, counted once
+/// from the customer's keys. Operators are not bound by it.
+#[tokio::test]
+async fn a_customers_own_keys_stop_at_its_plans_max_keys() {
+    let db = fresh_db().await;
+    let team = Plan { max_keys: Some(3), ..plan("team", None, None) };
+    db.store.create_plan(&team).await.unwrap();
+    tollgate_tests::bill(&db.store, "acme", "cus_acme", SubscriptionStatus::Active, Some("price_team"), 100).await;
+    let own = || {
+        let key = ApiKey::generate(KeyEnv::Live).unwrap();
+        NewKey { by: Actor::Customer, ..NewKey::new(&key, cid("acme"), None, NOW) }
+    };
+    let first = db.store.create_key(own()).await.unwrap();
+    assert_eq!(first.limits.governing_plan_id.as_ref().map(PlanId::as_str), Some("team"));
+    // An operator's key counts, and is never refused.
+    let (operator, _) = new_key("acme", None);
+    db.store.create_key(operator).await.unwrap();
+    db.store.create_key(own()).await.unwrap();
+    assert!(matches!(db.store.create_key(own()).await, Err(StoreError::KeyLimitReached(3))));
+    let (operator, _) = new_key("acme", None);
+    db.store.create_key(operator).await.expect("the operator is not bound by max_keys");
+
+    // Forget the count, as on an item written before it was kept: it is counted again (4 live).
+    use aws_sdk_dynamodb::types::AttributeValue;
+    db.store
+        .client()
+        .update_item()
+        .table_name(&db.table)
+        .key("pk", AttributeValue::S("CUST#acme".into()))
+        .key("sk", AttributeValue::S("CUST".into()))
+        .update_expression("REMOVE live_keys")
+        .condition_expression("attribute_exists(live_keys)")
+        .send()
+        .await
+        .expect("the customer item counts its keys");
+    assert!(matches!(db.store.create_key(own()).await, Err(StoreError::KeyLimitReached(3))));
+    // Revoking frees places: 4 live, two revoked, one place.
+    db.store.revoke_key(&first.key_id, NOW).await.unwrap();
+    let ids = db.store.customer_key_ids(&cid("acme")).await.unwrap();
+    let second = ids.iter().find(|id| **id != first.key_id).unwrap();
+    db.store.revoke_key(second, NOW).await.unwrap();
+    db.store.revoke_key(second, NOW).await.unwrap();
+    db.store.create_key(own()).await.expect("two revoked: one place below 3");
+    assert!(matches!(db.store.create_key(own()).await, Err(StoreError::KeyLimitReached(3))));
+    // A customer Tollgate does not know creates nothing.
+    let stranger = ApiKey::generate(KeyEnv::Live).unwrap();
+    let new = NewKey { by: Actor::Customer, ..NewKey::new(&stranger, cid("nobody"), None, NOW) };
+    assert!(matches!(db.store.create_key(new).await, Err(StoreError::NotFound("customer"))));
 }

@@ -60,7 +60,7 @@ impl Setup {
     }
 
     async fn decide(&self, a: &Authorizer<DynamoStore>) -> Decision {
-        a.decide(Some(self.key.expose_secret()), NOW).await
+        a.decide(Some(self.key.expose_secret()), tollgate_tests::ANY_ROUTE, NOW).await
     }
 
     /// The fault-free decision a case starts from, so that the container has seen the key

@@ -2,14 +2,14 @@
 
 use super::{Api, ManagementStore, Reply, ok, to_json};
 use crate::error::ApiError;
-use crate::extract::{Id, Now, Query};
+use crate::extract::{Id, Now, Query, Reader};
 use crate::json::HistoryQuery;
 use crate::views::CustomerView;
 use http::StatusCode;
 use serde_json::json;
 use shared::domain::customers::CustomerId;
 
-pub(super) async fn get<S: ManagementStore>(api: Api<S>, Id(id): Id<CustomerId>) -> Reply {
+pub(super) async fn get<S: ManagementStore>(api: Api<S>, _: Reader, Id(id): Id<CustomerId>) -> Reply {
     let customer = api.store.get_customer(&id).await?.ok_or(ApiError::NotFound("customer"))?;
     let keys = api.store.customer_key_ids(&id).await?;
     ok(StatusCode::OK, to_json(&CustomerView::new(&customer, &keys)))
@@ -18,6 +18,7 @@ pub(super) async fn get<S: ManagementStore>(api: Api<S>, Id(id): Id<CustomerId>)
 /// The customer's meter ledgers per day, as of the last rollup run.
 pub(super) async fn usage<S: ManagementStore>(
     api: Api<S>,
+    _: Reader,
     Id(id): Id<CustomerId>,
     Now(now): Now,
     Query(query): Query<HistoryQuery>,

@@ -3,7 +3,7 @@
 
 use super::{Answer, Api, ManagementStore, Reply, issued_json, ok, to_json};
 use crate::error::ApiError;
-use crate::extract::{Id, IdempotencyKey, Json, JsonBytes, JsonOrEmpty, Now, Query};
+use crate::extract::{Admin, Id, IdempotencyKey, Json, JsonBytes, JsonOrEmpty, Now, Query, Reader};
 use crate::json::{
     CreateKeyInput, DEFAULT_PAGE, EmptyInput, HistoryQuery, ListKeysQuery, PatchKeyInput, RotateInput, Timestamp,
     overrides,
@@ -14,8 +14,11 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use shared::app::idempotent::{self, Job, Once, Scope};
 use shared::domain::api_key::{ApiKey, KeyEnv, KeyId};
+use shared::domain::customers::CustomerId;
 use shared::domain::decision::KeyState;
-use shared::domain::key_records::{MAX_GRACE_S, validate_metadata, validate_name, validate_overrides, validate_scopes};
+use shared::domain::key_records::{
+    Actor, KeyRecord, MAX_GRACE_S, validate_metadata, validate_name, validate_overrides, validate_scopes,
+};
 use shared::domain::limits::{period_end, window_end};
 use shared::domain::time::UnixTime;
 use shared::store::{KeyFilter, KeyPatch, NewKey};
@@ -28,17 +31,35 @@ const IDEMPOTENCY_LEASE_S: u64 = 30;
 /// (without its plaintext, which is shown once) and never issues a second one.
 pub(super) async fn create<S: ManagementStore>(
     api: Api<S>,
+    _: Admin,
     Now(now): Now,
     IdempotencyKey(idem): IdempotencyKey,
     JsonBytes(input, body): JsonBytes<CreateKeyInput>,
 ) -> Reply {
+    issue_once(&api, None, idem, &body, now, || issue(&api, input, now)).await
+}
+
+/// Runs `issue` at most once per `Idempotency-Key` (when one is sent), for the operator
+/// (`owner` `None`) or for a customer's own keys, whose idempotency keys are theirs alone.
+pub(super) async fn issue_once<S: ManagementStore, F: Future<Output = Reply>>(
+    api: &super::ManagementApi<S>,
+    owner: Option<&CustomerId>,
+    idem: Option<String>,
+    body: &[u8],
+    now: UnixTime,
+    issue: impl FnOnce() -> F,
+) -> Reply {
     let Some(idem) = idem else {
-        return issue(&api, input, now).await;
+        return issue().await;
     };
-    let fingerprint = hex::encode(Sha256::digest(&body));
-    let job = Job { scope: Scope::CreateKey, id: &idem, fingerprint: &fingerprint, lease_s: IDEMPOTENCY_LEASE_S, now };
+    let id = match owner {
+        Some(customer) => format!("me/{}/{idem}", customer.as_str()),
+        None => idem,
+    };
+    let fingerprint = hex::encode(Sha256::digest(body));
+    let job = Job { scope: Scope::CreateKey, id: &id, fingerprint: &fingerprint, lease_s: IDEMPOTENCY_LEASE_S, now };
     let work = || async {
-        let answer = issue(&api, input, now).await?;
+        let answer = issue().await?;
         let key_id = answer.body["key_id"].as_str().unwrap_or_default().to_owned();
         Ok::<_, ApiError>((answer, key_id))
     };
@@ -52,11 +73,29 @@ pub(super) async fn create<S: ManagementStore>(
             }
             // The plaintext was shown once and is not kept: answer with the key as it is now.
             let key_id = KeyId::parse(&result).map_err(|e| ApiError::Internal(Box::new(e)))?;
-            let key = api.store.get_key(&key_id).await?.ok_or(ApiError::NotFound("key"))?;
+            let key = api.store.get_key(&key_id).await?;
+            let key = key.filter(|k| owner.is_none_or(|c| k.customer_id == *c)).ok_or(ApiError::NotFound("key"))?;
             Ok(Answer::new(StatusCode::OK, to_json(&KeyView::new(&key, now)))
                 .with_header("idempotent-replayed", "true"))
         }
     }
+}
+
+/// A customer's own key: on its plan (it follows the customer's), in the deployment's key
+/// environment, within the plan's `max_keys` (the store checks it with the write).
+pub(super) async fn issue_own<S: ManagementStore>(
+    api: &super::ManagementApi<S>,
+    me: CustomerId,
+    name: Option<String>,
+    now: UnixTime,
+) -> Reply {
+    if let Some(name) = &name {
+        validate_name(name)?;
+    }
+    let key = ApiKey::generate(api.key_env.unwrap_or(KeyEnv::Live)).map_err(|e| ApiError::Internal(Box::new(e)))?;
+    let record = api.store.create_key(NewKey { name, by: Actor::Customer, ..NewKey::new(&key, me, None, now) }).await?;
+    tracing::info!(key_id = %record.key_id, customer_id = %record.customer_id, "key created by its customer");
+    ok(StatusCode::CREATED, issued_json(&key, &record, now))
 }
 
 async fn issue<S: ManagementStore>(api: &super::ManagementApi<S>, input: CreateKeyInput, now: UnixTime) -> Reply {
@@ -88,7 +127,12 @@ async fn issue<S: ManagementStore>(api: &super::ManagementApi<S>, input: CreateK
     ok(StatusCode::CREATED, issued_json(&key, &record, now))
 }
 
-pub(super) async fn list<S: ManagementStore>(api: Api<S>, Now(now): Now, Query(q): Query<ListKeysQuery>) -> Reply {
+pub(super) async fn list<S: ManagementStore>(
+    api: Api<S>,
+    _: Reader,
+    Now(now): Now,
+    Query(q): Query<ListKeysQuery>,
+) -> Reply {
     let filter = KeyFilter { customer_id: q.customer_id, plan_id: q.plan_id, status: q.status.map(|s| s.0) };
     let limit = q.limit.map_or(DEFAULT_PAGE, |l| l.0);
     let page = api.store.list_keys(&filter, limit, q.cursor.as_deref()).await?;
@@ -96,13 +140,14 @@ pub(super) async fn list<S: ManagementStore>(api: Api<S>, Now(now): Now, Query(q
     ok(StatusCode::OK, json!({ "items": items, "next_cursor": page.next_cursor }))
 }
 
-pub(super) async fn get<S: ManagementStore>(api: Api<S>, Id(id): Id<KeyId>, Now(now): Now) -> Reply {
+pub(super) async fn get<S: ManagementStore>(api: Api<S>, _: Reader, Id(id): Id<KeyId>, Now(now): Now) -> Reply {
     let key = api.store.get_key(&id).await?.ok_or(ApiError::NotFound("key"))?;
     ok(StatusCode::OK, to_json(&KeyView::new(&key, now)))
 }
 
 pub(super) async fn patch<S: ManagementStore>(
     api: Api<S>,
+    _: Admin,
     Id(key_id): Id<KeyId>,
     Now(now): Now,
     Json(input): Json<PatchKeyInput>,
@@ -134,6 +179,7 @@ pub(super) async fn patch<S: ManagementStore>(
         plan_id: input.plan_id,
         metadata: input.metadata,
         overrides: limit_overrides,
+        by: Actor::Operator,
     };
     let key = api.store.update_key(&key_id, patch, now).await?;
     tracing::info!(key_id = %key.key_id, status = key.status.as_str(), "key updated");
@@ -143,15 +189,26 @@ pub(super) async fn patch<S: ManagementStore>(
 /// A new secret; the old one keeps working for `grace_s` (default a day).
 pub(super) async fn rotate<S: ManagementStore>(
     api: Api<S>,
+    _: Admin,
     Id(key_id): Id<KeyId>,
     Now(now): Now,
     JsonOrEmpty(input): JsonOrEmpty<RotateInput>,
+) -> Reply {
+    let current = api.store.get_key(&key_id).await?.ok_or(ApiError::NotFound("key"))?;
+    rotate_record(&api, current, input, now).await
+}
+
+/// Rotates `current` (read by the caller, who may see it): the new plaintext, once.
+pub(super) async fn rotate_record<S: ManagementStore>(
+    api: &super::ManagementApi<S>,
+    current: KeyRecord,
+    input: RotateInput,
+    now: UnixTime,
 ) -> Reply {
     let grace_s = input.grace_s.unwrap_or(DEFAULT_GRACE_S);
     if grace_s > MAX_GRACE_S {
         return Err(ApiError::invalid("grace_s", format!("must be 0..={MAX_GRACE_S} seconds")));
     }
-    let current = api.store.get_key(&key_id).await?.ok_or(ApiError::NotFound("key"))?;
     if let Some(deployment) = api.key_env.filter(|d| *d != current.env) {
         return Err(ApiError::Conflict(format!(
             "this is a {} key; this deployment accepts {} keys only, so a new secret for it would never work",
@@ -168,6 +225,7 @@ pub(super) async fn rotate<S: ManagementStore>(
 
 pub(super) async fn revoke<S: ManagementStore>(
     api: Api<S>,
+    _: Admin,
     Id(key_id): Id<KeyId>,
     Now(now): Now,
     JsonOrEmpty(EmptyInput {}): JsonOrEmpty<EmptyInput>,
@@ -179,12 +237,23 @@ pub(super) async fn revoke<S: ManagementStore>(
 
 pub(super) async fn usage<S: ManagementStore>(
     api: Api<S>,
+    _: Reader,
     Id(key_id): Id<KeyId>,
     Now(now): Now,
     Query(query): Query<HistoryQuery>,
 ) -> Reply {
-    let state = api.store.key_counters(&key_id).await?.ok_or(ApiError::NotFound("key"))?;
-    let history = api.store.usage_history(&key_id, now.day().minus(query.days() - 1)).await?;
+    usage_reply(&api, &key_id, now, &query).await
+}
+
+/// A key's live limits and its history per day.
+pub(super) async fn usage_reply<S: ManagementStore>(
+    api: &super::ManagementApi<S>,
+    key_id: &KeyId,
+    now: UnixTime,
+    query: &HistoryQuery,
+) -> Reply {
+    let state = api.store.key_counters(key_id).await?.ok_or(ApiError::NotFound("key"))?;
+    let history = api.store.usage_history(key_id, now.day().minus(query.days() - 1)).await?;
     let mut body = usage_json(&state, now);
     body["key_id"] = key_id.as_str().into();
     body["history"] =

@@ -6,6 +6,7 @@
 mod claim;
 mod customers;
 mod keys;
+mod me;
 mod plans;
 #[cfg(test)]
 mod tests;
@@ -27,6 +28,8 @@ use shared::app::claim::CheckoutClaim;
 use shared::domain::api_key::KeyEnv;
 use shared::domain::time::UnixTime;
 use shared::envelope;
+use shared::identity::Caller;
+use shared::identity::jwt::JwtVerifier;
 use shared::store::{AttemptStore, BillingStore, CustomerStore, IdempotencyStore, KeyStore, PlanStore, UsageStore};
 use shared::stripe::api::StripeApi;
 use std::sync::{Arc, OnceLock};
@@ -73,6 +76,9 @@ pub struct ManagementApi<S> {
     routes: Routes,
     /// The deployment's key environment: keys are issued in it only.
     key_env: Option<KeyEnv>,
+    /// Sign-in with the seller's identity provider (`TOLLGATE_JWT_*`): one verifier, and its
+    /// cached keys, per container.
+    jwt: Option<Arc<JwtVerifier>>,
     /// The service [`handle`](Self::handle) answers with, built on first use. Emptied in the
     /// copy the service itself holds, so the two never point at each other.
     in_process: OnceLock<Router>,
@@ -140,7 +146,15 @@ type Api<S> = State<Arc<ManagementApi<S>>>;
 
 impl<S: ManagementStore> ManagementApi<S> {
     pub fn new(store: S, admin_token: Option<SecretString>) -> Self {
-        Self { store, admin_token, claims: None, routes: Routes::All, key_env: None, in_process: OnceLock::new() }
+        Self {
+            store,
+            admin_token,
+            claims: None,
+            routes: Routes::All,
+            key_env: None,
+            jwt: None,
+            in_process: OnceLock::new(),
+        }
     }
 
     /// Serves only `routes`.
@@ -154,6 +168,13 @@ impl<S: ManagementStore> ManagementApi<S> {
     pub fn with_key_env(mut self, env: Option<KeyEnv>) -> Self {
         self.key_env = env;
         self.claims = self.claims.map(|c| c.with_key_env(env));
+        self.in_process = OnceLock::new();
+        self
+    }
+
+    /// Accepts JWTs from the seller's identity provider beside the operator's credentials.
+    pub fn with_jwt(mut self, verifier: Arc<JwtVerifier>) -> Self {
+        self.jwt = Some(verifier);
         self.in_process = OnceLock::new();
         self
     }
@@ -202,6 +223,13 @@ impl<S: ManagementStore> ManagementApi<S> {
                     .route("/v1/keys/{key_id}/usage", allow("GET", get(keys::usage::<S>)))
                     .route("/v1/customers/{customer_id}", allow("GET", get(customers::get::<S>)))
                     .route("/v1/customers/{customer_id}/usage", allow("GET", get(customers::usage::<S>)))
+                    .route("/v1/me", allow("GET", get(me::get::<S>)))
+                    .route("/v1/me/keys", allow("GET, POST", get(me::list::<S>).post(me::create::<S>)))
+                    .route("/v1/me/keys/{key_id}", allow("GET, PATCH", get(me::get_key::<S>).patch(me::patch::<S>)))
+                    .route("/v1/me/keys/{key_id}/rotate", allow("POST", axum::routing::post(me::rotate::<S>)))
+                    .route("/v1/me/keys/{key_id}/revoke", allow("POST", axum::routing::post(me::revoke::<S>)))
+                    .route("/v1/me/keys/{key_id}/usage", allow("GET", get(me::key_usage::<S>)))
+                    .route("/v1/me/usage", allow("GET", get(me::usage::<S>)))
                     // Unknown paths under /v1 are answered after authentication, as the others.
                     .route("/v1", any(no_route))
                     .route("/v1/{*rest}", any(no_route))
@@ -259,6 +287,43 @@ pub struct ApiRequest {
     pub source: Option<String>,
 }
 
+impl ApiRequest {
+    /// `method` on `target` (a path, with `?query` if any), with no headers, body or caller.
+    pub fn new(method: Method, target: &str) -> Self {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        Self {
+            method,
+            path: path.to_owned(),
+            query: query.to_owned(),
+            headers: HeaderMap::new(),
+            body: vec![],
+            request_id: "req-in-process".to_owned(),
+            caller: None,
+            source: None,
+        }
+    }
+
+    /// With `Authorization: Bearer <token>` (an empty token sends none).
+    pub fn bearer(mut self, token: &str) -> Self {
+        if !token.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}"))
+        {
+            self.headers.insert(header::AUTHORIZATION, v);
+        }
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    pub fn request_id(mut self, id: &str) -> Self {
+        self.request_id = id.to_owned();
+        self
+    }
+}
+
 /// `method_router`, with every other method answered 405 naming the allowed ones.
 fn allow<S: Clone + Send + Sync + 'static>(allowed: &'static str, method_router: MethodRouter<S>) -> MethodRouter<S> {
     method_router.fallback(move || async move { ApiError::MethodNotAllowed(allowed) })
@@ -290,14 +355,47 @@ pub fn with_path<B>(req: &mut http::Request<B>, path: &str) {
     }
 }
 
-/// The admin token, where the deployment has one; in AWS, IAM has authenticated already.
-async fn authenticate<S: ManagementStore>(State(api): Api<S>, req: Request, next: Next) -> Response {
-    if let Some(expected) = &api.admin_token
-        && !bearer_matches(req.headers(), expected)
-    {
-        return ApiError::Unauthorized.into_response();
+/// Who is calling (README, "Roles"): the operator by the admin token or by IAM (API Gateway
+/// authenticated the principal), else a JWT from the identity provider. A deployment with
+/// neither an admin token nor JWTs sits behind IAM on every route: its callers are the
+/// operator. The caller goes on to the handlers, whose extractors say what each role may do.
+async fn authenticate<S: ManagementStore>(State(api): Api<S>, mut req: Request, next: Next) -> Response {
+    let ctx = req.extensions().get::<RequestContext>().cloned().unwrap_or_default();
+    let caller = match api.identify(req.headers(), &ctx).await {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(),
+    };
+    if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        // Who changed what: every mutating request names its authenticated caller.
+        tracing::info!(
+            caller = %caller.subject,
+            role = caller.role.as_str(),
+            source = ctx.source.as_deref().unwrap_or("-"),
+            "mutating request"
+        );
     }
+    req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+impl<S: ManagementStore> ManagementApi<S> {
+    async fn identify(&self, headers: &HeaderMap, ctx: &RequestContext) -> Result<Caller, ApiError> {
+        if let Some(expected) = &self.admin_token
+            && bearer_matches(headers, expected)
+        {
+            return Ok(Caller::operator("admin-token"));
+        }
+        if let Some(principal) = ctx.caller.as_deref() {
+            return Ok(Caller::operator(principal));
+        }
+        let bearer =
+            headers.get_all(header::AUTHORIZATION).iter().filter_map(|v| v.to_str().ok()).find_map(bearer_token);
+        match (&self.jwt, bearer) {
+            (Some(jwt), Some(token)) if token.matches('.').count() == 2 => Ok(jwt.verify(token, ctx.now()).await?),
+            (None, _) if self.admin_token.is_none() => Ok(Caller::operator("iam")),
+            _ => Err(ApiError::Unauthorized),
+        }
+    }
 }
 
 /// The outer layer of every answer: the request's span and its log lines (the caller of every
@@ -308,12 +406,7 @@ async fn envelope_layer(mut req: Request, next: Next) -> Response {
         ctx.request_id = uuid::Uuid::new_v4().to_string();
     }
     let ctx = ctx.clone();
-    let caller = ctx.caller.as_deref().unwrap_or("-");
-    let span = tracing::info_span!("management", request_id = %ctx.request_id, method = %req.method(), path = %req.uri().path(), caller);
-    if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        // Who changed what: every mutating request names its authenticated caller.
-        span.in_scope(|| tracing::info!(caller, source = ctx.source.as_deref().unwrap_or("-"), "mutating request"));
-    }
+    let span = tracing::info_span!("management", request_id = %ctx.request_id, method = %req.method(), path = %req.uri().path());
     let mut resp = next.run(req).instrument(span.clone()).await;
     if let Some(Failure(error)) = resp.extensions_mut().remove::<Failure>() {
         let body = envelope::error_body(error, &ctx.request_id).to_string();

@@ -2,7 +2,7 @@
 
 use super::{Api, ManagementStore, Reply, ok, to_json};
 use crate::error::ApiError;
-use crate::extract::{Id, Json, Now};
+use crate::extract::{Admin, Id, Json, Now, Reader};
 use crate::json::PlanInput;
 use crate::views::PlanView;
 use http::StatusCode;
@@ -12,12 +12,17 @@ use shared::domain::time::UnixTime;
 use shared::store::StoreError;
 use std::time::Instant;
 
-pub(super) async fn list<S: ManagementStore>(api: Api<S>) -> Reply {
+pub(super) async fn list<S: ManagementStore>(api: Api<S>, _: Reader) -> Reply {
     let plans = api.store.list_plans().await?;
     ok(StatusCode::OK, json!({ "items": plans.iter().map(PlanView::from).collect::<Vec<_>>() }))
 }
 
-pub(super) async fn create<S: ManagementStore>(api: Api<S>, Now(now): Now, Json(input): Json<PlanInput>) -> Reply {
+pub(super) async fn create<S: ManagementStore>(
+    api: Api<S>,
+    _: Admin,
+    Now(now): Now,
+    Json(input): Json<PlanInput>,
+) -> Reply {
     let id = input.id.clone().ok_or_else(|| ApiError::invalid("id", "missing field `id`"))?;
     let plan = plan_from(id, input, now, now)?;
     api.store.create_plan(&plan).await.map_err(|e| match e {
@@ -27,7 +32,7 @@ pub(super) async fn create<S: ManagementStore>(api: Api<S>, Now(now): Now, Json(
     ok(StatusCode::CREATED, to_json(&PlanView::from(&plan)))
 }
 
-pub(super) async fn get<S: ManagementStore>(api: Api<S>, Id(id): Id<PlanId>) -> Reply {
+pub(super) async fn get<S: ManagementStore>(api: Api<S>, _: Reader, Id(id): Id<PlanId>) -> Reply {
     let plan = api.store.get_plan(&id).await?.ok_or(ApiError::NotFound("plan"))?;
     ok(StatusCode::OK, to_json(&PlanView::from(&plan)))
 }
@@ -35,6 +40,7 @@ pub(super) async fn get<S: ManagementStore>(api: Api<S>, Id(id): Id<PlanId>) -> 
 /// Replaces a plan's definition; its keys follow, within the request's fan-out budget.
 pub(super) async fn put<S: ManagementStore>(
     api: Api<S>,
+    _: Admin,
     Id(id): Id<PlanId>,
     Now(now): Now,
     Json(input): Json<PlanInput>,
@@ -54,7 +60,7 @@ pub(super) async fn put<S: ManagementStore>(
     ok(StatusCode::OK, to_json(&PlanView::from(&plan)))
 }
 
-pub(super) async fn delete<S: ManagementStore>(api: Api<S>, Id(id): Id<PlanId>) -> Reply {
+pub(super) async fn delete<S: ManagementStore>(api: Api<S>, _: Admin, Id(id): Id<PlanId>) -> Reply {
     api.store.delete_plan(&id).await?;
     ok(StatusCode::NO_CONTENT, serde_json::Value::Null)
 }
@@ -67,6 +73,7 @@ fn plan_from(id: PlanId, input: PlanInput, created_at: UnixTime, now: UnixTime) 
         quota: input.quota,
         stripe_price_ids: input.stripe_price_ids,
         meter_event_name: input.meter_event_name,
+        max_keys: input.max_keys,
         created_at,
         updated_at: now,
     };

@@ -28,21 +28,7 @@ fn api() -> ManagementApi<MemoryStore> {
 }
 
 async fn send(api: &ManagementApi<MemoryStore>, method: Method, path: &str, body: &str, token: Option<&str>) -> Resp {
-    let mut headers = HeaderMap::new();
-    if let Some(t) = token {
-        headers.insert("authorization", HeaderValue::from_str(&format!("Bearer {t}")).unwrap());
-    }
-    let (path, query) = path.split_once('?').unwrap_or((path, ""));
-    let req = ApiRequest {
-        method,
-        path: path.into(),
-        query: query.into(),
-        headers,
-        body: body.as_bytes().to_vec(),
-        request_id: "req-unit".into(),
-        caller: None,
-        source: None,
-    };
+    let req = ApiRequest::new(method, path).bearer(token.unwrap_or("")).body(body).request_id("req-unit");
     let resp = api.handle(req, NOW).await;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
@@ -201,19 +187,8 @@ async fn an_idempotent_create_issues_one_key() {
     let send_with = |key: &'static str, body: String| {
         let api = api.clone();
         async move {
-            let mut headers = HeaderMap::new();
-            headers.insert("authorization", HeaderValue::from_str(&format!("Bearer {TOKEN}")).unwrap());
-            headers.insert("idempotency-key", HeaderValue::from_static(key));
-            let req = ApiRequest {
-                method: Method::POST,
-                path: "/v1/keys".into(),
-                query: String::new(),
-                headers,
-                body: body.into_bytes(),
-                request_id: "req-unit".into(),
-                caller: None,
-                source: None,
-            };
+            let mut req = ApiRequest::new(Method::POST, "/v1/keys").bearer(TOKEN).body(body).request_id("req-unit");
+            req.headers.insert("idempotency-key", HeaderValue::from_static(key));
             api.handle(req, NOW).await
         }
     };

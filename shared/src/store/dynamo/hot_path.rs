@@ -37,7 +37,13 @@ impl AuthorizeStore for DynamoStore {
         }
     }
 
-    async fn authorize_and_count(&self, key_id: &KeyId, hash: &KeyHash, now: UnixTime) -> StoreResult<Decision> {
+    async fn authorize_and_count(
+        &self,
+        key_id: &KeyId,
+        hash: &KeyHash,
+        required: &[String],
+        now: UnixTime,
+    ) -> StoreResult<Decision> {
         let started = Instant::now();
         // Marks this decision's write so a retry after an ambiguous failure (timeout, 5xx:
         // applied or not?) recognises its own earlier success instead of counting twice.
@@ -49,14 +55,15 @@ impl AuthorizeStore for DynamoStore {
             if started.elapsed() > self.decision_budget {
                 break;
             }
+            let write = Write { hash, required, now, day, key_id, request_id: &request_id };
             let plan = match &observed {
-                Some(state) => match next_step(state, hash, now) {
+                Some(state) => match next_step(state, hash, required, now) {
                     Step::Count { roll_window, roll_period } if roll_window || roll_period => {
-                        count_update(Some((state, roll_window, roll_period)), hash, now, day, key_id, &request_id)
+                        count_update(Some((state, roll_window, roll_period)), &write)
                     }
-                    _ => count_update(None, hash, now, day, key_id, &request_id),
+                    _ => count_update(None, &write),
                 },
-                None => count_update(None, hash, now, day, key_id, &request_id),
+                None => count_update(None, &write),
             };
             let result = self.count_request(key_id, plan).send().await;
             match result {
@@ -80,7 +87,7 @@ impl AuthorizeStore for DynamoStore {
                         // An earlier attempt of this very decision was applied.
                         return Ok(Decision::for_key(&state, Ok(()), &state.counters, now));
                     }
-                    match next_step(&state, hash, now) {
+                    match next_step(&state, hash, required, now) {
                         // A secret this key no longer accepts says nothing about the key to
                         // the caller, and is not the key owner's traffic to count.
                         Step::Deny(Denial::InvalidKey) => return Ok(Decision::denied(Denial::InvalidKey)),
@@ -146,7 +153,8 @@ impl DynamoStore {
         now: UnixTime,
     ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
         let request_id = format!("{:032x}", rand::random::<u128>());
-        self.count_request(key_id, count_update(None, hash, now, now.day(), key_id, &request_id))
+        let write = Write { hash, required: &[], now, day: now.day(), key_id, request_id: &request_id };
+        self.count_request(key_id, count_update(None, &write))
     }
 
     /// Counts a denied request for the history. Best effort by design: a lost denial count
@@ -175,18 +183,24 @@ struct CountPlan {
     condition: String,
 }
 
+/// One decision's write: the secret presented, the scopes the route needs, when, and the
+/// request id that marks it.
+struct Write<'a> {
+    hash: &'a KeyHash,
+    required: &'a [String],
+    now: UnixTime,
+    day: Day,
+    key_id: &'a KeyId,
+    request_id: &'a str,
+}
+
 /// The conditional write that counts one request. Without `rollover` it is the steady-state
 /// form (every counter in its current window, below its limit). With it, the counters the
 /// decision found ended restart at 1, guarded by the exact end value that was observed, so
-/// concurrent rollovers cannot both succeed.
-fn count_update(
-    rollover: Option<(&KeyState, bool, bool)>,
-    hash: &KeyHash,
-    now: UnixTime,
-    day: Day,
-    key_id: &KeyId,
-    request_id: &str,
-) -> CountPlan {
+/// concurrent rollovers cannot both succeed. The route's scopes are part of the condition:
+/// a key without one fails it, and the item it returns says why (no second read).
+fn count_update(rollover: Option<(&KeyState, bool, bool)>, w: &Write<'_>) -> CountPlan {
+    let Write { hash, required, now, day, key_id, request_id } = *w;
     let mut e = Expr::default();
     let now_v = e.value(n(now.secs()));
     let one = e.value(n(1));
@@ -207,6 +221,12 @@ fn count_update(
         ),
         format!("(attribute_not_exists({last_req}) OR {last_req} <> {rid})"),
     ];
+    if !required.is_empty() {
+        let scopes = e.name("scopes");
+        for scope in required {
+            cond.push(format!("contains({scopes}, {})", e.value(s(scope.clone()))));
+        }
+    }
     let mut adds =
         vec![format!("{} {one}", e.name("n_allowed")), format!("{} {one}", e.name(&allowed_day_attr(&day.compact())))];
     let mut sets = vec![

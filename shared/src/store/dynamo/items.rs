@@ -5,7 +5,7 @@ use super::Item;
 use crate::domain::api_key::{KeyEnv, KeyHash, KeyId};
 use crate::domain::customers::{Customer, CustomerAccess, CustomerId, SubscriptionStatus};
 use crate::domain::decision::{Counters, KeyState};
-use crate::domain::key_records::{EffectiveLimits, KeyRecord, KeyStatus, LimitOverrides, Rotation};
+use crate::domain::key_records::{Actor, EffectiveLimits, KeyRecord, KeyStatus, LimitOverrides, Rotation};
 use crate::domain::plans::{Period, Plan, PlanId, Quota, RateLimit};
 use crate::domain::time::{Day, UnixTime};
 use crate::domain::usage::{DayCount, MeterDay, MeterLedger, PendingReport};
@@ -143,9 +143,17 @@ pub(super) fn key_definition(r: &KeyRecord) -> Vec<(&'static str, Option<Attribu
     ]
 }
 
+/// The attributes of a key that its listings do not show, so the indexes do not project them
+/// (a projection cannot change on a live index): read from the key item only, written with
+/// its definition.
+pub(super) fn key_unlisted(r: &KeyRecord) -> Vec<(&'static str, Option<AttributeValue>)> {
+    vec![("disabled_by", r.disabled_by.map(|a| s(a.as_str())))]
+}
+
 /// A new key's item: its definition, keys and index keys, at version 1.
 pub(super) fn key_item(r: &KeyRecord) -> Item {
-    let mut item: Item = key_definition(r).into_iter().filter_map(|(k, v)| Some((k.to_owned(), v?))).collect();
+    let mut item: Item =
+        key_definition(r).into_iter().chain(key_unlisted(r)).filter_map(|(k, v)| Some((k.to_owned(), v?))).collect();
     item.insert(PK.into(), s(key_pk(r.key_id.as_str())));
     item.insert(SK.into(), s(KEY_SK));
     item.insert("type".into(), s("key"));
@@ -178,17 +186,15 @@ impl TryFrom<&Item> for KeyRecord {
             name: s_opt(item, "name").map(str::to_owned),
             env: req_s(item, "env")?.parse::<KeyEnv>().map_err(|_| corrupt("env"))?,
             status: KeyStatus::parse(req_s(item, "status")?).ok_or_else(|| corrupt("status"))?,
+            disabled_by: s_opt(item, "disabled_by")
+                .map(|a| Actor::parse(a).ok_or_else(|| corrupt("disabled_by")))
+                .transpose()?,
             hash: parse_hash(req_s(item, "hash")?)?,
             display: req_s(item, "display")?.to_owned(),
             created_at: time_opt(item, "created_at")?.ok_or_else(|| corrupt("created_at"))?,
             updated_at: time_opt(item, "updated_at")?.ok_or_else(|| corrupt("updated_at"))?,
             expires_at: time_opt(item, "expires_at")?,
-            scopes: match item.get("scopes") {
-                Some(AttributeValue::L(l)) => {
-                    l.iter().map(|v| v.as_s().cloned().map_err(|_| corrupt("scopes"))).collect::<StoreResult<_>>()?
-                }
-                _ => vec![],
-            },
+            scopes: scopes(item)?,
             metadata: match item.get("metadata") {
                 Some(AttributeValue::M(m)) => m
                     .iter()
@@ -214,8 +220,18 @@ impl TryFrom<&Item> for KeyRecord {
     }
 }
 
+/// A key's scopes (a list of strings; absent: none).
+fn scopes(item: &Item) -> StoreResult<Vec<String>> {
+    match item.get("scopes") {
+        Some(AttributeValue::L(l)) => {
+            l.iter().map(|v| v.as_s().cloned().map_err(|_| StoreError::Corrupt("key item: scopes".into()))).collect()
+        }
+        _ => Ok(vec![]),
+    }
+}
+
 /// The narrow view the authorizer decides from. Reads only what a decision needs, so the
-/// hot path does no work on names, metadata or scopes.
+/// hot path does no work on names or metadata.
 impl TryFrom<&Item> for KeyState {
     type Error = StoreError;
 
@@ -233,6 +249,7 @@ impl TryFrom<&Item> for KeyState {
                 _ => None,
             },
             access: CustomerAccess::try_from(item)?,
+            scopes: scopes(item)?,
             rate_limit: rate_opt(item, "rl_limit", "rl_window")?,
             quota: quota_opt(item, "q_limit", "q_period")?,
             counters: Counters {
@@ -262,6 +279,7 @@ pub(super) fn plan_definition(p: &Plan) -> Vec<(&'static str, Option<AttributeVa
                 .then(|| AttributeValue::L(p.stripe_price_ids.iter().map(|v| s(v.clone())).collect())),
         ),
         ("meter_event_name", p.meter_event_name.clone().map(s)),
+        ("max_keys", p.max_keys.map(n)),
     ]
 }
 
@@ -289,6 +307,7 @@ impl TryFrom<&Item> for Plan {
                 _ => vec![],
             },
             meter_event_name: s_opt(item, "meter_event_name").map(str::to_owned),
+            max_keys: u64_opt(item, "max_keys")?,
             created_at: time_opt(item, "created_at")?.unwrap_or(UnixTime(0)),
             updated_at: time_opt(item, "updated_at")?.unwrap_or(UnixTime(0)),
         })
@@ -415,6 +434,7 @@ mod tests {
             name: None,
             env: KeyEnv::Live,
             status: KeyStatus::Active,
+            disabled_by: Some(Actor::Operator),
             hash: KeyHash::from_hex(&"ab".repeat(32)).unwrap(),
             display: "tg_live_...abcd".into(),
             created_at: UnixTime(0),
@@ -441,11 +461,17 @@ mod tests {
             quota: None,
             stripe_price_ids: vec![],
             meter_event_name: None,
+            max_keys: None,
             created_at: UnixTime(0),
             updated_at: UnixTime(0),
         };
-        for (name, _) in plan_definition(&plan) {
-            assert!(listing_attrs().contains(&name), "gsi3 must project {name}");
+        // Plans are listed by id from gsi3 and read whole from the table (`list_plans`), so a
+        // plan attribute added later (max_keys) needs no projection; those projected stay.
+        for (name, _) in plan_definition(&plan).into_iter().filter(|(n, _)| *n != "max_keys") {
+            assert!(listing_attrs().contains(&name), "gsi3 projects {name}");
+        }
+        for (name, _) in key_unlisted(&record) {
+            assert!(!KEY_LISTING_ATTRS.contains(&name), "{name} is read from the key item only");
         }
         for counter in ["win_end", "win_count", "q_end", "q_count", "n_allowed", "n_denied", "last_req", ACTIVITY_PK] {
             assert!(!listing_attrs().contains(&counter) && !KEY_LISTING_ATTRS.contains(&counter), "{counter}");

@@ -4,15 +4,17 @@
 use super::cursor::{decode_cursor, encode_cursor, items_cursor};
 use super::errors::sdk_err;
 use super::expr::Expr;
-use super::items::{customer_item, hash_item, key_definition, key_item, n, parse_key_id, req_s, s, u64_or};
+use super::items::{
+    customer_item, hash_item, key_definition, key_item, key_unlisted, n, parse_key_id, req_s, s, s_opt, u64_or,
+};
 use super::tx::{TxError, retry_on_conflict};
-use super::{DynamoStore, StoredCustomer, Versioned};
+use super::{DynamoStore, LIVE_KEYS, StoredCustomer, Versioned};
 use crate::domain::api_key::{KeyHash, KeyId};
-use crate::domain::customers::Customer;
+use crate::domain::customers::{Customer, CustomerId};
 use crate::domain::decision::{CarryOver, Counters, KeyState, carry_over, period_usage_needed};
-use crate::domain::key_records::{KeyRecord, KeyStatus};
+use crate::domain::key_records::{Actor, KeyRecord, KeyStatus};
 use crate::domain::limits::period_start;
-use crate::domain::plans::{Plan, PlanId};
+use crate::domain::plans::{Plan, PlanId, key_limit};
 use crate::domain::time::{Day, UnixTime};
 use crate::store::schema::*;
 use crate::store::{
@@ -175,7 +177,12 @@ impl DynamoStore {
         let mut tx = vec![self.key_definition_update(&next, ver, &carry, &counters)?];
         tx.extend(self.plan_ref_items(record.counted_plan(), &next, governing.plan.as_ref())?);
         if let Some(customer) = &governing.customer {
-            tx.push(self.customer_version_check(&next.customer_id, customer.ver)?);
+            // Revoking frees one of the customer's keys (when it is counted yet).
+            let revoked = record.status != KeyStatus::Revoked && next.status == KeyStatus::Revoked;
+            tx.push(match (revoked, customer.live_keys) {
+                (true, Some(_)) => self.live_keys_update(&next.customer_id, customer, LiveKeys::Add(-1))?,
+                _ => self.customer_version_check(&next.customer_id, customer.ver)?,
+            });
         }
         match self.transact(tx).await {
             Ok(()) => Ok(Some((next, true))),
@@ -192,9 +199,36 @@ impl DynamoStore {
         let mut tx =
             vec![self.put_if_absent(key_item(&record))?, self.put_if_absent(hash_item(&record.hash, &record.key_id))?];
         tx.push(match &governing.customer {
-            Some(customer) => self.customer_version_check(&record.customer_id, customer.ver)?,
+            Some(customer) => {
+                let live = match customer.live_keys {
+                    Some(live) => live,
+                    None => self.count_live_keys(&record.customer_id).await?,
+                };
+                let count = match (new.by, customer.live_keys) {
+                    // A customer's own key: within its plan's limit, checked by the write itself.
+                    (Actor::Customer, _) => {
+                        let max = key_limit(governing.plan.as_ref().map(|p| &p.value));
+                        if live >= max {
+                            return Err(StoreError::KeyLimitReached(max));
+                        }
+                        match customer.live_keys {
+                            Some(_) => LiveKeys::AddBelow(max),
+                            None => LiveKeys::Start(live + 1),
+                        }
+                    }
+                    (Actor::Operator, Some(_)) => LiveKeys::Add(1),
+                    (Actor::Operator, None) => LiveKeys::Start(live + 1),
+                };
+                self.live_keys_update(&record.customer_id, customer, count)?
+            }
+            // Only an operator's key creates a customer; a customer acts only as one Tollgate knows.
+            None if new.by == Actor::Customer => return Err(StoreError::NotFound("customer")),
             // A customer's first key creates the customer.
-            None => self.put_if_absent(customer_item(&Customer::new(record.customer_id.clone(), new.now), None))?,
+            None => {
+                let mut item = customer_item(&Customer::new(record.customer_id.clone(), new.now), None);
+                item.insert(LIVE_KEYS.into(), n(1));
+                self.put_if_absent(item)?
+            }
         });
         tx.extend(self.plan_ref_items(None, &record, governing.plan.as_ref())?);
         match self.transact(tx).await {
@@ -296,7 +330,7 @@ impl DynamoStore {
         read: &Counters,
     ) -> StoreResult<TransactWriteItem> {
         let mut e = Expr::default();
-        let (mut assign, mut cond) = e.versioned(key_definition(record), ver);
+        let (mut assign, mut cond) = e.versioned(key_definition(record).into_iter().chain(key_unlisted(record)), ver);
         let moves = [
             ("win_end", "win_count", carry.window, read.window_end),
             ("q_end", "q_count", carry.period, read.period_end),
@@ -335,6 +369,52 @@ impl DynamoStore {
             None => format!("attribute_exists({pk})"),
         };
         self.tx_update(plan_pk(plan.as_str()), PLAN_SK, update, cond, e)
+    }
+}
+
+/// How a key write moves its customer's count of keys that are not revoked.
+enum LiveKeys {
+    /// By this much; the count exists.
+    Add(i64),
+    /// By one, if that stays within this (a customer's own key).
+    AddBelow(u64),
+    /// The first count on an item written before keys were counted: this many, counted now.
+    Start(u64),
+}
+
+impl DynamoStore {
+    /// The customer item's update for `count`, guarded by the version that was read (what the
+    /// key copied from it). Concurrent creates do not conflict: each adds, and only a
+    /// customer's own key is conditioned on the count.
+    fn live_keys_update(
+        &self,
+        id: &CustomerId,
+        customer: &StoredCustomer,
+        count: LiveKeys,
+    ) -> StoreResult<TransactWriteItem> {
+        let mut e = Expr::default();
+        let (lk, v) = (e.name(LIVE_KEYS), e.name("ver"));
+        let ver = e.value(n(customer.ver));
+        let (update, cond) = match count {
+            LiveKeys::Add(delta) => {
+                (format!("ADD {lk} {}", e.value(n(delta))), format!("{v} = {ver} AND attribute_exists({lk})"))
+            }
+            LiveKeys::AddBelow(max) => (
+                format!("ADD {lk} {}", e.value(n(1))),
+                format!("{v} = {ver} AND attribute_exists({lk}) AND {lk} < {}", e.value(n(max))),
+            ),
+            LiveKeys::Start(live) => {
+                (format!("SET {lk} = {}", e.value(n(live))), format!("{v} = {ver} AND attribute_not_exists({lk})"))
+            }
+        };
+        self.tx_update(customer_pk(id.as_str()), CUSTOMER_SK, update, cond, e)
+    }
+
+    /// A customer's keys that are not revoked, counted from the customer index: only for a
+    /// customer item written before the count was kept, whose keys are long indexed.
+    async fn count_live_keys(&self, id: &CustomerId) -> StoreResult<u64> {
+        let items = self.query_all(GSI1, GSI1_PK, &customer_pk(id.as_str())).await?;
+        Ok(items.iter().filter(|i| s_opt(i, "status") != Some(KeyStatus::Revoked.as_str())).count() as u64)
     }
 }
 

@@ -39,7 +39,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_smithy_types::retry::RetryConfig;
 use errors::sdk_err;
-use items::{s, u64_or};
+use items::{s, u64_opt, u64_or};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -143,6 +143,7 @@ impl DynamoStore {
                 customer: Customer::try_from(&item)?,
                 access: CustomerAccess::try_from(&item)?,
                 ver: u64_or(&item, "ver", 0)?,
+                live_keys: u64_opt(&item, LIVE_KEYS)?,
             })),
             None => Ok(None),
         }
@@ -155,9 +156,14 @@ struct Versioned<T> {
     ver: u64,
 }
 
-/// A customer item as read: the customer, the access its keys copy, and its version.
+/// A customer item as read: the customer, the access its keys copy, its version, and how many
+/// of its keys are not revoked (`None` on items written before that was counted).
 struct StoredCustomer {
     customer: Customer,
     access: CustomerAccess,
     ver: u64,
+    live_keys: Option<u64>,
 }
+
+/// The customer item's count of its keys that are not revoked.
+const LIVE_KEYS: &str = "live_keys";

@@ -3,7 +3,7 @@
 use super::errors::sdk_err;
 use super::expr::Expr;
 use super::fanout;
-use super::items::{n, plan_definition, plan_item, s};
+use super::items::{n, plan_definition, plan_id_opt, plan_item, s};
 use super::{DynamoStore, Versioned};
 use crate::domain::plans::{Plan, PlanId};
 use crate::domain::time::UnixTime;
@@ -65,8 +65,15 @@ impl PlanStore for DynamoStore {
         Ok(self.get_plan_versioned(id).await?.map(|p| p.value))
     }
 
+    /// The plan index names them; each is then read whole from the table, strongly consistent
+    /// (the index projects only what key listings need, and a plan just made is listed at once).
     async fn list_plans(&self) -> StoreResult<Vec<Plan>> {
-        self.query_all(GSI3, GSI3_PK, TYPE_PLANS).await?.iter().map(Plan::try_from).collect()
+        let indexed = self.query_all(GSI3, GSI3_PK, TYPE_PLANS).await?;
+        let ids = indexed.iter().map(|item| plan_id_opt(item, "plan_id")).collect::<StoreResult<Vec<_>>>()?;
+        let reads = ids.iter().flatten().map(|id| self.get_plan_versioned(id));
+        let plans = futures_util::future::try_join_all(reads).await?;
+        // A plan deleted between the two reads is simply not listed.
+        Ok(plans.into_iter().flatten().map(|p| p.value).collect())
     }
 
     async fn delete_plan(&self, id: &PlanId) -> StoreResult<()> {
