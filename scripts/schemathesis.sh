@@ -51,7 +51,10 @@ STARTUP_TIMEOUT="${TOLLGATE_STARTUP_TIMEOUT:-60}"
 ADMIN_TOKEN="tga_schemathesis_local_only"
 # The self-service routes (/v1/me) are exercised as this customer, signed in with a token from
 # the identity provider stand-in (target/debug/tollgate-test-issuer, built beside the stack).
-CUSTOMER="schemathesis-customer"
+# The customer: the one the Checkout fixture names (client_reference_id), billed on a plan
+# through the signed webhook fixtures below, so its own keys have a plan to go on.
+CUSTOMER="user-42"
+WEBHOOK_SECRET="whsec_schemathesis_local_only"
 ISSUER_BIN="${TOLLGATE_ISSUER_BIN:-$(dirname "$BIN")/tollgate-test-issuer}"
 
 # shellcheck source=lib/pinned-venv.sh
@@ -151,9 +154,9 @@ CUSTOMER_TOKEN="$(sed -n 's/^token //p' "$work/issuer.out")"
 env -u TOLLGATE_DATA_DIR -u TOLLGATE_DYNAMODB_ENDPOINT -u TOLLGATE_STORAGE -u TOLLGATE_TABLE \
     -u TOLLGATE_UPSTREAM -u TOLLGATE_KEY_ENV -u TOLLGATE_FAIL_MODE -u TOLLGATE_ROUTES \
     -u STRIPE_API_KEY -u STRIPE_API_KEY_SECRET_ARN -u STRIPE_API_BASE \
-    -u STRIPE_WEBHOOK_SECRET -u STRIPE_WEBHOOK_SECRET_ARN \
+    -u STRIPE_WEBHOOK_SECRET_ARN \
     -u TOLLGATE_JWT_JWKS_URL -u TOLLGATE_JWT_ROLE_CLAIM -u TOLLGATE_JWT_CUSTOMER_CLAIM -u TOLLGATE_SCOPES \
-    TOLLGATE_JWT_ISSUER="$ISSUER" TOLLGATE_JWT_AUDIENCE="$AUDIENCE" \
+    STRIPE_WEBHOOK_SECRET="$WEBHOOK_SECRET" TOLLGATE_JWT_ISSUER="$ISSUER" TOLLGATE_JWT_AUDIENCE="$AUDIENCE" \
     TOLLGATE_ADDR=127.0.0.1:0 TOLLGATE_ADMIN_TOKEN="$ADMIN_TOKEN" TOLLGATE_ROLLUP_INTERVAL_S=0 \
     RUST_LOG="${RUST_LOG:-warn,dynoxide=error}" \
     "${launcher[@]}" "$BIN" >"$LOG" 2>&1 </dev/null &
@@ -183,17 +186,28 @@ if [ "$SECONDS" -ge "$deadline" ]; then
     die "the local stack did not answer GET /health within ${STARTUP_TIMEOUT} s"
 fi
 echo "schemathesis: local stack $BIN on $URL" >&2
-# The customer the token names exists (an operator's key creates it), so /v1/me has something
-# to manage.
-"$VENV/bin/python" - "$URL" "$ADMIN_TOKEN" "$CUSTOMER" <<'PY' || die "could not create the self-service customer"
-import json, sys, urllib.request
-url, token, customer = sys.argv[1:4]
-req = urllib.request.Request(f"{url}/v1/keys", data=json.dumps({"customer_id": customer}).encode(),
-                             headers={"authorization": f"Bearer {token}", "content-type": "application/json"})
-with urllib.request.urlopen(req, timeout=10) as r:
-    sys.exit(0 if r.status == 201 else 1)
-PY
+# The customer the token names exists and has a plan, as Stripe would make it: a plan for the
+# fixtures' price, then the Checkout and subscription fixtures, signed, through the webhook.
+"$VENV/bin/python" - "$URL" "$ADMIN_TOKEN" "$WEBHOOK_SECRET" "$ROOT/events" "$CUSTOMER" <<'PY' || die "could not set up the self-service customer"
+import hashlib, hmac, json, sys, time, urllib.request
+url, token, secret, events, customer = sys.argv[1:6]
+admin = {"authorization": f"Bearer {token}", "content-type": "application/json"}
 
+def call(method, path, body, headers):
+    req = urllib.request.Request(url + path, data=body, method=method, headers=headers)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read() or b"null")
+
+plan = {"id": "pro", "name": "Pro", "stripe_price_ids": ["price_1QProMonthly"], "max_keys": 1000}
+call("POST", "/v1/plans", json.dumps(plan).encode(), admin)
+for name in ("stripe-checkout-session-completed.json", "stripe-customer-subscription-created.json"):
+    body = open(f"{events}/{name}", "rb").read()
+    t = int(time.time())
+    sig = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    call("POST", "/stripe/webhook", body, {"stripe-signature": f"t={t},v1={sig}", "content-type": "application/json"})
+got = call("GET", f"/v1/customers/{customer}", None, admin)
+sys.exit(0 if got.get("plan_id") == "pro" else f"the customer was not billed on pro: {got}")
+PY
 mkdir -p "$REPORTS"
 started=$SECONDS
 status=0

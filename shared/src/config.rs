@@ -294,7 +294,7 @@ mod tests {
         assert_eq!(jwt.issuer, "https://tenant.eu.auth0.com/", "compared with iss exactly as given");
         assert_eq!((jwt.role_claim.as_str(), jwt.customer_claim.as_str()), ("tollgate_role", "tollgate_customer_id"));
         assert_eq!(jwt.jwks_url, None, "discovered");
-        assert_eq!(c.scopes.required("GET", "/pets/1"), ["pets:read"]);
+        assert_eq!(c.scopes.required("GET", "/pets/1").unwrap(), ["pets:read"]);
         let e = cfg(&[("TOLLGATE_TABLE", "t"), ("TOLLGATE_JWT_ISSUER", "https://idp.example")]);
         assert!(matches!(e, Err(ConfigError::Missing(m)) if m.contains("TOLLGATE_JWT_AUDIENCE")));
         let e = cfg(&[("TOLLGATE_TABLE", "t"), ("TOLLGATE_JWT_ISSUER", "idp.example"), ("TOLLGATE_JWT_AUDIENCE", "a")]);

@@ -194,6 +194,11 @@ impl From<StoreError> for ApiError {
                 Self::invalid(format!("{what}_id"), format!("no {what} with this id exists"))
             }
             StoreError::InvalidCursor => Self::invalid("cursor", "not a cursor this API returned"),
+            StoreError::NoPlan => Self::Refused {
+                status: 409,
+                code: "no_plan",
+                message: "Your account has no plan yet: subscribe first, or ask the operator for a key.".into(),
+            },
             StoreError::KeyLimitReached(max) => Self::Refused {
                 status: 409,
                 code: "max_keys_reached",

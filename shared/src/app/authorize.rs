@@ -112,9 +112,13 @@ struct Memory {
 
 struct Known {
     key_id: KeyId,
-    /// The key's scopes as storage last returned them: a refusal remembered for one route is
-    /// answered for another only if the key holds that route's scopes too.
+    /// The key's scopes as storage last returned them, and when: a route they do not cover is
+    /// refused from memory until the recheck (no request to storage per refusal), and a
+    /// refusal remembered for the key is answered for a route only if they cover it.
     scopes: Vec<String>,
+    scopes_seen: UnixTime,
+    /// Refusals for scope answered from memory, recorded at the next decision storage makes.
+    scope_unrecorded: Option<(u64, Day)>,
     /// The last decision storage allowed for this key, and when: what `open` may act on. Any
     /// refusal clears it.
     active: Option<Active>,
@@ -165,9 +169,14 @@ impl Memory {
         }
         let Some(known) = self.usable.get_mut(hash) else { return Recall::Ask(None, None) };
         if required.iter().any(|scope| !known.scopes.contains(scope)) {
-            // This route's answer is storage's (insufficient scope, as far as this container
-            // knows); what is remembered for the key's other routes stays.
-            return Recall::Ask(Some(known.key_id.clone()), None);
+            // Not this key's route, as far as storage said lately: refused here until the
+            // recheck; what is remembered for the key's other routes stays as it is.
+            if now < known.scopes_seen.plus(SPENT_RECHECK_S) {
+                let (n, _) = known.scope_unrecorded.get_or_insert((0, now.day()));
+                *n += 1;
+                return Recall::Answer(Decision::denied(Denial::InsufficientScope));
+            }
+            return Recall::Ask(Some(known.key_id.clone()), known.scope_unrecorded.take());
         }
         match &mut known.spent {
             Some(spent) if now < spent.until => {
@@ -208,12 +217,15 @@ impl Memory {
         let known = self.usable.get_or_insert_mut(hash, || Known {
             key_id: key_id.clone(),
             scopes: vec![],
+            scopes_seen: UnixTime(i64::MIN),
+            scope_unrecorded: None,
             active: None,
             spent: None,
             refusals: (0, 0),
         });
         if let Some(key) = &decision.key {
             known.scopes.clone_from(&key.scopes);
+            known.scopes_seen = now;
         }
         // About this route, not the key: nothing else it knows changes.
         if decision.outcome == Err(Denial::InsufficientScope) {
@@ -250,11 +262,14 @@ impl Memory {
     /// `open` under a transient outage: a key storage allowed within `window_s`, within the
     /// limits it had left as far as this container knows.
     fn degraded(&mut self, hash: &KeyHash, required: &[String], now: UnixTime, window_s: u64) -> Option<Decision> {
-        let active = self.usable.get_mut(hash)?.active.as_mut()?;
+        let known = self.usable.get_mut(hash)?;
+        // The scopes storage returned last, whatever the route then (not those of the last allow).
+        let covered = required.iter().all(|scope| known.scopes.contains(scope));
+        let active = known.active.as_mut()?;
         if now.secs() - active.at.secs() > window_s as i64 {
             return None;
         }
-        if required.iter().any(|scope| !active.key.scopes.contains(scope)) {
+        if !covered {
             return Some(Decision {
                 outcome: Err(Denial::InsufficientScope),
                 key: Some(active.key.clone()),
@@ -331,7 +346,10 @@ impl<S: AuthorizeStore> Authorizer<S> {
             return Decision::denied(Denial::InvalidKey);
         }
         let hash = key.hash();
-        let required = self.options.scopes.required(route.method, route.path);
+        let Ok(required) = self.options.scopes.required(route.method, route.path) else {
+            // A path upstreams read differently: no route's scopes can be vouched for.
+            return Decision::denied(Denial::InsufficientScope);
+        };
         let recalled = self.memory().recall(&hash, &required, now);
         let (key_id, unrecorded) = match recalled {
             Recall::Answer(decision) => return decision,
@@ -558,12 +576,27 @@ mod tests {
         let (write, read) = (Route { method: "POST", path: "/pets" }, Route { method: "GET", path: "/pets/1" });
         script(&a, [ok(), ok(), ok()]);
         assert_eq!(code(&a.decide(Some(&k), write, T0).await), "insufficient_scope");
-        assert_eq!(code(&a.decide(Some(&k), read, T0).await), "ok");
-        assert_eq!(code(&a.decide(Some(&k), write, T0).await), "insufficient_scope");
-        assert_eq!(a.store().decisions.load(Ordering::SeqCst), 3, "each asked storage");
+        assert_eq!(code(&a.decide(Some(&k), read, T0).await), "ok", "a refusal for one route is not the key's");
+        for _ in 0..5 {
+            assert_eq!(code(&a.decide(Some(&k), write, T0.plus(1)).await), "insufficient_scope");
+        }
+        assert_eq!(a.store().decisions.load(Ordering::SeqCst), 2, "refused from memory until the recheck");
+        assert_eq!(a.store().recorded.load(Ordering::SeqCst), 0);
+        // At the recheck storage is asked again, and the refusals answered here are recorded.
+        assert_eq!(code(&a.decide(Some(&k), write, T0.plus(SPENT_RECHECK_S)).await), "insufficient_scope");
+        assert_eq!(a.store().recorded.load(Ordering::SeqCst), 5);
+        // A path upstreams read differently is refused before storage.
+        let odd = Route { method: "POST", path: "/pets%2F..%2Fadmin" };
+        assert_eq!(code(&a.decide(Some(&k), odd, T0.plus(11)).await), "insufficient_scope");
+        assert_eq!(a.store().decisions.load(Ordering::SeqCst), 3);
         script(&a, [Answer::Fail(Fault::Timeout), Answer::Fail(Fault::Timeout)]);
-        assert_eq!(code(&a.decide(Some(&k), read, T0.plus(1)).await), "degraded");
-        assert_eq!(code(&a.decide(Some(&k), write, T0.plus(1)).await), "insufficient_scope");
+        let later = T0.plus(SPENT_RECHECK_S * 3);
+        assert_eq!(code(&a.decide(Some(&k), read, later).await), "degraded");
+        assert_eq!(
+            code(&a.decide(Some(&k), write, later).await),
+            "insufficient_scope",
+            "open never passes a route the key lacks"
+        );
     }
 
     fn key(store: &Scripted) -> String {

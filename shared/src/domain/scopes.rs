@@ -10,8 +10,11 @@
 //! - the value is one scope or a list of them.
 //!
 //! Every matching pattern applies, so a general rule cannot be sidestepped by a more specific
-//! one, and the order of the map does not matter. Paths are compared as the upstream will
-//! see them: percent-decoded, with empty, `.` and `..` segments resolved.
+//! one, and the order of the map does not matter. A `GET` rule covers `HEAD` too (frameworks
+//! answer HEAD with the GET handler). Paths are compared percent-decoded, with empty, `.` and
+//! `..` segments resolved, and case-sensitively. A path that upstreams disagree about (a
+//! segment holding an encoded `/`, a `\`, a `;` parameter, a `%` left after decoding, or a
+//! control character) is not guessed at: [`AmbiguousPath`], which the authorizer refuses.
 
 use super::key_records::validate_scopes;
 use std::borrow::Cow;
@@ -57,11 +60,11 @@ impl ScopeMap {
     }
 
     /// Every scope a request to `method` `path` needs (none when no route matches).
-    pub fn required(&self, method: &str, path: &str) -> Vec<String> {
+    pub fn required(&self, method: &str, path: &str) -> Result<Vec<String>, AmbiguousPath> {
         if self.rules.is_empty() {
-            return vec![];
+            return Ok(vec![]);
         }
-        let segments = normalize(path);
+        let segments = normalize(path)?;
         let mut needed: Vec<String> = vec![];
         for rule in self.rules.iter().filter(|r| r.matches(method, &segments)) {
             for scope in &rule.scopes {
@@ -70,9 +73,14 @@ impl ScopeMap {
                 }
             }
         }
-        needed
+        Ok(needed)
     }
 }
+
+/// A path whose segments upstreams read differently (README, "Scopes"): no scope decision is
+/// made for it, so a key cannot reach a scoped route through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AmbiguousPath;
 
 impl Rule {
     fn parse(route: &str, scopes: &serde_json::Value) -> Result<Self, String> {
@@ -118,7 +126,9 @@ impl Rule {
     }
 
     fn matches(&self, method: &str, path: &[Cow<'_, str>]) -> bool {
-        if self.method.as_deref().is_some_and(|m| !m.eq_ignore_ascii_case(method)) {
+        let method_matches =
+            |m: &str| m.eq_ignore_ascii_case(method) || (m == "GET" && method.eq_ignore_ascii_case("HEAD"));
+        if self.method.as_deref().is_some_and(|m| !method_matches(m)) {
             return false;
         }
         let mut i = 0;
@@ -135,13 +145,17 @@ impl Rule {
     }
 }
 
-/// The path's segments as the upstream resolves them: percent-decoded, empty and `.`
-/// segments dropped, `..` removing the one before (never above the root).
-fn normalize(path: &str) -> Vec<Cow<'_, str>> {
+/// The path's segments as an upstream resolves them: percent-decoded, empty and `.` segments
+/// dropped, `..` removing the one before (never above the root); ambiguous where upstreams
+/// disagree.
+fn normalize(path: &str) -> Result<Vec<Cow<'_, str>>, AmbiguousPath> {
     let path = path.split(['?', '#']).next().unwrap_or_default();
     let mut out: Vec<Cow<'_, str>> = vec![];
     for raw in path.split('/') {
         let seg = decode(raw);
+        if seg.chars().any(|c| matches!(c, '/' | '\\' | ';' | '%') || c.is_control()) {
+            return Err(AmbiguousPath);
+        }
         match seg.as_ref() {
             "" | "." => {}
             ".." => {
@@ -150,7 +164,7 @@ fn normalize(path: &str) -> Vec<Cow<'_, str>> {
             _ => out.push(seg),
         }
     }
-    out
+    Ok(out)
 }
 
 fn decode(s: &str) -> Cow<'_, str> {
@@ -196,25 +210,43 @@ mod tests {
     #[test]
     fn every_matching_route_applies() {
         let m = map();
-        assert_eq!(m.required("GET", "/pets/7"), ["pets:read"]);
-        assert_eq!(m.required("get", "/pets/7"), ["pets:read"], "methods compare without case");
-        assert_eq!(m.required("POST", "/pets"), ["pets:write"]);
-        assert_eq!(m.required("DELETE", "/pets/7"), ["pets:write", "pets:delete"]);
-        assert!(m.required("GET", "/pets").is_empty(), "`*` is exactly one segment");
-        assert!(m.required("GET", "/pets/7/toys").is_empty());
-        assert_eq!(m.required("PUT", "/admin"), ["admin"], "`**` matches no segment too");
-        assert_eq!(m.required("GET", "/admin/users/1"), ["admin"]);
-        assert!(m.required("GET", "/administrator").is_empty());
-        assert!(ScopeMap::default().required("GET", "/anything").is_empty());
+        let req = |method: &str, path: &str| m.required(method, path).unwrap();
+        assert_eq!(req("GET", "/pets/7"), ["pets:read"]);
+        assert_eq!(req("get", "/pets/7"), ["pets:read"], "methods compare without case");
+        assert_eq!(req("HEAD", "/pets/7"), ["pets:read"], "a GET rule covers HEAD");
+        assert_eq!(req("POST", "/pets"), ["pets:write"]);
+        assert_eq!(req("DELETE", "/pets/7"), ["pets:write", "pets:delete"]);
+        assert!(req("GET", "/pets").is_empty(), "`*` is exactly one segment");
+        assert!(req("GET", "/pets/7/toys").is_empty());
+        assert_eq!(req("PUT", "/admin"), ["admin"], "`**` matches no segment too");
+        assert_eq!(req("GET", "/admin/users/1"), ["admin"]);
+        assert!(req("GET", "/administrator").is_empty());
+        assert!(ScopeMap::default().required("GET", "/anything").unwrap().is_empty());
+        assert_eq!(ScopeMap::default().required("GET", "/a%2Fb"), Ok(vec![]), "no map, nothing to decide");
     }
 
     #[test]
     fn paths_are_compared_as_the_upstream_resolves_them() {
         let m = map();
         for sneaky in ["/%61dmin/x", "//admin", "/public/../admin", "/./admin/", "/admin?x=1", "/pets/../admin"] {
-            assert_eq!(m.required("GET", sneaky), ["admin"], "{sneaky}");
+            assert_eq!(m.required("GET", sneaky).unwrap(), ["admin"], "{sneaky}");
         }
-        assert!(m.required("GET", "/../../pets").is_empty(), "never above the root: /pets has no rule for GET");
+        assert!(
+            m.required("GET", "/../../pets").unwrap().is_empty(),
+            "never above the root: /pets has no rule for GET"
+        );
+        // What upstreams split, strip or decode again differently is not guessed at.
+        for ambiguous in [
+            "/admin%2Fusers",
+            "/x/admin%2fusers",
+            "/admin;x/users",
+            "/admin\\users",
+            "/admin%5Cusers",
+            "/a%252Fb",
+            "/a%00b",
+        ] {
+            assert_eq!(m.required("GET", ambiguous), Err(AmbiguousPath), "{ambiguous}");
+        }
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! - Keys are fetched on first use (never at cold start), kept for [`KEYS_TTL`], and fetched
 //!   again at most once per [`UNKNOWN_KID_COOLDOWN`] when a token names a key id the set does
 //!   not have (the provider rotated its keys), so tokens with made-up key ids cannot make
-//!   every request a fetch.
+//!   every request a fetch. An unreachable issuer is asked again every 30 s, and the keys it
+//!   published keep verifying meanwhile for at most [`KEYS_MAX_AGE`].
 
 use super::{Caller, Role};
 use crate::domain::customers::CustomerId;
@@ -30,6 +31,12 @@ pub const CLOCK_SKEW_S: i64 = 60;
 /// How long fetched keys are used before they are fetched again (a key the provider removed
 /// stops working within this).
 pub const KEYS_TTL: Duration = Duration::from_secs(600);
+/// While the issuer cannot be reached, keys fetched earlier keep verifying for at most this
+/// long (then every token is refused until it can be reached again).
+pub const KEYS_MAX_AGE: Duration = Duration::from_secs(3600);
+/// After a failed fetch, the next is tried no sooner than this (requests do not each wait on
+/// an unreachable issuer).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 /// At most one fetch per this for tokens naming an unknown key id.
 pub const UNKNOWN_KID_COOLDOWN: Duration = Duration::from_secs(30);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -99,7 +106,10 @@ struct Keys {
     keys: Vec<VerifyingKey>,
     /// The JWKS URL (configured, or discovered once).
     jwks_url: Option<String>,
+    /// The last successful fetch.
     fetched: Option<Instant>,
+    /// After a failed refresh, the earliest next attempt (meanwhile the keys still serve).
+    retry_at: Option<Instant>,
     unknown_kid_fetch: Option<Instant>,
 }
 
@@ -118,8 +128,9 @@ impl Keys {
         }
     }
 
+    /// Usable without a fetch: fetched within the TTL, or waiting out a failed refresh.
     fn fresh(&self) -> bool {
-        self.fetched.is_some_and(|at| at.elapsed() < KEYS_TTL)
+        self.fetched.is_some_and(|at| at.elapsed() < KEYS_TTL) || self.retry_at.is_some_and(|at| Instant::now() < at)
     }
 }
 
@@ -222,11 +233,17 @@ impl JwtVerifier {
         if !keys.fresh() {
             match self.fetch(&mut keys).await {
                 Ok(()) => {}
-                // The provider is unreachable: keep verifying with the keys already known.
-                Err(e) if !keys.keys.is_empty() => {
-                    tracing::warn!(error = %e, "could not refresh the JWKS; using the keys fetched earlier")
+                // The provider is unreachable: keep verifying with the keys already known, for
+                // at most KEYS_MAX_AGE, asking again every RETRY_AFTER_FAILURE meanwhile.
+                Err(e) if keys.fetched.is_some_and(|at| at.elapsed() < KEYS_MAX_AGE) => {
+                    keys.retry_at = Some(Instant::now() + RETRY_AFTER_FAILURE);
+                    tracing::warn!(error = %e, "could not refresh the JWKS; using the keys fetched earlier");
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    keys.keys.clear();
+                    keys.retry_at = Some(Instant::now() + RETRY_AFTER_FAILURE);
+                    return Err(e);
+                }
             }
         } else if keys.find(kid, alg).is_none()
             && keys.unknown_kid_fetch.is_none_or(|at| at.elapsed() >= UNKNOWN_KID_COOLDOWN)
@@ -259,6 +276,7 @@ impl JwtVerifier {
         tracing::info!(keys = found.len(), "fetched the identity provider's signing keys");
         keys.keys = found;
         keys.fetched = Some(Instant::now());
+        keys.retry_at = None;
         Ok(())
     }
 
@@ -296,16 +314,20 @@ impl JwtVerifier {
 /// Where keys may come from: HTTPS, or plain HTTP on a loopback address only (tests, the
 /// local stack): keys fetched in the clear could be replaced on the way.
 pub fn trusted_url(url: &str) -> bool {
-    if url.starts_with("https://") {
-        return true;
+    let Ok(uri) = url.parse::<http::Uri>() else { return false };
+    let Some(authority) = uri.authority() else { return false };
+    if authority.as_str().contains('@') {
+        // Credentials in the URL, or a host hidden behind them.
+        return false;
     }
-    let Some(rest) = url.strip_prefix("http://") else { return false };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => {
+            let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+            host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+        _ => false,
+    }
 }
 
 /// A signing key Tollgate can use: RSA for RS256, P-256 for ES256, not marked for encryption;
@@ -356,8 +378,15 @@ mod tests {
         for ok in ["https://idp.example", "http://127.0.0.1:8080/jwks", "http://localhost/x", "http://[::1]:9/"] {
             assert!(trusted_url(ok), "{ok}");
         }
-        for bad in ["http://idp.example", "http://127.0.0.1.evil.example/", "ftp://x", "idp.example", "http://10.0.0.1"]
-        {
+        for bad in [
+            "http://idp.example",
+            "http://127.0.0.1.evil.example/",
+            "http://127.0.0.1:1@evil.example/jwks",
+            "https://user:pass@idp.example",
+            "ftp://x",
+            "idp.example",
+            "http://10.0.0.1",
+        ] {
             assert!(!trusted_url(bad), "{bad}");
         }
     }

@@ -143,7 +143,7 @@ impl KeyStore for MemoryStore {
                 return Err(StoreError::NotFound("customer"));
             }
             let plan = record.limits.governing_plan_id.as_ref().and_then(|p| data.plans.get(p));
-            let max = key_limit(plan);
+            let max = key_limit(Some(plan.ok_or(StoreError::NoPlan)?));
             let live = data
                 .keys
                 .values()

@@ -51,6 +51,10 @@ pub enum StoreError {
     /// A customer creating its own key already holds as many as its plan allows.
     #[error("the plan allows {0} keys and all are in use")]
     KeyLimitReached(u64),
+    /// A customer creating its own key has no plan to put it on (a key without one would have
+    /// no limits at all).
+    #[error("the customer has no plan")]
+    NoPlan,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -253,11 +257,12 @@ impl KeyPatch {
     }
 }
 
-/// `active` or `disabled`, remembering who disabled it. Disabling a disabled key keeps who
-/// did; enabling a key the operator disabled is the operator's alone.
+/// `active` or `disabled`, remembering who disabled it. The operator disabling a key makes
+/// the disable the operator's even if its customer had disabled it first; enabling a key the
+/// operator disabled is the operator's alone.
 fn set_status(record: &mut KeyRecord, status: KeyStatus, by: Actor) -> StoreResult<()> {
     match (record.status, status) {
-        (KeyStatus::Disabled, KeyStatus::Disabled) => {}
+        (KeyStatus::Disabled, KeyStatus::Disabled) if by == Actor::Customer => {}
         (_, KeyStatus::Disabled) => record.disabled_by = Some(by),
         (KeyStatus::Disabled, _) if by == Actor::Customer && record.disabled_by != Some(Actor::Customer) => {
             return Err(StoreError::Conflict(

@@ -194,12 +194,22 @@ async fn roles_decide_what_each_caller_may_do() {
 #[tokio::test]
 async fn a_customer_manages_its_own_keys_and_no_one_elses() {
     let a = api().await;
-    assert_eq!(a.call(ADMIN, Method::POST, "/v1/plans", Some(json!({"id": "pro", "name": "Pro"}))).await.0, 201);
-    // The operator's keys for both customers; acme follows its plan through the operator.
+    let pro = json!({"id": "pro", "name": "Pro", "rate_limit": {"limit": 10, "window_s": 60}, "stripe_price_ids": ["price_pro"]});
+    assert_eq!(a.call(ADMIN, Method::POST, "/v1/plans", Some(pro)).await.0, 201);
+    // The operator's keys for both customers.
     let (_, other) = a.call(ADMIN, Method::POST, "/v1/keys", Some(json!({"customer_id": "globex"}))).await;
     let other_id = other["key_id"].as_str().unwrap().to_owned();
-    assert_eq!(a.call(ADMIN, Method::POST, "/v1/keys", Some(json!({"customer_id": "acme"}))).await.0, 201);
+    assert_eq!(
+        a.call(ADMIN, Method::POST, "/v1/keys", Some(json!({"customer_id": "acme", "plan_id": "pro"}))).await.0,
+        201
+    );
     let acme = a.as_customer("acme");
+    // Until acme has a plan of its own, its own keys would have no limits at all: refused,
+    // whatever plan the operator put its other key on.
+    let (status, body) = a.call(&acme, Method::POST, "/v1/me/keys", Some(json!({}))).await;
+    assert_eq!((status, code(&body)), (409, "no_plan"), "{body}");
+    tollgate_tests::bill(a.api.store(), "acme", "cus_acme", SubscriptionStatus::Active, Some("price_pro"), NOW.secs())
+        .await;
 
     let (status, me) = a.call(&acme, Method::GET, "/v1/me", None).await;
     assert_eq!((status, me["customer_id"].clone(), me["keys"].clone()), (200, json!("acme"), json!(1)), "{me}");
@@ -207,6 +217,7 @@ async fn a_customer_manages_its_own_keys_and_no_one_elses() {
     assert_eq!(status, 201, "{created}");
     assert!(created["key"].as_str().unwrap().starts_with("tg_"), "the plaintext, once");
     assert_eq!(created["customer_id"], "acme");
+    assert_eq!(created["limits"]["rate_limit"], json!({"limit": 10, "window_s": 60}), "on its plan's limits");
     let mine = created["key_id"].as_str().unwrap().to_owned();
     let (_, listed) = a.call(&acme, Method::GET, "/v1/me/keys", None).await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 2);
@@ -269,6 +280,13 @@ async fn a_key_the_operator_disabled_stays_disabled_for_the_customer() {
     let (_, k) = a.call(ADMIN, Method::GET, &format!("/v1/keys/{id}"), None).await;
     assert_eq!(k["status"], "disabled");
     assert_eq!(a.call(ADMIN, Method::PATCH, &format!("/v1/keys/{id}"), Some(json!({"status": "active"}))).await.0, 200);
+    // The customer disables it, the operator disables it too: the disable is the operator's now.
+    let disable = Some(json!({"status": "disabled"}));
+    assert_eq!(a.call(&acme, Method::PATCH, &format!("/v1/me/keys/{id}"), disable.clone()).await.0, 200);
+    assert_eq!(a.call(ADMIN, Method::PATCH, &format!("/v1/keys/{id}"), disable).await.0, 200);
+    let (status, body) =
+        a.call(&acme, Method::PATCH, &format!("/v1/me/keys/{id}"), Some(json!({"status": "active"}))).await;
+    assert_eq!((status, code(&body)), (409, "conflict"), "{body}");
 }
 
 #[tokio::test]

@@ -343,7 +343,10 @@ async fn a_customer_signed_in_with_a_jwt_manages_its_keys_and_scopes_guard_route
     let extra: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let stack = local_stack_with(None, &extra).await;
     let c = Client::new(stack.url());
-    create_plan(&c, "pro", Some((100, 60)), None).await;
+    let pro = json!({"id": "pro", "name": "pro", "rate_limit": {"limit": 100, "window_s": 60}, "stripe_price_ids": ["price_pro"]});
+    assert_eq!(c.admin("POST", "/v1/plans", Some(pro)).await.status, 201);
+    let now = UnixTime::now().secs();
+    tollgate_tests::bill(stack.store(), "acme", "cus_acme", SubscriptionStatus::Active, Some("price_pro"), now).await;
     let r = c
         .admin(
             "POST",

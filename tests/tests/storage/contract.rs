@@ -1009,6 +1009,14 @@ async fn a_customers_own_keys_stop_at_its_plans_max_keys() {
     db.store.revoke_key(second, NOW).await.unwrap();
     db.store.create_key(own()).await.expect("two revoked: one place below 3");
     assert!(matches!(db.store.create_key(own()).await, Err(StoreError::KeyLimitReached(3))));
+    // A customer without a plan cannot make a key with no limits.
+    let (operator, _) = new_key("planless", None);
+    db.store.create_key(operator).await.unwrap();
+    let own_planless = NewKey {
+        by: Actor::Customer,
+        ..NewKey::new(&ApiKey::generate(KeyEnv::Live).unwrap(), cid("planless"), None, NOW)
+    };
+    assert!(matches!(db.store.create_key(own_planless).await, Err(StoreError::NoPlan)));
     // A customer Tollgate does not know creates nothing.
     let stranger = ApiKey::generate(KeyEnv::Live).unwrap();
     let new = NewKey { by: Actor::Customer, ..NewKey::new(&stranger, cid("nobody"), None, NOW) };

@@ -180,7 +180,10 @@ impl DynamoStore {
             // Revoking frees one of the customer's keys (when it is counted yet).
             let revoked = record.status != KeyStatus::Revoked && next.status == KeyStatus::Revoked;
             tx.push(match (revoked, customer.live_keys) {
-                (true, Some(_)) => self.live_keys_update(&next.customer_id, customer, LiveKeys::Add(-1))?,
+                // Never below zero (a key the count missed, made by code from before it).
+                (true, Some(live)) if live > 0 => {
+                    self.live_keys_update(&next.customer_id, customer, LiveKeys::Add(-1))?
+                }
                 _ => self.customer_version_check(&next.customer_id, customer.ver)?,
             });
         }
@@ -207,7 +210,9 @@ impl DynamoStore {
                 let count = match (new.by, customer.live_keys) {
                     // A customer's own key: within its plan's limit, checked by the write itself.
                     (Actor::Customer, _) => {
-                        let max = key_limit(governing.plan.as_ref().map(|p| &p.value));
+                        // On its plan only: a key with no plan would have no limits at all.
+                        let plan = governing.plan.as_ref().ok_or(StoreError::NoPlan)?;
+                        let max = key_limit(Some(&plan.value));
                         if live >= max {
                             return Err(StoreError::KeyLimitReached(max));
                         }
@@ -397,7 +402,8 @@ impl DynamoStore {
         let ver = e.value(n(customer.ver));
         let (update, cond) = match count {
             LiveKeys::Add(delta) => {
-                (format!("ADD {lk} {}", e.value(n(delta))), format!("{v} = {ver} AND attribute_exists({lk})"))
+                let floor = if delta < 0 { format!(" AND {lk} >= {}", e.value(n(-delta))) } else { String::new() };
+                (format!("ADD {lk} {}", e.value(n(delta))), format!("{v} = {ver} AND attribute_exists({lk}){floor}"))
             }
             LiveKeys::AddBelow(max) => (
                 format!("ADD {lk} {}", e.value(n(1))),
