@@ -183,9 +183,10 @@ impl<S: WebhookStore> Webhook<S> {
     /// shares, so neither order of arrival matters.
     async fn apply(&self, event: &StripeEvent, change: Change, now: UnixTime) -> Result<Outcome, WebhookError> {
         let input = match change {
-            Change::CheckoutCompleted { client_reference_id, stripe_customer } => {
-                let customer = CustomerId::for_checkout(client_reference_id.as_deref(), &stripe_customer)
-                    .map_err(|e| WebhookError::BadEvent(e.to_string()))?;
+            Change::CheckoutCompleted { client_reference_id, from_payment_link, stripe_customer } => {
+                let customer =
+                    CustomerId::for_checkout(client_reference_id.as_deref(), from_payment_link, &stripe_customer)
+                        .map_err(|e| WebhookError::BadEvent(e.to_string()))?;
                 StripeInput { stripe_customer, link: Some(customer), observed: None }
             }
             Change::Observed { stripe_customer, subscription, observation } => {

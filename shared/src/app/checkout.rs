@@ -95,8 +95,10 @@ pub fn claimable(
     if !facts.price_ids.iter().any(|p| plan_for_price(p).is_some()) {
         return Err(ClaimRefusal::UnknownPrice);
     }
-    let customer_id = CustomerId::for_checkout(session.client_reference_id.as_deref(), &stripe_customer)
-        .map_err(|e| ClaimRefusal::InvalidReference(e.message))?;
+    let from_payment_link = session.payment_link.as_ref().is_some_and(|l| !l.is_null());
+    let customer_id =
+        CustomerId::for_checkout(session.client_reference_id.as_deref(), from_payment_link, &stripe_customer)
+            .map_err(|e| ClaimRefusal::InvalidReference(e.message))?;
     let env =
         if session.id.starts_with("cs_live_") || session.livemode == Some(true) { KeyEnv::Live } else { KeyEnv::Test };
     let observation = Observation::snapshot(&session.id, status, facts);

@@ -24,11 +24,19 @@ impl CustomerId {
         }
     }
 
-    /// A customer created by Stripe is named by the Checkout session's `client_reference_id`
-    /// when the operator set one (it links the payment to their own user), else by the
-    /// Stripe customer id.
-    pub fn for_checkout(client_reference_id: Option<&str>, stripe_customer_id: &str) -> Result<Self, ValidationError> {
-        match client_reference_id.filter(|s| !s.is_empty()) {
+    /// The customer a completed Checkout session pays for: the session's
+    /// `client_reference_id` when the seller's server set it (creating the session through
+    /// the API, for its own signed-in user), else the Stripe customer id. A session made from
+    /// a Payment Link (`from_payment_link`) takes `client_reference_id` from its URL, which
+    /// anyone can write: naming an existing customer there would link that customer to the
+    /// payer's Stripe customer (for good: links never move) and give the payer its keys, so
+    /// such a session is always the Stripe customer's own.
+    pub fn for_checkout(
+        client_reference_id: Option<&str>,
+        from_payment_link: bool,
+        stripe_customer_id: &str,
+    ) -> Result<Self, ValidationError> {
+        match client_reference_id.filter(|s| !s.is_empty() && !from_payment_link) {
             Some(r) => Self::parse(r),
             None => Self::parse(stripe_customer_id),
         }
@@ -222,10 +230,13 @@ mod tests {
 
     #[test]
     fn checkout_customer_id_prefers_client_reference() {
-        assert_eq!(CustomerId::for_checkout(Some("user_42"), "cus_1").unwrap().as_str(), "user_42");
-        assert_eq!(CustomerId::for_checkout(None, "cus_1").unwrap().as_str(), "cus_1");
-        assert_eq!(CustomerId::for_checkout(Some(""), "cus_1").unwrap().as_str(), "cus_1");
-        assert!(CustomerId::for_checkout(Some("bad id"), "cus_1").is_err());
+        assert_eq!(CustomerId::for_checkout(Some("user_42"), false, "cus_1").unwrap().as_str(), "user_42");
+        assert_eq!(CustomerId::for_checkout(None, false, "cus_1").unwrap().as_str(), "cus_1");
+        assert_eq!(CustomerId::for_checkout(Some(""), false, "cus_1").unwrap().as_str(), "cus_1");
+        assert!(CustomerId::for_checkout(Some("bad id"), false, "cus_1").is_err());
+        // A Payment Link's reference came from its URL: anyone's to write, so never a name.
+        assert_eq!(CustomerId::for_checkout(Some("victim"), true, "cus_1").unwrap().as_str(), "cus_1");
+        assert_eq!(CustomerId::for_checkout(Some("bad id"), true, "cus_1").unwrap().as_str(), "cus_1");
     }
 
     #[test]

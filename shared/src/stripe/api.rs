@@ -21,6 +21,10 @@ pub struct CheckoutSession {
     /// The subscription object ([`StripeApi::checkout_session`] expands it), or its id.
     pub subscription: Option<serde_json::Value>,
     pub client_reference_id: Option<String>,
+    /// The Payment Link the session was made from (its id), if any: its `client_reference_id`
+    /// came from a URL.
+    #[serde(default)]
+    pub payment_link: Option<serde_json::Value>,
     pub livemode: Option<bool>,
     /// Epoch seconds.
     pub created: Option<i64>,

@@ -26,7 +26,7 @@ pub struct EventData {
 pub enum Change {
     /// `checkout.session.completed` in subscription mode: links the customer it names (by
     /// `client_reference_id`, else the Stripe customer id) to the Stripe customer.
-    CheckoutCompleted { client_reference_id: Option<String>, stripe_customer: String },
+    CheckoutCompleted { client_reference_id: Option<String>, from_payment_link: bool, stripe_customer: String },
     /// `customer.subscription.created|updated|deleted`, or an invoice of a subscription: what
     /// it says about that one subscription.
     Observed { stripe_customer: String, subscription: String, observation: Observation },
@@ -87,6 +87,7 @@ impl StripeEvent {
                 }
                 Ok(Change::CheckoutCompleted {
                     client_reference_id: o["client_reference_id"].as_str().map(str::to_owned),
+                    from_payment_link: !o["payment_link"].is_null(),
                     stripe_customer: id_of(&o["customer"]).ok_or_else(|| err("no customer"))?,
                 })
             }

@@ -8,10 +8,11 @@ use issue_key::api::{ApiRequest, ManagementApi};
 use serde_json::Value;
 use shared::app::authorize::Authorizer;
 use shared::config::FailMode;
+use shared::domain::api_key::{ApiKey, KeyEnv};
 use shared::domain::customers::{CustomerId, SubscriptionStatus};
 use shared::domain::plans::{Plan, PlanId, RateLimit};
 use shared::store::dynamo::DynamoStore;
-use shared::store::{CustomerStore, KeyFilter, KeyStore, PlanStore};
+use shared::store::{CustomerStore, KeyFilter, KeyStore, NewKey, PlanStore};
 use shared::stripe::api::StripeApi;
 use std::sync::Arc;
 use std::time::Duration;
@@ -223,6 +224,30 @@ async fn a_session_cannot_take_over_a_customer_linked_to_another_stripe_customer
     assert!(db.store.get_customer(&CustomerId::parse("user-43").unwrap()).await.unwrap().is_none());
     // A refused claim does not use the session up: it stays refused, with the same answer.
     assert_eq!(claim(&api, "session_id=cs_test_rename").await.1["error"]["code"], "customer_conflict");
+}
+
+/// A customer the operator made (keys, no Stripe link yet) cannot be taken over by a stranger
+/// who pays through a Payment Link whose URL names it: that session is the stranger's own
+/// Stripe customer's, whatever `client_reference_id` says; acme stays as it was.
+#[tokio::test]
+async fn a_payment_link_cannot_name_an_existing_customer() {
+    let (db, api, standin) = setup(API_KEY).await;
+    let acme = CustomerId::parse("acme").unwrap();
+    let key = ApiKey::generate(KeyEnv::Test).unwrap();
+    db.store.create_key(NewKey::new(&key, acme.clone(), None, NOW)).await.unwrap();
+    let before = db.store.get_customer(&acme).await.unwrap();
+    let mut session = checkout_session("cs_test_link", "complete", "paid", Some("acme"));
+    session["payment_link"] = "plink_1QTollgateDemo".into();
+    standin.add_session(session);
+    let (status, body) = claim(&api, "session_id=cs_test_link").await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["customer_id"], "cus_Standin123", "the payer's own customer, not acme");
+    assert_eq!(db.store.get_customer(&acme).await.unwrap(), before, "acme untouched");
+    assert_eq!(
+        db.store.customer_for_stripe("cus_Standin123").await.unwrap(),
+        Some(CustomerId::parse("cus_Standin123").unwrap())
+    );
+    assert_eq!(db.store.customer_key_ids(&acme).await.unwrap().len(), 1, "no key for the stranger under acme");
 }
 
 #[tokio::test]

@@ -372,6 +372,26 @@ async fn a_checkout_naming_a_customer_linked_elsewhere_writes_nothing() {
     assert_eq!(f.db.store.customer_for_stripe("cus_Stranger").await.unwrap(), None);
 }
 
+/// The webhook's side of the same rule: a checkout from a Payment Link whose URL named an
+/// existing, unlinked customer links the payer's own Stripe customer, never that customer.
+#[tokio::test]
+async fn a_payment_link_checkout_never_links_the_customer_its_url_names() {
+    let f = setup().await;
+    let key = shared::domain::api_key::ApiKey::generate(shared::domain::api_key::KeyEnv::Test).unwrap();
+    let victim = shared::domain::customers::CustomerId::parse("user-42").unwrap();
+    f.db.store.create_key(shared::store::NewKey::new(&key, victim.clone(), None, NOW)).await.unwrap();
+    let before = f.customer("user-42").await;
+    let mut via_link = fixture("checkout-session-completed");
+    via_link["data"]["object"]["payment_link"] = "plink_1QTollgateDemo".into();
+    assert_eq!(f.post(&via_link).await, "applied");
+    assert_eq!(f.customer("user-42").await, before, "the customer the URL named is untouched");
+    assert_eq!(
+        f.db.store.customer_for_stripe("cus_RTollgateDemo").await.unwrap().map(|c| c.as_str().to_owned()),
+        Some("cus_RTollgateDemo".to_owned()),
+        "the payer's Stripe customer is its own customer"
+    );
+}
+
 /// Case 4: an invoice moves only the subscription it names, and a failed first invoice of an
 /// incomplete subscription grants no past-due grace.
 #[tokio::test]
