@@ -389,7 +389,7 @@ async fn the_claim_functions_role_allows_every_request_a_claim_makes() {
     for (op, body) in proxy.seen() {
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let requests: Vec<(String, String, Option<String>)> = match op.as_str() {
-            "GetItem" | "BatchGetItem" => vec![(op.clone(), "table".into(), None)],
+            "GetItem" => vec![(op.clone(), "table".into(), None)],
             "Query" => {
                 let on = body["IndexName"].as_str().map_or("table".to_owned(), |i| format!("index/{i}"));
                 vec![(op.clone(), on, None)]

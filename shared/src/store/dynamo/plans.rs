@@ -65,17 +65,15 @@ impl PlanStore for DynamoStore {
         Ok(self.get_plan_versioned(id).await?.map(|p| p.value))
     }
 
-    /// The plan index names them; they are then read whole from the table in one
-    /// BatchGetItem, strongly consistent (the index projects only what key listings need, and a
-    /// plan just made is listed at once). Two requests whatever the number of plans.
+    /// The plan index names them; each is then read whole from the table, strongly consistent
+    /// (the index projects only what key listings need, and a plan just made is listed at once).
     async fn list_plans(&self) -> StoreResult<Vec<Plan>> {
         let indexed = self.query_all(GSI3, GSI3_PK, TYPE_PLANS).await?;
         let ids = indexed.iter().map(|item| plan_id_opt(item, "plan_id")).collect::<StoreResult<Vec<_>>>()?;
-        let keys = ids.iter().flatten().map(|id| (plan_pk(id.as_str()), PLAN_SK.to_owned())).collect();
+        let reads = ids.iter().flatten().map(|id| self.get_plan_versioned(id));
+        let plans = futures_util::future::try_join_all(reads).await?;
         // A plan deleted between the two reads is simply not listed.
-        let mut plans = self.batch_get(keys).await?.iter().map(Plan::try_from).collect::<StoreResult<Vec<_>>>()?;
-        plans.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(plans)
+        Ok(plans.into_iter().flatten().map(|p| p.value).collect())
     }
 
     async fn delete_plan(&self, id: &PlanId) -> StoreResult<()> {

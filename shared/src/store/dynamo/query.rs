@@ -61,43 +61,6 @@ impl DynamoStore {
             .collect()
     }
 
-    /// The items with these keys (table pk, sk), strongly consistent, in BatchGetItem requests
-    /// of up to 100 keys; what DynamoDB leaves unprocessed is asked again (a few times, then
-    /// the read fails as throttled). Missing items are left out; the order is DynamoDB's.
-    pub(super) async fn batch_get(&self, keys: Vec<(String, String)>) -> StoreResult<Vec<Item>> {
-        use aws_sdk_dynamodb::types::KeysAndAttributes;
-        let mut items = vec![];
-        for chunk in keys.chunks(100) {
-            let mut pending: Vec<Item> =
-                chunk.iter().map(|(pk, sk)| Item::from([(PK.to_owned(), s(pk)), (SK.to_owned(), s(sk))])).collect();
-            for attempt in 0..5u64 {
-                if pending.is_empty() {
-                    break;
-                }
-                if attempt > 0 {
-                    tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
-                }
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut pending)))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|e| StoreError::Backend(e.into()))?;
-                let out =
-                    self.client.batch_get_item().request_items(&self.table, request).send().await.map_err(sdk_err)?;
-                items.extend(out.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default());
-                pending =
-                    out.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).map(|k| k.keys).unwrap_or_default();
-            }
-            if !pending.is_empty() {
-                return Err(StoreError::Unavailable(crate::store::Outage::new(
-                    crate::store::Fault::Throttled,
-                    "BatchGetItem left keys unprocessed",
-                )));
-            }
-        }
-        Ok(items)
-    }
-
     /// Every item of one index partition.
     pub(super) async fn query_all(&self, index: &str, pk_attr: &str, pk_value: &str) -> StoreResult<Vec<Item>> {
         let query = self
