@@ -16,7 +16,7 @@ use shared::stripe::signature::{SignatureError, verify};
 use std::time::Duration;
 
 /// How long one delivery holds an event before a concurrent redelivery may take over.
-const EVENT_LEASE_S: u64 = 60;
+pub const EVENT_LEASE_S: u64 = 60;
 /// Stripe's events are far smaller; refuse to buffer more than this.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
