@@ -15,15 +15,22 @@ TEST_ALL := cargo test --workspace --no-fail-fast
 TEST_CONTRACT := cargo test --workspace --test storage --test api --no-fail-fast -- contract:: faults:: authorizer:: local_stack:: management:: webhook:: claim:: identity::
 endif
 
-.PHONY: help test lint lint-template test-dynoxide test-moto test-spec dev build deploy bench fuzz
+.PHONY: help test lint lint-template test-dynoxide test-moto test-spec test-console console dev build deploy bench fuzz
 
 # The local stack: every handler behind one server on in-process Dynoxide; --seed prints a demo key.
+# The console is built first when Node.js is there (without it /console/ says how to build it).
 dev:
+	@if command -v npm >/dev/null; then bash scripts/console.sh build; else echo "make dev: no npm, so no console at /console/ (install Node.js 20+ and run make console)"; fi
 	cargo run -p tollgate-dev --bin tollgate -- --seed
 
+# The web console (console/, Vite + Preact): npm ci and npm run build into console/dist.
+console:
+	bash scripts/console.sh build
+
 help:
-	@echo "make test    formatting, clippy, SAM template lint, every test on in-process Dynoxide, the storage contract on moto"
-	@echo "make dev     the local stack on http://127.0.0.1:3000 with a demo plan and key (Ctrl-C stops it)"
+	@echo "make test    formatting, clippy, SAM template lint, every test on in-process Dynoxide, the storage contract on moto, the spec, the console in Chromium"
+	@echo "make dev     the local stack on http://127.0.0.1:3000 with a demo plan and key, the console at /console/ (Ctrl-C stops it)"
+	@echo "make console npm ci and build the web console into console/dist (the local stack serves it)"
 	@echo "make build   cargo lambda build --release --arm64 of every function (cargo-lambda into .venv), then zip sizes vs 3 MB"
 	@echo "make deploy  lint the template, sam build (cargo-lambda, no Docker), sam deploy --guided (docs/deploy.md)"
 	@echo "make fuzz    every cargo-fuzz target for FUZZ_SECONDS (default 600) each, on nightly; the corpus grows in fuzz/corpus"
@@ -51,6 +58,12 @@ test-moto:
 test-spec:
 	cargo build --workspace --bins
 	bash scripts/schemathesis.sh
+
+# The console's browser tests: its API types against docs/openapi.yaml, then Playwright driving
+# Debian's Chromium (installed when missing and root, else named) against the local stack built
+# here; screenshots of every page in target/console-screenshots/.
+test-console:
+	bash scripts/console.sh test
 
 # Every SAM template in infra/: cfn-lint, sam validate --lint, sam validate, cfn-lint of the SAM
 # translation, then checkov on the template and the translation (fails on any finding not

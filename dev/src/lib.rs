@@ -2,6 +2,7 @@
 //! Dynoxide (or any DynamoDB endpoint). `make dev` runs it; the end-to-end tests start it on a
 //! free port.
 
+pub mod console;
 pub mod gateway;
 
 use axum::Router;
@@ -10,6 +11,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use bytes::Bytes;
+use console::Console;
 use gateway::{Gateway, ProxyRequest, Upstream};
 use issue_key::api::{ManagementApi, bearer_matches};
 use issue_key::error::ApiError;
@@ -80,6 +82,8 @@ pub struct Settings {
     /// `TOLLGATE_ROLLUP_INTERVAL_S`: the usage rollup runs this often (0: only on
     /// `POST /internal/rollup`).
     pub rollup_interval_s: u64,
+    /// `TOLLGATE_CONSOLE_CONFIG`: how the console at `/console/` signs in.
+    pub console: Console,
     pub seed: bool,
 }
 
@@ -156,6 +160,7 @@ impl Settings {
             jwt: config.jwt,
             stripe: config.stripe_api_key.map(|k| (config.stripe_api_base, k)),
             rollup_interval_s,
+            console: Console::from_config(get("TOLLGATE_CONSOLE_CONFIG").as_deref())?,
             seed: false,
         })
     }
@@ -202,6 +207,7 @@ struct App {
     webhook: Webhook<DynamoStore>,
     rollup: Rollup<DynamoStore>,
     admin_token: SecretString,
+    console: Console,
 }
 
 impl LocalStack {
@@ -259,6 +265,7 @@ impl LocalStack {
                 RollupOptions { identifier_namespace: settings.table.clone(), ..RollupOptions::default() },
             ),
             admin_token: settings.admin_token.clone(),
+            console: settings.console.clone(),
         });
         let rollup_timer = (settings.rollup_interval_s > 0)
             .then(|| tokio::spawn(rollup_timer(app.clone(), Duration::from_secs(settings.rollup_interval_s))));
@@ -278,6 +285,9 @@ impl LocalStack {
             .route("/stripe/webhook", post(stripe_webhook))
             .route("/internal/rollup", post(run_rollup))
             .route("/health", get(|| async { "ok" }))
+            .route("/console", any(console))
+            .route("/console/", any(console))
+            .route("/console/{*path}", any(console))
             .with_state(app)
             .fallback_service(management);
         let listener = tokio::net::TcpListener::bind(settings.addr)
@@ -413,6 +423,10 @@ async fn stripe_webhook(State(app): State<Arc<App>>, req: Request) -> Response {
         return into_axum(gateway::error_response(413, "body_too_large", msg, &request_id));
     };
     app.webhook.handle(&parts.headers, &body, &request_id, UnixTime::now()).await.map(Body::from).into_response()
+}
+
+async fn console(State(app): State<Arc<App>>, req: Request) -> Response {
+    into_axum(app.console.respond(req.method(), req.uri().path(), req.headers()))
 }
 
 /// The usage rollup every `every`, as EventBridge Scheduler runs it in AWS.
