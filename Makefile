@@ -36,7 +36,7 @@ help:
 	@echo "make fuzz    every cargo-fuzz target for FUZZ_SECONDS (default 600) each, on nightly; the corpus grows in fuzz/corpus"
 	@echo "make bench   the benchmarks: decision CPU and DynamoDB requests, authorizer cold start and RSS, local stack load (wrk), sizes"
 
-test: lint lint-template test-dynoxide test-moto test-spec
+test: lint lint-template test-dynoxide test-moto test-spec test-console
 
 lint:
 	cargo fmt --all -- --check

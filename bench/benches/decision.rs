@@ -72,7 +72,14 @@ impl AuthorizeStore for StubStore {
         Ok(Decision::for_key(&self.state, Ok(()), &counters, now))
     }
 
-    async fn record_denials(&self, _key_id: &KeyId, _day: shared::domain::time::Day, _n: u64) {}
+    async fn record_denials(
+        &self,
+        _key_id: &KeyId,
+        _day: shared::domain::time::Day,
+        _denial: shared::domain::decision::Denial,
+        _n: u64,
+    ) {
+    }
 }
 
 /// The request the benches authorize (no scope map: the common case).

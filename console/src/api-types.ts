@@ -181,6 +181,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The overview - requests per day (allowed, denied by code), top keys and customers, keys near their quota
+         * @description Admin and read-only callers; a customer gets 403. One DynamoDB Query however many keys there are.
+         */
+        get: operations["getStats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/me": {
         parameters: {
             query?: never;
@@ -497,6 +517,8 @@ export interface components {
             rotation: {
                 previous_secret_valid_until: components["schemas"]["Timestamp"];
             } | null;
+            /** @description When the authorizer last allowed a request with the key (to the second); null - never. */
+            last_used_at: components["schemas"]["Timestamp"] | null;
         };
         /** @description A key as listed and read; never its secret or hash. */
         Key: components["schemas"]["KeyFields"];
@@ -528,6 +550,7 @@ export interface components {
                 day: string;
                 allowed: number;
                 denied: number;
+                denied_by_code: components["schemas"]["DeniedByCode"];
             }[];
         };
         CustomerUsage: {
@@ -539,12 +562,65 @@ export interface components {
                 meter: string | null;
                 allowed: number;
                 denied: number;
+                denied_by_code: components["schemas"]["DeniedByCode"];
                 /** @description Allowed requests Stripe has accepted */
                 reported: number;
                 /** @description Written off: the customer had no Stripe customer id, or the usage was older than Stripe accepts */
                 unbilled: number;
                 /** @description Sent or about to be sent, not yet confirmed */
                 pending: number;
+            }[];
+        };
+        /** @description Denied requests by the code the authorizer answered with; codes with none are left out. */
+        DeniedByCode: {
+            key_expired?: number;
+            key_revoked?: number;
+            key_disabled?: number;
+            subscription_inactive?: number;
+            insufficient_scope?: number;
+            rate_limited?: number;
+            quota_exceeded?: number;
+        };
+        /** @description As of the last rollup run (every minute by default). */
+        Stats: {
+            /** Format: date */
+            from: string;
+            /**
+             * Format: date
+             * @description Today (UTC).
+             */
+            to: string;
+            /**
+             * Format: date
+             * @description The day top_keys and top_customers describe: the latest with traffic (today, or early in a UTC day yesterday).
+             */
+            day: string;
+            /** @description Every day from `from` to `to`, oldest first; days without traffic as zeros. */
+            days: {
+                /** Format: date */
+                day: string;
+                allowed: number;
+                denied: number;
+                denied_by_code: components["schemas"]["DeniedByCode"];
+            }[];
+            top_keys: {
+                key_id: components["schemas"]["KeyId"];
+                customer_id: components["schemas"]["CustomerId"];
+                allowed: number;
+            }[];
+            top_customers: {
+                customer_id: components["schemas"]["CustomerId"];
+                allowed: number;
+            }[];
+            /** @description Keys that have used 80% or more of their quota in a period that has not reset, closest to their limit first. */
+            near_quota: {
+                key_id: components["schemas"]["KeyId"];
+                customer_id: components["schemas"]["CustomerId"];
+                used: number;
+                limit: number;
+                /** @enum {string} */
+                period: "day" | "month";
+                reset: components["schemas"]["Timestamp"];
             }[];
         };
         Customer: {
@@ -591,6 +667,7 @@ export interface components {
                 meter: string | null;
                 allowed: number;
                 denied: number;
+                denied_by_code: components["schemas"]["DeniedByCode"];
             }[];
         };
     };
@@ -1166,6 +1243,33 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            422: components["responses"]["Invalid"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    getStats: {
+        parameters: {
+            query?: {
+                days?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The statistics. */
+            200: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Stats"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             422: components["responses"]["Invalid"];
             503: components["responses"]["Unavailable"];
         };

@@ -1,15 +1,14 @@
 // The fetch wrapper for the management API, typed by the types generated from
 // docs/openapi.yaml (src/api-types.ts, `npm run gen-types`). Same origin as the console.
 import type { components, operations } from './api-types';
-import type { Stats } from './stats-types';
 import { getToken } from './session';
 
 export type Schemas = components['schemas'];
 export type Plan = Schemas['Plan'];
 export type PlanCreateInput = Schemas['PlanCreateInput'];
 export type PlanReplaceInput = Schemas['PlanReplaceInput'];
-/** A key as listed; `last_used_at` is being added by the server (may be absent or null). */
-export type Key = Schemas['Key'] & { last_used_at?: string | null };
+/** A key; `last_used_at` is absent in listings (the server's indexes do not carry it). */
+export type Key = Schemas['Key'];
 /**
  * The generator drops `properties` that sit beside a `$ref` (IssuedKey = KeyFields + key), so
  * the plaintext field is added here, as the spec's IssuedKey schema declares it.
@@ -22,6 +21,18 @@ export type CustomerUsage = Schemas['CustomerUsage'];
 export type MyUsage = Schemas['MyUsage'];
 export type Me = Schemas['Me'];
 export type ApiErrorBody = Schemas['Error'];
+export type Stats = Schemas['Stats'];
+export type DenialCode = keyof Schemas['DeniedByCode'];
+/** Every code the spec names, in the order the authorizer checks them. */
+export const DENIAL_CODES = [
+  'key_expired',
+  'key_revoked',
+  'key_disabled',
+  'subscription_inactive',
+  'insufficient_scope',
+  'rate_limited',
+  'quota_exceeded',
+] as const satisfies readonly DenialCode[];
 
 type Json<R> = R extends { content: { 'application/json': infer T } } ? T : void;
 type Ok<Op> = Op extends { responses: infer R }
@@ -125,8 +136,8 @@ export const api = {
   getCustomerUsage: (id: string, days: number, signal?: AbortSignal) =>
     call<Ok<Op['getCustomerUsage']>>('GET', `/v1/customers/${enc(id)}/usage`, { query: { days }, signal }),
 
-  /** Not in the spec yet: see stats-types.ts. */
-  getStats: (days: number, signal?: AbortSignal) => call<Stats>('GET', '/v1/stats', { query: { days }, signal }),
+  getStats: (days: number, signal?: AbortSignal) =>
+    call<Ok<Op['getStats']>>('GET', '/v1/stats', { query: { days }, signal }),
 
   getMe: (signal?: AbortSignal) => call<Ok<Op['getMe']>>('GET', '/v1/me', { signal }),
   listMyKeys: (query: Query<Op['listMyKeys']>, signal?: AbortSignal) =>

@@ -78,8 +78,6 @@ function KeysListing({
   };
 
   const items: Key[] = list.data?.items ?? [];
-  // The server is adding last_used_at: a column only when the keys carry it.
-  const hasLastUsed = items.some((k) => k.last_used_at !== undefined);
   return (
     <section aria-label={label} class="keys">
       {list.loading && !list.data ? <Loading what="Loading keys" /> : null}
@@ -99,7 +97,7 @@ function KeysListing({
                   <th scope="col">Plan</th>
                   <th scope="col">Status</th>
                   <th scope="col">Created</th>
-                  {hasLastUsed ? <th scope="col">Last used</th> : null}
+                  <th scope="col">Last used</th>
                   <th scope="col">Expires</th>
                   {canWrite ? <th scope="col">Actions</th> : null}
                 </tr>
@@ -125,7 +123,7 @@ function KeysListing({
                       <StatusBadge status={k.status} />
                     </td>
                     <td class="nowrap">{fmtTime(k.created_at)}</td>
-                    {hasLastUsed ? <td class="nowrap">{k.last_used_at ? fmtTime(k.last_used_at) : <span class="muted">never</span>}</td> : null}
+                    <td class="nowrap">{k.last_used_at ? fmtTime(k.last_used_at) : <span class="muted">never</span>}</td>
                     <td class="nowrap">{fmtTime(k.expires_at)}</td>
                     {canWrite ? (
                       <td>

@@ -1,8 +1,7 @@
-import { api } from '../api';
+import { api, DENIAL_CODES, type Stats } from '../api';
 import { Chart, colorFor, dayRange, type Series } from '../components/Chart';
 import { ErrorBox, Loading, fmtNum, fmtTime, useLoad } from '../components/ui';
 import { href } from '../router';
-import { DENIAL_CODES, type Stats } from '../stats-types';
 
 const DAYS = 30;
 
@@ -14,8 +13,8 @@ function seriesOf(stats: Stats): { days: string[]; series: Series[]; codes: stri
   const byDay = new Map(sorted.map((d) => [d.day, d]));
   const seen = new Set<string>();
   for (const d of sorted) for (const [c, n] of Object.entries(d.denied_by_code ?? {})) if (n) seen.add(c);
-  // Known codes in their usual order, then any the server adds later.
-  const codes = [...DENIAL_CODES.filter((c) => seen.has(c)), ...[...seen].filter((c) => !(DENIAL_CODES as readonly string[]).includes(c)).sort()];
+  // The codes with denials, in the order the authorizer checks them.
+  const codes = DENIAL_CODES.filter((c) => seen.has(c));
   const series: Series[] = [
     { label: 'allowed', color: colorFor('allowed', 0), values: days.map((d) => byDay.get(d)?.allowed ?? 0) },
     ...codes.map((c, i) => ({

@@ -7,6 +7,7 @@ use shared::domain::customers::Customer;
 use shared::domain::key_records::KeyRecord;
 use shared::domain::plans::{Plan, Quota, RateLimit};
 use shared::domain::time::UnixTime;
+use shared::domain::usage::DayCount;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Serialize)]
@@ -73,6 +74,8 @@ pub struct KeyView<'a> {
     pub quota: Option<Quota>,
     pub limits: EffectiveLimitsView<'a>,
     pub rotation: Option<RotationView>,
+    /// When the authorizer last allowed a request with the key (`null`: never).
+    pub last_used_at: Option<String>,
 }
 
 impl<'a> KeyView<'a> {
@@ -101,6 +104,7 @@ impl<'a> KeyView<'a> {
                 .rotation
                 .filter(|r| r.grace_until > now)
                 .map(|r| RotationView { previous_secret_valid_until: r.grace_until.to_rfc3339() }),
+            last_used_at: k.last_used_at.map(UnixTime::to_rfc3339),
         }
     }
 }
@@ -143,4 +147,9 @@ impl<'a> CustomerView<'a> {
             keys: keys.iter().map(KeyId::as_str).collect(),
         }
     }
+}
+
+/// `{"rate_limited": 4, ...}`: a day's denials by code (codes with none left out).
+pub fn denied_by_code(count: &DayCount) -> serde_json::Value {
+    count.denials_by_code().map(|(code, n)| (code.to_owned(), serde_json::Value::from(n))).collect()
 }

@@ -118,7 +118,7 @@ struct Known {
     scopes: Vec<String>,
     scopes_seen: UnixTime,
     /// Refusals for scope answered from memory, recorded at the next decision storage makes.
-    scope_unrecorded: Option<(u64, Day)>,
+    scope_unrecorded: Option<Unrecorded>,
     /// The last decision storage allowed for this key, and when: what `open` may act on. Any
     /// refusal clears it.
     active: Option<Active>,
@@ -138,10 +138,29 @@ struct Active {
 struct Spent {
     until: UnixTime,
     decision: Decision,
-    /// Denials answered from memory, added to the key's denial count for `day` at the next
-    /// decision storage makes for the key.
-    unrecorded: u64,
+    /// Denials answered from memory, added to the key's denial counts at the next decision
+    /// storage makes for the key.
+    unrecorded: Option<Unrecorded>,
+}
+
+/// `n` denials with one code on one day, answered from memory and not yet counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Unrecorded {
+    denial: Denial,
     day: Day,
+    n: u64,
+}
+
+impl Unrecorded {
+    /// One more `denial` on `day` into `slot`: counted on, or started afresh (a new day or
+    /// code starts a new count; the one it replaces is dropped, as a lost denial count is:
+    /// history only, never a decision or a bill).
+    fn add(slot: &mut Option<Unrecorded>, denial: Denial, day: Day, n: u64) {
+        match slot {
+            Some(u) if u.denial == denial && u.day == day => u.n += n,
+            _ => *slot = Some(Unrecorded { denial, day, n }),
+        }
+    }
 }
 
 /// A hash no request will ever be allowed with (unknown; the key revoked; a secret rotated
@@ -156,7 +175,7 @@ enum Recall {
     /// Answer without storage.
     Answer(Decision),
     /// Ask storage; the key id when known, and denials to record once storage answers.
-    Ask(Option<KeyId>, Option<(u64, Day)>),
+    Ask(Option<KeyId>, Option<Unrecorded>),
 }
 
 impl Memory {
@@ -172,19 +191,20 @@ impl Memory {
             // Not this key's route, as far as storage said lately: refused here until the
             // recheck; what is remembered for the key's other routes stays as it is.
             if now < known.scopes_seen.plus(SPENT_RECHECK_S) {
-                let (n, _) = known.scope_unrecorded.get_or_insert((0, now.day()));
-                *n += 1;
+                Unrecorded::add(&mut known.scope_unrecorded, Denial::InsufficientScope, now.day(), 1);
                 return Recall::Answer(Decision::denied(Denial::InsufficientScope));
             }
             return Recall::Ask(Some(known.key_id.clone()), known.scope_unrecorded.take());
         }
         match &mut known.spent {
             Some(spent) if now < spent.until => {
-                spent.unrecorded += 1;
+                if let Err(denial) = spent.decision.outcome {
+                    Unrecorded::add(&mut spent.unrecorded, denial, now.day(), 1);
+                }
                 Recall::Answer(spent.decision.clone())
             }
             Some(_) => {
-                let unrecorded = known.spent.take().filter(|s| s.unrecorded > 0).map(|s| (s.unrecorded, s.day));
+                let unrecorded = known.spent.take().and_then(|s| s.unrecorded);
                 Recall::Ask(Some(known.key_id.clone()), unrecorded)
             }
             None => Recall::Ask(Some(known.key_id.clone()), None),
@@ -192,11 +212,14 @@ impl Memory {
     }
 
     /// Puts back denials that could not be recorded (storage failed), for the next decision.
-    fn unrecorded(&mut self, hash: &KeyHash, (n, day): (u64, Day), decision: Decision) {
+    fn unrecorded(&mut self, hash: &KeyHash, put_back: Unrecorded, decision: Decision) {
         if let Some(known) = self.usable.get_mut(hash) {
+            let Unrecorded { denial, day, n } = put_back;
             match &mut known.spent {
-                Some(spent) => spent.unrecorded += n,
-                None => known.spent = Some(Spent { until: UnixTime(i64::MIN), decision, unrecorded: n, day }),
+                Some(spent) => Unrecorded::add(&mut spent.unrecorded, denial, day, n),
+                None => {
+                    known.spent = Some(Spent { until: UnixTime(i64::MIN), decision, unrecorded: Some(put_back) });
+                }
             }
         }
     }
@@ -255,7 +278,7 @@ impl Memory {
             _ => now,
         };
         if now < until {
-            known.spent = Some(Spent { until, decision: decision.clone(), unrecorded: 0, day: now.day() });
+            known.spent = Some(Spent { until, decision: decision.clone(), unrecorded: None });
         }
     }
 
@@ -376,8 +399,8 @@ impl<S: AuthorizeStore> Authorizer<S> {
             }
         };
         self.memory().learn(hash, &key_id, &decision, now);
-        if let Some((n, day)) = unrecorded {
-            self.store.record_denials(&key_id, day, n).await;
+        if let Some(Unrecorded { denial, day, n }) = unrecorded {
+            self.store.record_denials(&key_id, day, denial, n).await;
         }
         decision
     }
@@ -509,6 +532,8 @@ mod tests {
         lookups: AtomicU64,
         decisions: AtomicU64,
         recorded: AtomicU64,
+        /// `record_denials` calls: (code, count).
+        recorded_codes: Mutex<Vec<(Denial, u64)>>,
     }
 
     fn outage(f: Fault) -> StoreError {
@@ -555,8 +580,9 @@ mod tests {
             }
         }
 
-        async fn record_denials(&self, _key_id: &KeyId, _day: Day, n: u64) {
+        async fn record_denials(&self, _key_id: &KeyId, _day: Day, denial: Denial, n: u64) {
             self.recorded.fetch_add(n, Ordering::SeqCst);
+            self.recorded_codes.lock().unwrap().push((denial, n));
         }
     }
 
@@ -585,6 +611,7 @@ mod tests {
         // At the recheck storage is asked again, and the refusals answered here are recorded.
         assert_eq!(code(&a.decide(Some(&k), write, T0.plus(SPENT_RECHECK_S)).await), "insufficient_scope");
         assert_eq!(a.store().recorded.load(Ordering::SeqCst), 5);
+        assert_eq!(*a.store().recorded_codes.lock().unwrap(), [(Denial::InsufficientScope, 5)]);
         // A path upstreams read differently is refused before storage.
         let odd = Route { method: "POST", path: "/pets%2F..%2Fadmin" };
         assert_eq!(code(&a.decide(Some(&k), odd, T0.plus(11)).await), "insufficient_scope");
@@ -794,6 +821,7 @@ mod tests {
         script(&a, [ok()]);
         assert_eq!(code(&a.decide(Some(&k), ANY, T0.plus(SPENT_RECHECK_S)).await), "ok");
         assert_eq!(a.store().recorded.load(Ordering::SeqCst), 20);
+        assert_eq!(*a.store().recorded_codes.lock().unwrap(), [(Denial::KeyDisabled, 20)], "counted under their code");
     }
 
     #[tokio::test]
@@ -821,6 +849,7 @@ mod tests {
         assert_eq!(a.store().recorded.load(Ordering::SeqCst), 0, "not recorded while storage fails");
         a.decide(Some(&k), ANY, T0.plus(SPENT_RECHECK_S + 1)).await;
         assert_eq!(a.store().recorded.load(Ordering::SeqCst), 3, "recorded once storage answers");
+        assert_eq!(*a.store().recorded_codes.lock().unwrap(), [(Denial::RateLimited, 3)]);
     }
 
     #[tokio::test]

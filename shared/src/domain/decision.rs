@@ -62,6 +62,24 @@ pub enum Denial {
 }
 
 impl Denial {
+    /// The denials counted against a key (by day and code), in the order of
+    /// [`DayCount::denied_by`](crate::domain::usage::DayCount): those that name a key the
+    /// caller holds. An unknown secret, a missing key or an outage is not the key owner's.
+    pub const RECORDED: [Denial; 7] = [
+        Denial::KeyExpired,
+        Denial::KeyRevoked,
+        Denial::KeyDisabled,
+        Denial::SubscriptionInactive,
+        Denial::InsufficientScope,
+        Denial::RateLimited,
+        Denial::QuotaExceeded,
+    ];
+
+    /// Where this denial is counted in [`Denial::RECORDED`]; `None` for those never counted.
+    pub fn recorded_index(self) -> Option<usize> {
+        Self::RECORDED.iter().position(|&d| d == self)
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             Self::MissingKey => "missing_api_key",

@@ -124,6 +124,9 @@ pub struct KeyRecord {
     pub rotation: Option<Rotation>,
     pub limits: EffectiveLimits,
     pub access: CustomerAccess,
+    /// When the authorizer last allowed a request with it (kept on the key item by the
+    /// counting write; listings, read from indexes that do not carry it, have `None`).
+    pub last_used_at: Option<UnixTime>,
 }
 
 impl KeyRecord {

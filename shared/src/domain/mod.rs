@@ -9,5 +9,6 @@ pub mod key_records;
 pub mod limits;
 pub mod plans;
 pub mod scopes;
+pub mod stats;
 pub mod time;
 pub mod usage;

@@ -1,37 +1,71 @@
 //! Usage: what a key did each UTC day, and what a customer owes each Billing Meter.
 
 use super::customers::CustomerId;
+use super::decision::Denial;
 use super::time::Day;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UsageDay {
     pub day: Day,
-    pub allowed: u64,
-    pub denied: u64,
+    pub count: DayCount,
 }
 
 /// How long daily history is kept.
 pub const HISTORY_DAYS: i64 = 90;
 
-/// Allowed and denied requests in one day.
+pub const RECORDED_DENIALS: usize = Denial::RECORDED.len();
+
+/// Allowed and denied requests in one day, and the denials by code ([`Denial::RECORDED`]
+/// order; days counted before codes were recorded have `denied` above their sum).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DayCount {
     pub allowed: u64,
     pub denied: u64,
+    pub denied_by: [u64; RECORDED_DENIALS],
 }
 
 impl DayCount {
-    /// What `self` (newer) adds to `earlier`, or `None` if either count went down (the two
-    /// were not read from the same history).
+    pub fn new(allowed: u64, denied: u64) -> Self {
+        Self { allowed, denied, denied_by: [0; RECORDED_DENIALS] }
+    }
+
+    /// What `self` (newer) adds to `earlier`, or `None` if any count went down (the two were
+    /// not read from the same history).
     pub fn since(self, earlier: DayCount) -> Option<DayCount> {
+        let mut denied_by = [0; RECORDED_DENIALS];
+        for (i, d) in denied_by.iter_mut().enumerate() {
+            *d = self.denied_by[i].checked_sub(earlier.denied_by[i])?;
+        }
         Some(DayCount {
             allowed: self.allowed.checked_sub(earlier.allowed)?,
             denied: self.denied.checked_sub(earlier.denied)?,
+            denied_by,
         })
     }
 
+    /// With `n` denials of `denial` (which must be one of [`Denial::RECORDED`]).
+    pub fn with(mut self, denial: Denial, n: u64) -> Self {
+        if let Some(i) = denial.recorded_index() {
+            self.denied_by[i] += n;
+        }
+        self
+    }
+
+    pub fn add(&mut self, other: DayCount) {
+        self.allowed += other.allowed;
+        self.denied += other.denied;
+        for (mine, theirs) in self.denied_by.iter_mut().zip(other.denied_by) {
+            *mine += theirs;
+        }
+    }
+
     pub fn is_zero(self) -> bool {
-        self.allowed == 0 && self.denied == 0
+        self.allowed == 0 && self.denied == 0 && self.denied_by.iter().all(|&d| d == 0)
+    }
+
+    /// `(code, count)` for the codes with denials.
+    pub fn denials_by_code(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Denial::RECORDED.iter().zip(self.denied_by).filter(|(_, n)| *n > 0).map(|(d, n)| (d.code(), n))
     }
 }
 

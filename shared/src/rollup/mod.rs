@@ -17,6 +17,13 @@
 //!
 //! Usage of a customer without a Stripe customer id, or older than Stripe accepts, is written
 //! off as `unbilled` (and logged) instead of being reported.
+//!
+//! Between the two, the run adds what it rolled to the overview's statistics
+//! ([`crate::domain::stats`]): each day's totals (by the differences it wrote), the day's top
+//! keys (each rolled key's exact day total) and top customers (their ledgers' exact day
+//! totals), and the keys near their quota. Statistics are not billing: a run that stops
+//! between rolling and writing them leaves its differences out of the daily totals (top lists
+//! and the near list correct themselves on the keys' next runs).
 
 mod plan;
 mod report;
@@ -28,14 +35,17 @@ use crate::app::idempotent::{self, Job, Once, Scope};
 use crate::domain::api_key::KeyId;
 use crate::domain::customers::CustomerId;
 use crate::domain::plans::PlanId;
+use crate::domain::stats::{NearQuota, TopCustomer, TopKey, merge_top_customers, merge_top_keys, update_near_quota};
 use crate::domain::time::{Day, UnixTime};
-use crate::domain::usage::{MeterDay, PendingReport};
+use crate::domain::usage::{DayCount, MeterDay, PendingReport};
 use crate::store::schema::ROLLUP_LEASE_ID;
-use crate::store::{CustomerStore, IdempotencyStore, PlanStore, RollupStore, StoreError, StoreResult, Written};
+use crate::store::{
+    CustomerStore, IdempotencyStore, KeyUsage, PlanStore, RollupStore, StoreError, StoreResult, UsageStore, Written,
+};
 use crate::stripe::api::{MeterEvent, MeterEventOutcome, MeterEvents, StripeApi, StripeError};
 use futures_util::StreamExt as _;
 use futures_util::stream;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -72,9 +82,57 @@ impl Tally {
     }
 }
 
+/// What a run adds to the statistics, gathered as keys are rolled.
+#[derive(Default)]
+struct RunStats {
+    days: BTreeMap<Day, DayStats>,
+    /// Every key looked at: near its quota now, or not.
+    near: Vec<(KeyId, Option<NearQuota>)>,
+}
+
+#[derive(Default)]
+struct DayStats {
+    /// The differences written to history this run.
+    delta: DayCount,
+    /// The day's exact total of each key rolled.
+    keys: Vec<TopKey>,
+    /// Customers whose day total grew.
+    customers: BTreeSet<CustomerId>,
+}
+
+impl RunStats {
+    fn key(&mut self, key: &KeyUsage, now: UnixTime) {
+        for (&day, live) in &key.live {
+            let d = self.days.entry(day).or_default();
+            d.keys.push(TopKey {
+                key_id: key.key_id.clone(),
+                customer_id: key.customer_id.clone(),
+                allowed: live.allowed,
+            });
+        }
+        let near = key.quota.filter(|q| NearQuota::is_near(q.used, q.limit, q.reset, now)).map(|q| NearQuota {
+            key_id: key.key_id.clone(),
+            customer_id: key.customer_id.clone(),
+            used: q.used,
+            limit: q.limit,
+            period: q.period,
+            reset: q.reset,
+        });
+        self.near.push((key.key_id.clone(), near));
+    }
+
+    fn rolled(&mut self, key: &KeyUsage, day: Day, delta: DayCount) {
+        let d = self.days.entry(day).or_default();
+        d.delta.add(delta);
+        if delta.allowed > 0 {
+            d.customers.insert(key.customer_id.clone());
+        }
+    }
+}
+
 impl<S> Rollup<S>
 where
-    S: RollupStore + PlanStore + CustomerStore + IdempotencyStore,
+    S: RollupStore + UsageStore + PlanStore + CustomerStore + IdempotencyStore,
 {
     /// Reports through the Stripe API client; without one, usage is only rolled up.
     pub fn new(store: S, stripe: Option<StripeApi>, options: RollupOptions) -> Self {
@@ -84,7 +142,7 @@ where
 
 impl<S, M> Rollup<S, M>
 where
-    S: RollupStore + PlanStore + CustomerStore + IdempotencyStore,
+    S: RollupStore + UsageStore + PlanStore + CustomerStore + IdempotencyStore,
     M: MeterEvents,
 {
     /// Reports through `meter_events`.
@@ -128,21 +186,28 @@ where
         );
         let keys = self.store.active_keys().await?;
         tally.add(|r| r.keys_active = keys.len() as u64);
+        let stats = Mutex::new(RunStats::default());
         stream::iter(keys)
             .for_each_concurrent(self.options.concurrency, |key_id| {
-                let (tally, out_of_time, meters) = (&tally, &out_of_time, &meters);
+                let (tally, out_of_time, meters, stats) = (&tally, &out_of_time, &meters, &stats);
                 async move {
                     if Instant::now() >= deadline {
                         out_of_time.store(true, Ordering::Relaxed);
                         return;
                     }
-                    if let Err(e) = self.roll_key(&key_id, meters, now, tally).await {
+                    if let Err(e) = self.roll_key(&key_id, meters, now, tally, stats).await {
                         tracing::warn!(key_id = %key_id, error = %e, "could not roll a key up; it stays marked");
                         tally.add(|r| r.keys_deferred += 1);
                     }
                 }
             })
             .await;
+        match self.write_stats(stats.into_inner().expect("stats lock"), now).await {
+            Ok(written) => tally.add(|r| r.stats_written = written),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not update the overview statistics; usage and billing are unaffected")
+            }
+        }
 
         // 2. Reports.
         let reporting = match &self.stripe {
@@ -166,8 +231,10 @@ where
         meters: &Mutex<HashMap<PlanId, Option<String>>>,
         now: UnixTime,
         tally: &Tally,
+        stats: &Mutex<RunStats>,
     ) -> StoreResult<()> {
         let Some(key) = self.store.key_usage(key_id, now.day().minus(1)).await? else { return Ok(()) };
+        stats.lock().expect("stats lock").key(&key, now);
         let meter = match &key.plan {
             Some(plan) => self.meter_of(plan, meters).await?,
             None => None,
@@ -179,9 +246,10 @@ where
             let rolled = key.rolled.get(&day).copied().unwrap_or_default();
             let done = match live.since(rolled) {
                 Some(delta) if delta.is_zero() => true,
-                Some(_) => match self.roll_key_day(&key, day, meter, now).await? {
+                Some(delta) => match self.roll_key_day(&key, day, meter, now).await? {
                     Written::Applied => {
                         tally.add(|r| r.key_days_rolled += 1);
+                        stats.lock().expect("stats lock").rolled(&key, day, delta);
                         true
                     }
                     Written::Stale => false,
@@ -207,6 +275,41 @@ where
             Written::Stale => tally.add(|r| r.keys_deferred += 1),
         }
         Ok(())
+    }
+
+    /// Adds what the run rolled to the statistics: per day, the totals by the differences, and
+    /// the top lists with every rolled key's and grown customer's exact day total; then the
+    /// near-quota list. One Query, one write per day that changed, one read per customer
+    /// whose day grew. `Ok(false)` when there was nothing to add.
+    async fn write_stats(&self, run: RunStats, now: UnixTime) -> StoreResult<bool> {
+        let Some((&from, _)) = run.days.first_key_value() else {
+            return Ok(false);
+        };
+        let to = run.days.last_key_value().map_or(from, |(d, _)| *d);
+        let stored = self.store.stats(from, to).await?;
+        let mut written = false;
+        for (day, d) in run.days {
+            let current = stored.days.get(&day).cloned().unwrap_or_default();
+            let top_keys = merge_top_keys(&current.top_keys, d.keys);
+            let mut totals = Vec::with_capacity(d.customers.len());
+            for customer_id in d.customers {
+                let ledgers = self.store.customer_usage(&customer_id, day).await?;
+                let allowed = ledgers.iter().filter(|(m, _)| m.day == day).map(|(_, l)| l.usage.allowed).sum();
+                totals.push(TopCustomer { customer_id, allowed });
+            }
+            let top_customers = merge_top_customers(&current.top_customers, totals);
+            if d.delta.is_zero() && top_keys == current.top_keys && top_customers == current.top_customers {
+                continue;
+            }
+            self.store.add_day_stats(day, d.delta, &top_keys, &top_customers).await?;
+            written = true;
+        }
+        let near = update_near_quota(&stored.near_quota, run.near, now);
+        if near != stored.near_quota {
+            self.store.put_near_quota(&near).await?;
+            written = true;
+        }
+        Ok(written)
     }
 
     /// The plan's Billing Meter. The listing read at the start of the run comes from an

@@ -105,7 +105,7 @@ mod tests {
     }
 
     fn ledger(allowed: u64, reported: u64, unbilled: u64) -> MeterLedger {
-        MeterLedger { usage: DayCount { allowed, denied: 0 }, reported, unbilled, pending: None }
+        MeterLedger { usage: DayCount::new(allowed, 0), reported, unbilled, pending: None }
     }
 
     #[test]

@@ -93,5 +93,8 @@ pub struct RunReport {
     pub units_unbilled: u64,
     /// Customers skipped because Stripe rejected one of their events (4xx).
     pub customers_skipped: u64,
+    /// Whether the overview's statistics took this run's usage in (`false`: nothing to add, or
+    /// the write failed and was logged; usage and billing are unaffected either way).
+    pub stats_written: bool,
     pub duration_ms: u64,
 }

@@ -78,6 +78,7 @@ impl NewKey {
             rotation: None,
             limits: EffectiveLimits::default(),
             access: CustomerAccess::default(),
+            last_used_at: None,
         }
     }
 }

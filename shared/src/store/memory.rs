@@ -130,6 +130,10 @@ impl Data {
 }
 
 impl KeyStore for MemoryStore {
+    async fn with_last_used(&self, keys: Vec<KeyRecord>) -> StoreResult<Vec<KeyRecord>> {
+        Ok(keys)
+    }
+
     async fn create_key(&self, new: NewKey) -> StoreResult<KeyRecord> {
         let mut data = self.lock();
         if data.keys.contains_key(&new.key_id) || data.hashes.contains_key(&new.hash) {
@@ -458,5 +462,9 @@ impl UsageStore for MemoryStore {
 
     async fn customer_usage(&self, _customer_id: &CustomerId, _from: Day) -> StoreResult<Vec<(MeterDay, MeterLedger)>> {
         Ok(vec![])
+    }
+
+    async fn stats(&self, _from: Day, _to: Day) -> StoreResult<crate::domain::stats::Stats> {
+        Ok(crate::domain::stats::Stats::default())
     }
 }

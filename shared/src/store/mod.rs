@@ -17,9 +17,10 @@ pub use key_edits::{KeyPatch, NewKey, revoke_edit, rotate_edit};
 use crate::domain::api_key::{KeyHash, KeyId};
 use crate::domain::billing::Subscription;
 use crate::domain::customers::{Customer, CustomerId};
-use crate::domain::decision::Decision;
+use crate::domain::decision::{Decision, Denial};
 use crate::domain::key_records::{KeyRecord, KeyStatus};
-use crate::domain::plans::{Plan, PlanId};
+use crate::domain::plans::{Period, Plan, PlanId};
+use crate::domain::stats::{NearQuota, Stats, TopCustomer, TopKey};
 use crate::domain::time::{Day, UnixTime};
 use crate::domain::usage::{DayCount, MeterDay, MeterLedger, PendingReport, UsageDay};
 use std::collections::BTreeMap;
@@ -168,6 +169,9 @@ pub trait KeyStore: Send + Sync {
         now: UnixTime,
     ) -> impl Future<Output = StoreResult<KeyRecord>> + Send;
     fn revoke_key(&self, id: &KeyId, now: UnixTime) -> impl Future<Output = StoreResult<KeyRecord>> + Send;
+    /// Fills in `last_used_at` of listed keys (the listing indexes do not carry it): one
+    /// small read per key, side by side.
+    fn with_last_used(&self, keys: Vec<KeyRecord>) -> impl Future<Output = StoreResult<Vec<KeyRecord>>> + Send;
 }
 
 pub trait PlanStore: Send + Sync {
@@ -277,7 +281,7 @@ pub trait AuthorizeStore: Send + Sync {
     ) -> impl Future<Output = StoreResult<Decision>> + Send;
     /// Adds `n` denials the authorizer answered from memory to the key's denial counts for
     /// `day`. Best effort: a failure is logged, never a decision.
-    fn record_denials(&self, key_id: &KeyId, day: Day, n: u64) -> impl Future<Output = ()> + Send;
+    fn record_denials(&self, key_id: &KeyId, day: Day, denial: Denial, n: u64) -> impl Future<Output = ()> + Send;
 }
 
 /// Whether one more attempt fits a bucket's window.
@@ -358,6 +362,9 @@ pub trait UsageStore: Send + Sync {
         customer_id: &CustomerId,
         from: Day,
     ) -> impl Future<Output = StoreResult<Vec<(MeterDay, MeterLedger)>>> + Send;
+    /// Tollgate-wide daily statistics from `from` to `to` and the keys near their quota, as
+    /// the usage rollup last wrote them.
+    fn stats(&self, from: Day, to: Day) -> impl Future<Output = StoreResult<Stats>> + Send;
 }
 
 /// A key's usage as the rollup reads it: the live per-day counters on the key item, and what
@@ -373,6 +380,18 @@ pub struct KeyUsage {
     pub n_denied: Option<u64>,
     pub live: BTreeMap<Day, DayCount>,
     pub rolled: BTreeMap<Day, DayCount>,
+    /// Its quota as it stood when read, for the keys-near-quota list.
+    pub quota: Option<QuotaUse>,
+}
+
+/// A key's use of its quota in the current period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaUse {
+    pub used: u64,
+    pub limit: u64,
+    pub period: Period,
+    /// When the period ends.
+    pub reset: UnixTime,
 }
 
 /// How a conditional rollup write went.
@@ -432,4 +451,14 @@ pub trait RollupStore: Send + Sync {
     /// Settles the unsettled part of a ledger as read without reporting it (`unbilled`), and
     /// clears the owed marker.
     fn write_off(&self, meter: &MeterDay, read: &MeterLedger) -> impl Future<Output = StoreResult<Written>> + Send;
+    /// Adds `delta` to `day`'s Tollgate-wide totals and sets its top lists.
+    fn add_day_stats(
+        &self,
+        day: Day,
+        delta: DayCount,
+        top_keys: &[TopKey],
+        top_customers: &[TopCustomer],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Replaces the keys-near-quota list.
+    fn put_near_quota(&self, near: &[NearQuota]) -> impl Future<Output = StoreResult<()>> + Send;
 }

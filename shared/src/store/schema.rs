@@ -96,6 +96,19 @@ pub fn allowed_day_attr(day_compact: &str) -> String {
 pub fn denied_day_attr(day_compact: &str) -> String {
     format!("ud_{day_compact}")
 }
+/// Live denials by code on a key item: `dc_YYYYMMDD_<code>` (e.g. `dc_20261206_rate_limited`),
+/// added by the same write as `ud_YYYYMMDD`.
+pub fn denied_code_day_attr(day_compact: &str, code: &str) -> String {
+    format!("dc_{day_compact}_{code}")
+}
+/// Denials by code on a usage-day item and a stats day: `dc_<code>`.
+pub fn denied_code_attr(code: &str) -> String {
+    format!("dc_{code}")
+}
+/// Tollgate-wide daily totals (`sk = DAY#YYYYMMDD`) and the keys near their quota
+/// (`sk = NEAR`), written by the usage rollup, read by `GET /v1/stats`.
+pub const STATS_PK: &str = "STATS";
+pub const STATS_NEAR_SK: &str = "NEAR";
 pub const TYPE_KEYS: &str = "KEYS";
 pub const TYPE_PLANS: &str = "PLANS";
 

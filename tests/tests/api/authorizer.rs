@@ -91,7 +91,7 @@ async fn scopes_are_enforced_inside_the_one_write_on_every_event_shape() {
     let history = db.store.usage_history(&key_id, NOW.day()).await.unwrap();
     // The first refusal came from storage and is counted as denied; the two after it were
     // answered from this container's memory (recorded at the key's next storage decision).
-    assert_eq!((history[0].allowed, history[0].denied), (0, 1), "counted as denied for the history");
+    assert_eq!((history[0].count.allowed, history[0].count.denied), (0, 1), "counted as denied for the history");
 
     let (db, auth, _) = setup_scoped(5, &["pets:read"], MAP).await;
     assert_eq!(handle(&auth, fixture("api-key"), NOW).await.unwrap()["isAuthorized"], true);

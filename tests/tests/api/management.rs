@@ -348,7 +348,10 @@ async fn usage_shows_the_window_the_quota_and_the_history() {
     assert_eq!((&r.body["rate_limit"]["used"], &r.body["rate_limit"]["remaining"]), (&json!(2), &json!(0)));
     assert_eq!((&r.body["quota"]["used"], &r.body["quota"]["remaining"]), (&json!(2), &json!(98)));
     assert_eq!(r.body["quota"]["reset"], NOW.day().next().start().to_rfc3339());
-    assert_eq!(r.body["history"], json!([{"day": NOW.day().iso(), "allowed": 2, "denied": 1}]));
+    assert_eq!(
+        r.body["history"],
+        json!([{"day": NOW.day().iso(), "allowed": 2, "denied": 1, "denied_by_code": {"rate_limited": 1}}])
+    );
 }
 
 #[tokio::test]

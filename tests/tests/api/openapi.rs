@@ -14,7 +14,8 @@ fn key() -> serde_json::Value {
         "plan_id": null, "name": null, "env": "live", "status": "active",
         "created_at": "2026-11-23T10:00:00Z", "updated_at": "2026-11-23T10:00:00Z", "expires_at": null,
         "scopes": [], "metadata": {}, "rate_limit": null, "quota": null,
-        "limits": {"plan_id": null, "rate_limit": null, "quota": null}, "rotation": null
+        "limits": {"plan_id": null, "rate_limit": null, "quota": null}, "rotation": null,
+        "last_used_at": null
     })
 }
 

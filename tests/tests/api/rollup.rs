@@ -217,8 +217,8 @@ async fn history_is_kept_per_day_and_shown_by_the_usage_endpoint() {
     assert_eq!(
         body["history"],
         serde_json::json!([
-            {"day": yesterday.day().iso(), "allowed": 6, "denied": 0},
-            {"day": NOW.day().iso(), "allowed": 2, "denied": 1},
+            {"day": yesterday.day().iso(), "allowed": 6, "denied": 0, "denied_by_code": {}},
+            {"day": NOW.day().iso(), "allowed": 2, "denied": 1, "denied_by_code": {"key_disabled": 1}},
         ])
     );
     let resp = api.handle(get("/v1/customers/acme/usage".into()), NOW).await;
@@ -229,6 +229,131 @@ async fn history_is_kept_per_day_and_shown_by_the_usage_endpoint() {
     assert_eq!(body["history"][1]["denied"], 1);
     assert_eq!(body["history"][1]["reported"], 2);
     assert_eq!(body["history"][1]["meter"], METER);
+    assert_eq!(body["history"][1]["denied_by_code"], serde_json::json!({"key_disabled": 1}));
+}
+
+/// `GET /v1/stats` as an admin sees it.
+async fn stats(f: &Fixture, days: u32, at: UnixTime) -> serde_json::Value {
+    let api = ManagementApi::new(f.store().clone(), Some("tga_stats_test".to_owned().into()));
+    let req = ApiRequest::new(Method::GET, &format!("/v1/stats?days={days}")).bearer("tga_stats_test");
+    let resp = api.handle(req, at).await;
+    assert_eq!(resp.status(), 200, "{}", resp.body());
+    let body = serde_json::from_str(resp.body()).unwrap();
+    tollgate_tests::openapi::check("GET", "/v1/stats", 200, &body);
+    body
+}
+
+/// The overview's statistics follow the rollup: each day's totals (allowed, and denied by
+/// code) grow by exactly what each run rolled, never twice; the top lists hold each key's and
+/// customer's exact day totals; keys near their quota are listed until they are not.
+#[tokio::test]
+async fn statistics_count_each_rolled_request_once_by_code_with_top_keys_and_near_quota() {
+    let f = Fixture::new().await;
+    f.stripe_customer("acme").await;
+    f.stripe_customer("beta").await;
+    // A quota of 10 a day on its own plan, for the near-quota list.
+    let small = Plan {
+        id: PlanId::parse("small").unwrap(),
+        name: "Small".into(),
+        rate_limit: None,
+        quota: Some(shared::domain::plans::Quota { limit: 10, period: shared::domain::plans::Period::Day }),
+        stripe_price_ids: vec![],
+        meter_event_name: None,
+        max_keys: None,
+        created_at: NOW,
+        updated_at: NOW,
+    };
+    f.store().create_plan(&small).await.unwrap();
+    let (a1, a2, b1) = (f.key("acme").await, f.key("acme").await, f.key("beta").await);
+    let capped = {
+        let key = ApiKey::generate(KeyEnv::Live).unwrap();
+        let new = NewKey::new(&key, CustomerId::parse("gamma").unwrap(), Some(small.id.clone()), NOW);
+        (f.store().create_key(new).await.unwrap().key_id, key)
+    };
+    let yesterday = NOW.plus(-86_400);
+    f.requests(&a1, 4, yesterday).await;
+    f.requests(&a1, 3, NOW).await;
+    f.requests(&a2, 2, NOW).await;
+    f.requests(&b1, 4, NOW).await;
+    f.requests(&capped, 8, NOW).await;
+    // Denials of two codes: over gamma's quota, and a scope b1 lacks.
+    f.requests(&capped, 2, NOW).await;
+    for _ in 0..3 {
+        let d = f.store().authorize_and_count(&capped.0, &capped.1.hash(), &[], NOW).await.unwrap();
+        assert_eq!(d.outcome, Err(shared::domain::decision::Denial::QuotaExceeded));
+    }
+    let scoped = f.store().authorize_and_count(&b1.0, &b1.1.hash(), &["admin".into()], NOW).await.unwrap();
+    assert_eq!(scoped.outcome, Err(shared::domain::decision::Denial::InsufficientScope));
+
+    // Before any run: nothing yet, every day of the range present as zeros.
+    let empty = stats(&f, 3, NOW).await;
+    assert_eq!(empty["days"].as_array().unwrap().len(), 3);
+    assert!(empty["days"].as_array().unwrap().iter().all(|d| d["allowed"] == 0 && d["denied"] == 0));
+
+    let report = f.run(NOW).await;
+    assert!(report.stats_written);
+    let s = stats(&f, 3, NOW).await;
+    let day = |s: &serde_json::Value, i: usize| s["days"][i].clone();
+    assert_eq!(
+        day(&s, 1),
+        serde_json::json!({"day": yesterday.day().iso(), "allowed": 4, "denied": 0, "denied_by_code": {}})
+    );
+    assert_eq!(
+        day(&s, 2),
+        serde_json::json!({"day": NOW.day().iso(), "allowed": 19, "denied": 4,
+            "denied_by_code": {"quota_exceeded": 3, "insufficient_scope": 1}})
+    );
+    assert_eq!(s["day"], NOW.day().iso());
+    let top: Vec<(String, u64)> = s["top_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["key_id"].as_str().unwrap().to_owned(), k["allowed"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(top[0], (capped.0.as_str().to_owned(), 10));
+    assert_eq!(top[1], (b1.0.as_str().to_owned(), 4));
+    assert_eq!(top[2], (a1.0.as_str().to_owned(), 3), "today's total, not yesterday's");
+    assert_eq!(
+        s["top_customers"],
+        serde_json::json!([{"customer_id": "gamma", "allowed": 10}, {"customer_id": "acme", "allowed": 5},
+            {"customer_id": "beta", "allowed": 4}])
+    );
+    assert_eq!(s["near_quota"].as_array().unwrap().len(), 1);
+    assert_eq!(s["near_quota"][0]["key_id"], capped.0.as_str());
+    assert_eq!(
+        (&s["near_quota"][0]["used"], &s["near_quota"][0]["limit"]),
+        (&serde_json::json!(10), &serde_json::json!(10))
+    );
+    assert_eq!(s["near_quota"][0]["reset"], NOW.day().next().start().to_rfc3339());
+
+    // A run with nothing new adds nothing; new usage adds exactly its difference, and acme's
+    // day total (two keys) overtakes gamma's.
+    f.run(NOW.plus(60)).await;
+    assert_eq!(day(&stats(&f, 3, NOW.plus(60)).await, 2)["allowed"], 19);
+    f.requests(&a2, 7, NOW.plus(90)).await;
+    f.run(NOW.plus(120)).await;
+    let s = stats(&f, 3, NOW.plus(120)).await;
+    assert_eq!(day(&s, 2)["allowed"], 26);
+    assert_eq!(s["top_customers"][0], serde_json::json!({"customer_id": "acme", "allowed": 12}));
+    assert_eq!(s["top_keys"][1], serde_json::json!({"key_id": a2.0.as_str(), "customer_id": "acme", "allowed": 9}));
+
+    // The next day gamma's quota has reset: no longer near, and the totals start afresh.
+    let tomorrow = NOW.plus(86_400);
+    f.requests(&capped, 1, tomorrow).await;
+    f.run(tomorrow).await;
+    let s = stats(&f, 3, tomorrow).await;
+    assert_eq!(s["near_quota"], serde_json::json!([]));
+    assert_eq!(day(&s, 1)["allowed"], 26, "yesterday unchanged");
+    assert_eq!(day(&s, 2)["allowed"], 1);
+    assert_eq!(s["top_keys"], serde_json::json!([{"key_id": capped.0.as_str(), "customer_id": "gamma", "allowed": 1}]));
+
+    // Customers and read-only callers: a customer's JWT is refused (403) in the identity suite;
+    // here, no token is 401.
+    let api = ManagementApi::new(f.store().clone(), Some("tga_stats_test".to_owned().into()));
+    let resp = api.handle(ApiRequest::new(Method::GET, "/v1/stats"), NOW).await;
+    assert_eq!(resp.status(), 401);
+    let resp = api.handle(ApiRequest::new(Method::GET, "/v1/stats?days=91").bearer("tga_stats_test"), NOW).await;
+    assert_eq!(resp.status(), 422, "{}", resp.body());
 }
 
 #[tokio::test]
@@ -402,7 +527,10 @@ async fn ten_thousand_active_keys_in_one_run() {
     assert_eq!((report.keys_active, report.keys_settled), (10_000, 10_000));
     assert_eq!(report.events_accepted, CUSTOMERS as u64);
     assert_eq!(f.billed(), expected);
-    assert!(requests <= 3 * 10_000 + 4 * CUSTOMERS as u64 + 64, "{requests} requests");
+    // Per key: its Query, the day's transaction, the settle. Per customer: the report's four,
+    // and the statistics' read of its day total. Per run: the work lists, the plans, the lease,
+    // and the statistics' Query, day write and near-quota put.
+    assert!(requests <= 3 * 10_000 + 5 * CUSTOMERS as u64 + 64 + 3, "{requests} requests");
     assert!(f.store().active_keys().await.unwrap().is_empty());
 }
 

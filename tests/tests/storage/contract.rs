@@ -508,7 +508,13 @@ async fn denials_follow_the_contract_order_and_are_counted_separately() {
     assert_eq!(state.counters.period_count, 3);
 
     let history = db.store.usage_history(&id, NOW.day()).await.unwrap();
-    assert_eq!(history, vec![UsageDay { day: NOW.day(), allowed: 3, denied: 2 }]);
+    assert_eq!(
+        history,
+        vec![UsageDay {
+            day: NOW.day(),
+            count: DayCount::new(3, 2).with(Denial::RateLimited, 1).with(Denial::QuotaExceeded, 1)
+        }]
+    );
 
     // A wrong secret for a known key id.
     let stranger = ApiKey::generate(KeyEnv::Live).unwrap();
@@ -544,7 +550,7 @@ async fn unlimited_keys_are_allowed_and_still_counted() {
         assert_eq!(db.requests.total(), 1);
     }
     let history = db.store.usage_history(&id, NOW.day()).await.unwrap();
-    assert_eq!(history, vec![UsageDay { day: NOW.day(), allowed: 5, denied: 0 }]);
+    assert_eq!(history, vec![UsageDay { day: NOW.day(), count: DayCount::new(5, 0) }]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -581,7 +587,7 @@ async fn concurrent_requests_allow_exactly_the_limit() {
     let state = db.store.key_counters(&id).await.unwrap().unwrap();
     assert_eq!(state.counters.window_count, LIMIT, "no lost or extra counts");
     let history = db.store.usage_history(&id, now.day()).await.unwrap();
-    assert_eq!(history[0].allowed, LIMIT);
+    assert_eq!(history[0].count.allowed, LIMIT);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -698,12 +704,88 @@ async fn usage_history_merges_rolled_up_days_with_live_counters() {
     assert_eq!(
         history,
         vec![
-            UsageDay { day: two_days_ago.day(), allowed: 3, denied: 0 },
-            UsageDay { day: today, allowed: 1, denied: 0 }
+            UsageDay { day: two_days_ago.day(), count: DayCount::new(3, 0) },
+            UsageDay { day: today, count: DayCount::new(1, 0) }
         ]
     );
-    assert_eq!(db.store.usage_history(&id, today).await.unwrap(), vec![UsageDay { day: today, allowed: 1, denied: 0 }]);
+    assert_eq!(
+        db.store.usage_history(&id, today).await.unwrap(),
+        vec![UsageDay { day: today, count: DayCount::new(1, 0) }]
+    );
     assert!(db.store.usage_history(&KeyId::generate(1), today.minus(89)).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_counting_write_keeps_last_used_and_denials_by_code_in_the_same_request() {
+    let db = fresh_db().await;
+    let (id, key) = key_with_plan(&db, "acme", plan("two", Some((2, 60)), None)).await;
+    assert_eq!(db.store.get_key(&id).await.unwrap().unwrap().last_used_at, None, "never used");
+    // The first decision opens the window (two requests); the steady state is one.
+    assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()));
+    assert_eq!(db.store.get_key(&id).await.unwrap().unwrap().last_used_at, Some(NOW));
+    db.requests.reset();
+    assert_eq!(decide(&db, &id, &key, NOW.plus(1)).await, Ok(()));
+    assert_eq!(db.requests.total(), 1, "last_used rides on the one counting write");
+    assert_eq!(db.store.get_key(&id).await.unwrap().unwrap().last_used_at, Some(NOW.plus(1)));
+    // A denial is not a use.
+    assert_eq!(decide(&db, &id, &key, NOW.plus(5)).await, Err(Denial::RateLimited));
+    assert_eq!(db.store.get_key(&id).await.unwrap().unwrap().last_used_at, Some(NOW.plus(1)));
+    // Denials the authorizer answered from memory arrive with their code.
+    db.store.record_denials(&id, NOW.day(), Denial::RateLimited, 4).await;
+    db.store.record_denials(&id, NOW.day(), Denial::InsufficientScope, 2).await;
+    // An unknown secret or an outage is never the key's: not counted.
+    db.store.record_denials(&id, NOW.day(), Denial::InvalidKey, 9).await;
+    let history = db.store.usage_history(&id, NOW.day()).await.unwrap();
+    let want = DayCount::new(2, 7).with(Denial::RateLimited, 5).with(Denial::InsufficientScope, 2);
+    assert_eq!(history, vec![UsageDay { day: NOW.day(), count: want }]);
+    // Rolled up and settled a day later, the codes move to history with the rest and leave
+    // the key item.
+    let later = NOW.plus(2 * 86_400);
+    let read = db.store.key_usage(&id, NOW.day()).await.unwrap().unwrap();
+    assert_eq!(read.live[&NOW.day()], want);
+    assert_eq!(db.store.roll_key_day(&read, NOW.day(), None, later).await.unwrap(), Written::Applied);
+    assert_eq!(db.store.settle_key(&read, &[NOW.day()]).await.unwrap(), Written::Applied);
+    let after = db.store.key_usage(&id, NOW.day()).await.unwrap().unwrap();
+    assert!(after.live.is_empty(), "{:?}", after.live);
+    assert_eq!(after.rolled[&NOW.day()], want);
+    assert_eq!(db.store.usage_history(&id, NOW.day()).await.unwrap()[0].count, want);
+    let ledger = db.store.customer_usage(&cid("acme"), NOW.day()).await.unwrap();
+    assert_eq!(ledger[0].1.usage, want, "the customer's ledger has the codes too");
+}
+
+#[tokio::test]
+async fn statistics_days_add_up_and_their_lists_are_replaced() {
+    use shared::domain::stats::{NearQuota, TopCustomer, TopKey};
+    let db = fresh_db().await;
+    let (day, next) = (NOW.day(), NOW.day().next());
+    let key = |n: u64| TopKey { key_id: KeyId::generate(n), customer_id: cid("acme"), allowed: n };
+    let acme = |n| TopCustomer { customer_id: cid("acme"), allowed: n };
+    let first = DayCount::new(3, 2).with(Denial::RateLimited, 2);
+    db.store.add_day_stats(day, first, &[key(3)], &[acme(3)]).await.unwrap();
+    let (k5, k4) = (key(5), key(4));
+    db.store
+        .add_day_stats(day, DayCount::new(2, 1).with(Denial::QuotaExceeded, 1), &[k5.clone(), k4.clone()], &[acme(5)])
+        .await
+        .unwrap();
+    db.store.add_day_stats(next, DayCount::new(1, 0), &[], &[]).await.unwrap();
+    let near = NearQuota {
+        key_id: k5.key_id.clone(),
+        customer_id: cid("acme"),
+        used: 9,
+        limit: 10,
+        period: Period::Month,
+        reset: NOW.plus(3_600),
+    };
+    db.store.put_near_quota(std::slice::from_ref(&near)).await.unwrap();
+    db.requests.reset();
+    let stats = db.store.stats(day.minus(30), day).await.unwrap();
+    assert_eq!(db.requests.total(), 1, "the overview is one Query");
+    assert_eq!(stats.days.len(), 1, "days after `to` are left out");
+    let d = &stats.days[&day];
+    assert_eq!(d.count, DayCount::new(5, 3).with(Denial::RateLimited, 2).with(Denial::QuotaExceeded, 1));
+    assert_eq!((d.top_keys.clone(), d.top_customers.clone()), (vec![k5, k4], vec![acme(5)]));
+    assert_eq!(stats.near_quota, vec![near]);
+    assert_eq!(db.store.stats(next, next).await.unwrap().days[&next].count, DayCount::new(1, 0));
 }
 
 // ----- the usage rollup's storage -----------------------------------------------------------
@@ -719,7 +801,7 @@ async fn rolling_a_key_day_moves_exactly_the_difference_once() {
     let read = db.store.key_usage(&id, NOW.day().minus(1)).await.unwrap().unwrap();
     assert_eq!(read.customer_id, cid("acme"));
     assert_eq!(read.plan, Some(PlanId::parse("pro").unwrap()));
-    assert_eq!(read.live, BTreeMap::from([(NOW.day(), DayCount { allowed: 2, denied: 1 })]));
+    assert_eq!(read.live, BTreeMap::from([(NOW.day(), DayCount::new(2, 1).with(Denial::RateLimited, 1))]));
     assert!(read.rolled.is_empty());
     assert_eq!(db.store.roll_key_day(&read, NOW.day(), Some("api_requests"), NOW).await.unwrap(), Written::Applied);
     // The same read again is stale: the usage-day item no longer holds what it saw.
@@ -727,16 +809,19 @@ async fn rolling_a_key_day_moves_exactly_the_difference_once() {
 
     let meter = MeterDay { customer_id: cid("acme"), day: NOW.day(), meter: Some("api_requests".into()) };
     let ledger = db.store.meter_ledger(&meter).await.unwrap().unwrap();
-    assert_eq!(ledger.usage, DayCount { allowed: 2, denied: 1 });
+    assert_eq!(ledger.usage, DayCount::new(2, 1).with(Denial::RateLimited, 1));
     assert_eq!((ledger.reported, ledger.unbilled, ledger.pending.clone()), (0, 0, None));
     assert_eq!(db.store.owed_meters().await.unwrap(), vec![meter.clone()]);
 
     // More usage, then a fresh read: only the difference moves.
     decide(&db, &id, &key, NOW.plus(60)).await.unwrap();
     let again = db.store.key_usage(&id, NOW.day().minus(1)).await.unwrap().unwrap();
-    assert_eq!(again.rolled[&NOW.day()], DayCount { allowed: 2, denied: 1 });
+    assert_eq!(again.rolled[&NOW.day()], DayCount::new(2, 1).with(Denial::RateLimited, 1));
     assert_eq!(db.store.roll_key_day(&again, NOW.day(), Some("api_requests"), NOW).await.unwrap(), Written::Applied);
-    assert_eq!(db.store.meter_ledger(&meter).await.unwrap().unwrap().usage, DayCount { allowed: 3, denied: 1 });
+    assert_eq!(
+        db.store.meter_ledger(&meter).await.unwrap().unwrap().usage,
+        DayCount::new(3, 1).with(Denial::RateLimited, 1)
+    );
 
     // Settling removes the marker only if nothing was counted since the read.
     decide(&db, &id, &key, NOW.plus(61)).await.unwrap();
@@ -747,7 +832,7 @@ async fn rolling_a_key_day_moves_exactly_the_difference_once() {
     assert_eq!(db.store.settle_key(&last, &[]).await.unwrap(), Written::Applied);
     assert!(db.store.active_keys().await.unwrap().is_empty());
     // Today's live counters stay (the day is not over); the next request marks the key again.
-    assert_eq!(db.store.usage_history(&id, NOW.day()).await.unwrap()[0].allowed, 4);
+    assert_eq!(db.store.usage_history(&id, NOW.day()).await.unwrap()[0].count.allowed, 4);
     decide(&db, &id, &key, NOW.plus(120)).await.unwrap();
     assert_eq!(db.store.active_keys().await.unwrap(), vec![id]);
 }

@@ -4,7 +4,7 @@ use super::{Api, ManagementStore, Reply, ok, to_json};
 use crate::error::ApiError;
 use crate::extract::{Id, Now, Query, Reader};
 use crate::json::HistoryQuery;
-use crate::views::CustomerView;
+use crate::views::{CustomerView, denied_by_code};
 use http::StatusCode;
 use serde_json::json;
 use shared::domain::customers::CustomerId;
@@ -32,6 +32,7 @@ pub(super) async fn usage<S: ManagementStore>(
         .map(|(m, l)| {
             json!({
                 "day": m.day.iso(), "meter": m.meter, "allowed": l.usage.allowed, "denied": l.usage.denied,
+                "denied_by_code": denied_by_code(&l.usage),
                 "reported": l.reported, "unbilled": l.unbilled, "pending": l.pending.as_ref().map_or(0, |p| p.value),
             })
         })

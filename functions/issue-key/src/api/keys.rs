@@ -8,7 +8,7 @@ use crate::json::{
     CreateKeyInput, DEFAULT_PAGE, EmptyInput, HistoryQuery, ListKeysQuery, PatchKeyInput, RotateInput, Timestamp,
     overrides,
 };
-use crate::views::KeyView;
+use crate::views::{KeyView, denied_by_code};
 use http::StatusCode;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -136,7 +136,8 @@ pub(super) async fn list<S: ManagementStore>(
     let filter = KeyFilter { customer_id: q.customer_id, plan_id: q.plan_id, status: q.status.map(|s| s.0) };
     let limit = q.limit.map_or(DEFAULT_PAGE, |l| l.0);
     let page = api.store.list_keys(&filter, limit, q.cursor.as_deref()).await?;
-    let items: Vec<_> = page.items.iter().map(|k| KeyView::new(k, now)).collect();
+    let keys = api.store.with_last_used(page.items).await?;
+    let items: Vec<_> = keys.iter().map(|k| KeyView::new(k, now)).collect();
     ok(StatusCode::OK, json!({ "items": items, "next_cursor": page.next_cursor }))
 }
 
@@ -257,7 +258,7 @@ pub(super) async fn usage_reply<S: ManagementStore>(
     let mut body = usage_json(&state, now);
     body["key_id"] = key_id.as_str().into();
     body["history"] =
-        history.iter().map(|d| json!({ "day": d.day.iso(), "allowed": d.allowed, "denied": d.denied })).collect();
+        history.iter().map(|d| json!({ "day": d.day.iso(), "allowed": d.count.allowed, "denied": d.count.denied, "denied_by_code": denied_by_code(&d.count) })).collect();
     ok(StatusCode::OK, body)
 }
 

@@ -10,7 +10,7 @@ use crate::extract::{Id, IdempotencyKey, Json, JsonBytes, JsonOrEmpty, Me, Now, 
 use crate::json::{
     DEFAULT_PAGE, EmptyInput, HistoryQuery, MeCreateKeyInput, MeKeysQuery, MePatchKeyInput, RotateInput,
 };
-use crate::views::{KeyView, PlanView};
+use crate::views::{KeyView, PlanView, denied_by_code};
 use http::StatusCode;
 use serde_json::json;
 use shared::domain::api_key::KeyId;
@@ -50,7 +50,8 @@ pub(super) async fn list<S: ManagementStore>(
 ) -> Reply {
     let filter = KeyFilter { customer_id: Some(me), plan_id: None, status: q.status.map(|s| s.0) };
     let page = api.store.list_keys(&filter, q.limit.map_or(DEFAULT_PAGE, |l| l.0), q.cursor.as_deref()).await?;
-    let items: Vec<_> = page.items.iter().map(|k| KeyView::new(k, now)).collect();
+    let keys = api.store.with_last_used(page.items).await?;
+    let items: Vec<_> = keys.iter().map(|k| KeyView::new(k, now)).collect();
     ok(StatusCode::OK, json!({ "items": items, "next_cursor": page.next_cursor }))
 }
 
@@ -142,7 +143,7 @@ pub(super) async fn usage<S: ManagementStore>(
     let ledgers = api.store.customer_usage(&me, now.day().minus(query.days() - 1)).await?;
     let history: Vec<_> = ledgers
         .iter()
-        .map(|(m, l)| json!({ "day": m.day.iso(), "meter": m.meter, "allowed": l.usage.allowed, "denied": l.usage.denied }))
+        .map(|(m, l)| json!({ "day": m.day.iso(), "meter": m.meter, "allowed": l.usage.allowed, "denied": l.usage.denied, "denied_by_code": denied_by_code(&l.usage) }))
         .collect();
     ok(StatusCode::OK, json!({ "customer_id": me.as_str(), "history": history }))
 }

@@ -8,6 +8,7 @@ mod customers;
 mod keys;
 mod me;
 mod plans;
+mod stats;
 #[cfg(test)]
 mod tests;
 
@@ -223,6 +224,7 @@ impl<S: ManagementStore> ManagementApi<S> {
                     .route("/v1/keys/{key_id}/usage", allow("GET", get(keys::usage::<S>)))
                     .route("/v1/customers/{customer_id}", allow("GET", get(customers::get::<S>)))
                     .route("/v1/customers/{customer_id}/usage", allow("GET", get(customers::usage::<S>)))
+                    .route("/v1/stats", allow("GET", get(stats::get::<S>)))
                     .route("/v1/me", allow("GET", get(me::get::<S>)))
                     .route("/v1/me/keys", allow("GET, POST", get(me::list::<S>).post(me::create::<S>)))
                     .route("/v1/me/keys/{key_id}", allow("GET, PATCH", get(me::get_key::<S>).patch(me::patch::<S>)))

@@ -92,7 +92,7 @@ impl AuthorizeStore for DynamoStore {
                         // the caller, and is not the key owner's traffic to count.
                         Step::Deny(Denial::InvalidKey) => return Ok(Decision::denied(Denial::InvalidKey)),
                         Step::Deny(denial) => {
-                            self.count_denial(key_id, day, 1).await;
+                            self.count_denial(key_id, day, denial, 1).await;
                             return Ok(Decision::for_key(&state, Err(denial), &state.counters, now));
                         }
                         // A window ended, or another request rolled it first: go again with
@@ -119,8 +119,8 @@ impl AuthorizeStore for DynamoStore {
         }))
     }
 
-    async fn record_denials(&self, key_id: &KeyId, day: Day, n: u64) {
-        self.count_denial(key_id, day, n).await;
+    async fn record_denials(&self, key_id: &KeyId, day: Day, denial: Denial, n: u64) {
+        self.count_denial(key_id, day, denial, n).await;
     }
 }
 
@@ -157,15 +157,19 @@ impl DynamoStore {
         self.count_request(key_id, count_update(None, &write))
     }
 
-    /// Counts a denied request for the history. Best effort by design: a lost denial count
-    /// never changes a decision or a bill.
-    async fn count_denial(&self, key_id: &KeyId, day: Day, count: u64) {
+    /// Counts denied requests for the history, by day and code. Best effort by design: a lost
+    /// denial count never changes a decision or a bill.
+    async fn count_denial(&self, key_id: &KeyId, day: Day, denial: Denial, count: u64) {
+        if denial.recorded_index().is_none() {
+            return;
+        }
         let mut e = Expr::default();
         let one = e.value(n(count));
         let update = format!(
-            "ADD {} {one}, {} {one} SET {} = {}",
+            "ADD {} {one}, {} {one}, {} {one} SET {} = {}",
             e.name("n_denied"),
             e.name(&denied_day_attr(&day.compact())),
+            e.name(&denied_code_day_attr(&day.compact(), denial.code())),
             e.name(ACTIVITY_PK),
             e.value(s(activity_shard(key_id.as_str()))),
         );
@@ -229,8 +233,10 @@ fn count_update(rollover: Option<(&KeyState, bool, bool)>, w: &Write<'_>) -> Cou
     }
     let mut adds =
         vec![format!("{} {one}", e.name("n_allowed")), format!("{} {one}", e.name(&allowed_day_attr(&day.compact())))];
+    // `last_used`: on the key item only (no index projects it), so a decision writes no index.
     let mut sets = vec![
         format!("{last_req} = {rid}"),
+        format!("{} = {now_v}", e.name("last_used")),
         format!("{} = {}", e.name(ACTIVITY_PK), e.value(s(activity_shard(key_id.as_str())))),
     ];
     let counters = [("rl_limit", "win_end", "win_count", 0usize), ("q_limit", "q_end", "q_count", 1)];

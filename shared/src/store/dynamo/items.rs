@@ -4,7 +4,7 @@
 use super::Item;
 use crate::domain::api_key::{KeyEnv, KeyHash, KeyId};
 use crate::domain::customers::{Customer, CustomerAccess, CustomerId, SubscriptionStatus};
-use crate::domain::decision::{Counters, KeyState};
+use crate::domain::decision::{Counters, Denial, KeyState};
 use crate::domain::key_records::{Actor, EffectiveLimits, KeyRecord, KeyStatus, LimitOverrides, Rotation};
 use crate::domain::plans::{Period, Plan, PlanId, Quota, RateLimit};
 use crate::domain::time::{Day, UnixTime};
@@ -216,6 +216,7 @@ impl TryFrom<&Item> for KeyRecord {
                 quota: quota_opt(item, "q_limit", "q_period")?,
             },
             access: CustomerAccess::try_from(item)?,
+            last_used_at: time_opt(item, "last_used")?,
         })
     }
 }
@@ -371,25 +372,39 @@ pub(super) fn usage_day_from_item(item: &Item) -> StoreResult<(Day, DayCount)> {
         .strip_prefix("DAY#")
         .and_then(Day::parse_compact)
         .ok_or_else(|| StoreError::Corrupt("usage day".into()))?;
-    Ok((day, DayCount { allowed: u64_or(item, "allowed", 0)?, denied: u64_or(item, "denied", 0)? }))
+    Ok((day, day_count(item)?))
 }
 
-/// The live `ua_YYYYMMDD` / `ud_YYYYMMDD` counters of a key item.
+/// `allowed`, `denied` and `dc_<code>` of a usage-day, stats-day or ledger item.
+pub(super) fn day_count(item: &Item) -> StoreResult<DayCount> {
+    let mut count = DayCount::new(u64_or(item, "allowed", 0)?, u64_or(item, "denied", 0)?);
+    for (i, denial) in Denial::RECORDED.iter().enumerate() {
+        count.denied_by[i] = u64_or(item, &denied_code_attr(denial.code()), 0)?;
+    }
+    Ok(count)
+}
+
+/// The live `ua_YYYYMMDD`, `ud_YYYYMMDD` and `dc_YYYYMMDD_<code>` counters of a key item.
 pub(super) fn live_days(item: &Item) -> StoreResult<BTreeMap<Day, DayCount>> {
     let mut days: BTreeMap<Day, DayCount> = BTreeMap::new();
     for (name, value) in item {
-        let (allowed, compact) = match (name.strip_prefix("ua_"), name.strip_prefix("ud_")) {
-            (Some(d), _) => (true, d),
-            (_, Some(d)) => (false, d),
+        let Some((kind, rest)) = name.split_once('_') else { continue };
+        let (compact, code) = rest.split_once('_').map_or((rest, None), |(d, c)| (d, Some(c)));
+        let Some(day) = Day::parse_compact(compact) else { continue };
+        let v = match (kind, code) {
+            ("ua" | "ud", None) | ("dc", Some(_)) => parse_u64(value, name)?,
             _ => continue,
         };
-        let Some(day) = Day::parse_compact(compact) else { continue };
-        let v = parse_u64(value, name)?;
         let entry = days.entry(day).or_default();
-        if allowed {
-            entry.allowed = v;
-        } else {
-            entry.denied = v;
+        match (kind, code) {
+            ("ua", None) => entry.allowed = v,
+            ("ud", None) => entry.denied = v,
+            (_, Some(code)) => {
+                if let Some(i) = Denial::RECORDED.iter().position(|d| d.code() == code) {
+                    entry.denied_by[i] = v;
+                }
+            }
+            _ => {}
         }
     }
     Ok(days)
@@ -412,7 +427,7 @@ pub(super) fn meter_ledger_from_item(customer_id: &CustomerId, item: &Item) -> S
         _ => None,
     };
     let ledger = MeterLedger {
-        usage: DayCount { allowed: u64_or(item, "allowed", 0)?, denied: u64_or(item, "denied", 0)? },
+        usage: day_count(item)?,
         reported: u64_or(item, "reported", 0)?,
         unbilled: u64_or(item, "unbilled", 0)?,
         pending,
@@ -446,6 +461,7 @@ mod tests {
             rotation: None,
             limits: EffectiveLimits::default(),
             access: CustomerAccess::default(),
+            last_used_at: None,
         };
         for (name, _) in key_definition(&record) {
             if name == GSI2_PK || name == GSI2_SK {
@@ -473,7 +489,9 @@ mod tests {
         for (name, _) in key_unlisted(&record) {
             assert!(!KEY_LISTING_ATTRS.contains(&name), "{name} is read from the key item only");
         }
-        for counter in ["win_end", "win_count", "q_end", "q_count", "n_allowed", "n_denied", "last_req", ACTIVITY_PK] {
+        for counter in
+            ["win_end", "win_count", "q_end", "q_count", "n_allowed", "n_denied", "last_req", "last_used", ACTIVITY_PK]
+        {
             assert!(!listing_attrs().contains(&counter) && !KEY_LISTING_ATTRS.contains(&counter), "{counter}");
         }
     }

@@ -5,7 +5,8 @@ use super::cursor::{decode_cursor, encode_cursor, items_cursor};
 use super::errors::sdk_err;
 use super::expr::Expr;
 use super::items::{
-    customer_item, hash_item, key_definition, key_item, key_unlisted, n, parse_key_id, req_s, s, s_opt, u64_or,
+    customer_item, hash_item, key_definition, key_item, key_unlisted, n, parse_key_id, req_s, s, s_opt, time_opt,
+    u64_or,
 };
 use super::tx::{TxError, retry_on_conflict};
 use super::{DynamoStore, LIVE_KEYS, StoredCustomer, Versioned};
@@ -29,6 +30,27 @@ impl KeyStore for DynamoStore {
 
     async fn get_key(&self, id: &KeyId) -> StoreResult<Option<KeyRecord>> {
         self.get_key_item(id).await?.map(|i| KeyRecord::try_from(&i)).transpose()
+    }
+
+    async fn with_last_used(&self, mut keys: Vec<KeyRecord>) -> StoreResult<Vec<KeyRecord>> {
+        let reads = keys.iter().map(|k| async move {
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key(PK, s(key_pk(k.key_id.as_str())))
+                .key(SK, s(KEY_SK))
+                .projection_expression("last_used")
+                .send()
+                .await
+                .map_err(sdk_err)?;
+            out.item.map(|i| time_opt(&i, "last_used")).transpose().map(Option::flatten)
+        });
+        let used = futures_util::future::try_join_all(reads).await?;
+        for (k, used) in keys.iter_mut().zip(used) {
+            k.last_used_at = used.or(k.last_used_at);
+        }
+        Ok(keys)
     }
 
     async fn list_keys(&self, filter: &KeyFilter, limit: usize, cursor: Option<&str>) -> StoreResult<Page<KeyRecord>> {
@@ -312,7 +334,7 @@ impl DynamoStore {
     }
 
     pub(super) async fn allowed_since(&self, id: &KeyId, from: Day) -> StoreResult<u64> {
-        Ok(self.usage_history(id, from).await?.iter().map(|d| d.allowed).sum())
+        Ok(self.usage_history(id, from).await?.iter().map(|d| d.count.allowed).sum())
     }
 
     /// Brings a key's enforced limits and access in line with its plan and customer.

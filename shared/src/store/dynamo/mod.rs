@@ -5,7 +5,7 @@
 //!
 //! One module per concern: [`client`] (SDK client, table), `hot_path` (the authorizer's
 //! counting write), `keys`, `plans`, `customers`, `billing`, `fanout`, `idempotency`,
-//! `attempts`, `usage`, `rollup`; beneath them `items` (item <-> domain conversions), `expr`
+//! `attempts`, `usage`, `rollup`, `stats`; beneath them `items` (item <-> domain conversions), `expr`
 //! (expressions), `tx` (transactions, retries), `query`, `cursor` and `errors`.
 
 mod attempts;
@@ -23,6 +23,7 @@ mod keys;
 mod plans;
 mod query;
 mod rollup;
+mod stats;
 mod tx;
 mod usage;
 

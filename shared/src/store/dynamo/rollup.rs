@@ -2,19 +2,21 @@
 //! (docs/data-model.md, "The usage rollup"). Every write is conditioned on what was read, so
 //! a stale or concurrent run writes nothing instead of counting twice.
 
-use super::DynamoStore;
 use super::expr::Expr;
 use super::items::{live_days, meter_ledger_from_item, n, plan_id_opt, req_s, s, s_opt, u64_opt, usage_day_from_item};
 use super::tx::TxError;
+use super::{DynamoStore, Item};
 use crate::domain::api_key::KeyId;
 use crate::domain::customers::CustomerId;
+use crate::domain::decision::{Denial, KeyState};
+use crate::domain::stats::{NearQuota, TopCustomer, TopKey};
 use crate::domain::time::{Day, UnixTime};
 use crate::domain::usage::{DayCount, HISTORY_DAYS, MeterDay, MeterLedger, PendingReport};
 use crate::store::schema::*;
-use crate::store::{KeyUsage, RollupStore, Written};
+use crate::store::{KeyUsage, QuotaUse, RollupStore, Written};
 use crate::store::{StoreError, StoreResult};
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 impl RollupStore for DynamoStore {
     async fn active_keys(&self) -> StoreResult<Vec<KeyId>> {
@@ -43,6 +45,13 @@ impl RollupStore for DynamoStore {
         {
             rolled.extend(self.usage_days(key_id, oldest, Some(from)).await?);
         }
+        let state = KeyState::try_from(key_item)?;
+        let quota = state.quota.map(|q| QuotaUse {
+            used: state.counters.period_count,
+            limit: q.limit,
+            period: q.period,
+            reset: state.counters.period_end,
+        });
         Ok(Some(KeyUsage {
             key_id: key_id.clone(),
             customer_id: CustomerId::parse(req_s(key_item, "customer_id")?)
@@ -52,6 +61,7 @@ impl RollupStore for DynamoStore {
             n_denied: u64_opt(key_item, "n_denied")?,
             live,
             rolled,
+            quota,
         }))
     }
 
@@ -76,14 +86,20 @@ impl RollupStore for DynamoStore {
                 e.value(n(r.denied))
             ),
         };
+        let mut item: Item = HashMap::from([
+            (PK.to_owned(), s(key_pk(key.key_id.as_str()))),
+            (SK.to_owned(), s(usage_day_sk(&day.compact()))),
+            ("day".to_owned(), s(day.iso())),
+            ("allowed".to_owned(), n(live.allowed)),
+            ("denied".to_owned(), n(live.denied)),
+            (TTL.to_owned(), expires.clone()),
+        ]);
+        for (code, count) in live.denials_by_code() {
+            item.insert(denied_code_attr(code), n(count));
+        }
         let put = Put::builder()
             .table_name(&self.table)
-            .item(PK, s(key_pk(key.key_id.as_str())))
-            .item(SK, s(usage_day_sk(&day.compact())))
-            .item("day", s(day.iso()))
-            .item("allowed", n(live.allowed))
-            .item("denied", n(live.denied))
-            .item(TTL, expires.clone())
+            .set_item(Some(item))
             .condition_expression(cond)
             .set_expression_attribute_names(Some(e.names))
             .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
@@ -105,14 +121,7 @@ impl RollupStore for DynamoStore {
                 set.push(format!("{} = {}", e.name(ACTIVITY_PK), e.value(s(owed))));
             }
         }
-        let update = format!(
-            "ADD {} {}, {} {} SET {}",
-            e.name("allowed"),
-            e.value(n(delta.allowed)),
-            e.name("denied"),
-            e.value(n(delta.denied)),
-            set.join(", ")
-        );
+        let update = format!("ADD {} SET {}", add_counts(&mut e, &delta), set.join(", "));
         let ledger = Update::builder()
             .table_name(&self.table)
             .key(PK, s(customer_pk(key.customer_id.as_str())))
@@ -142,8 +151,9 @@ impl RollupStore for DynamoStore {
         let mut e = Expr::default();
         let mut remove = vec![e.name(ACTIVITY_PK)];
         for day in finished {
-            remove.push(e.name(&allowed_day_attr(&day.compact())));
-            remove.push(e.name(&denied_day_attr(&day.compact())));
+            for attr in live_day_attrs(*day) {
+                remove.push(e.name(&attr));
+            }
         }
         let cond = format!(
             "attribute_exists({}) AND {} AND {}",
@@ -156,23 +166,22 @@ impl RollupStore for DynamoStore {
         }
         // Busy key: it keeps its marker (it has new usage); finished days still go if they hold
         // exactly what was rolled.
-        if !finished.is_empty() {
-            let mut e = Expr::default();
-            let mut remove = vec![];
-            let mut cond = vec![];
-            for day in finished {
-                let live = key.live.get(day).copied().unwrap_or_default();
-                for (attr, v) in
-                    [(allowed_day_attr(&day.compact()), live.allowed), (denied_day_attr(&day.compact()), live.denied)]
-                {
-                    let guard = equals_or_absent(&mut e, &attr, (v > 0).then_some(v));
-                    remove.push(e.name(&attr));
-                    cond.push(guard);
-                }
-            }
-            self.conditional_update(&pk, KEY_SK, format!("REMOVE {}", remove.join(", ")), cond.join(" AND "), e)
-                .await?;
+        if finished.is_empty() {
+            return Ok(Written::Stale);
         }
+        let mut e = Expr::default();
+        let mut remove = vec![];
+        let mut cond = vec![];
+        for day in finished {
+            let live = key.live.get(day).copied().unwrap_or_default();
+            let counts = [live.allowed, live.denied].into_iter().chain(live.denied_by);
+            for (attr, v) in live_day_attrs(*day).into_iter().zip(counts) {
+                let guard = equals_or_absent(&mut e, &attr, (v > 0).then_some(v));
+                remove.push(e.name(&attr));
+                cond.push(guard);
+            }
+        }
+        self.conditional_update(&pk, KEY_SK, format!("REMOVE {}", remove.join(", ")), cond.join(" AND "), e).await?;
         Ok(Written::Stale)
     }
 
@@ -241,6 +250,20 @@ impl RollupStore for DynamoStore {
         let (pk, sk) = ledger_key(meter);
         Ok(written(self.conditional_update(&pk, &sk, update, cond, e).await?))
     }
+
+    async fn add_day_stats(
+        &self,
+        day: Day,
+        delta: DayCount,
+        top_keys: &[TopKey],
+        top_customers: &[TopCustomer],
+    ) -> StoreResult<()> {
+        self.write_day_stats(day, delta, top_keys, top_customers).await
+    }
+
+    async fn put_near_quota(&self, near: &[NearQuota]) -> StoreResult<()> {
+        self.write_near_quota(near).await
+    }
 }
 
 impl DynamoStore {
@@ -276,6 +299,29 @@ fn written(applied: bool) -> Written {
 
 fn ledger_key(meter: &MeterDay) -> (String, String) {
     (customer_pk(meter.customer_id.as_str()), meter_day_sk(&meter.day.compact(), meter.meter.as_deref()))
+}
+
+/// `allowed :a, denied :d, dc_<code> :n, ...`: the ADD clause of `delta` (a ledger's or a
+/// statistics day's).
+pub(super) fn add_counts(e: &mut Expr, delta: &DayCount) -> String {
+    let mut add = vec![
+        format!("{} {}", e.name("allowed"), e.value(n(delta.allowed))),
+        format!("{} {}", e.name("denied"), e.value(n(delta.denied))),
+    ];
+    for (code, count) in delta.denials_by_code() {
+        add.push(format!("{} {}", e.name(&denied_code_attr(code)), e.value(n(count))));
+    }
+    add.join(", ")
+}
+
+/// A finished day's live counters on a key item, in [`DayCount`] order: allowed, denied, then
+/// denials by code.
+fn live_day_attrs(day: Day) -> Vec<String> {
+    let compact = day.compact();
+    [allowed_day_attr(&compact), denied_day_attr(&compact)]
+        .into_iter()
+        .chain(Denial::RECORDED.iter().map(|d| denied_code_day_attr(&compact, d.code())))
+        .collect()
 }
 
 /// `attr = v`, or for `None` (a count never written) `attribute_not_exists(attr)`.

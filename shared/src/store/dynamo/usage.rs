@@ -6,6 +6,7 @@ use super::items::{live_days, meter_ledger_from_item};
 use crate::domain::api_key::KeyId;
 use crate::domain::customers::CustomerId;
 use crate::domain::decision::KeyState;
+use crate::domain::stats::Stats;
 use crate::domain::time::Day;
 use crate::domain::usage::{MeterDay, MeterLedger, UsageDay};
 use crate::store::schema::*;
@@ -20,9 +21,12 @@ impl UsageStore for DynamoStore {
                 let entry = days.entry(*day).or_default();
                 entry.allowed = entry.allowed.max(live.allowed);
                 entry.denied = entry.denied.max(live.denied);
+                for (mine, live) in entry.denied_by.iter_mut().zip(live.denied_by) {
+                    *mine = (*mine).max(live);
+                }
             }
         }
-        Ok(days.into_iter().map(|(day, c)| UsageDay { day, allowed: c.allowed, denied: c.denied }).collect())
+        Ok(days.into_iter().map(|(day, count)| UsageDay { day, count }).collect())
     }
 
     async fn customer_usage(&self, customer_id: &CustomerId, from: Day) -> StoreResult<Vec<(MeterDay, MeterLedger)>> {
@@ -38,5 +42,9 @@ impl UsageStore for DynamoStore {
 
     async fn key_counters(&self, key_id: &KeyId) -> StoreResult<Option<KeyState>> {
         self.get_key_item(key_id).await?.map(|i| KeyState::try_from(&i)).transpose()
+    }
+
+    async fn stats(&self, from: Day, to: Day) -> StoreResult<Stats> {
+        self.read_stats(from, to).await
     }
 }
