@@ -21,7 +21,7 @@ endif
 # The console is built first when Node.js is there (without it /console/ says how to build it).
 dev:
 	@if command -v npm >/dev/null; then bash scripts/console.sh build; else echo "make dev: no npm, so no console at /console/ (install Node.js 20+ and run make console)"; fi
-	cargo run -p tollgate-dev --bin tollgate -- --seed
+	cargo run -p tollgate-dev --bin tollgate -- dev --seed
 
 # The web console (console/, Vite + Preact): npm ci and npm run build into console/dist.
 console:

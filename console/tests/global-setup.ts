@@ -61,7 +61,7 @@ export default async function globalSetup() {
   const adminToken = `tga_console_test_${randomBytes(16).toString('hex')}`;
   const consoleConfig = { oidc: { issuer: idp.issuer, client_id: CLIENT_ID, scope: 'openid email' }, role_claim: 'tollgate_role' };
   let log = '';
-  const child = spawn(TOLLGATE_BIN, [], {
+  const child = spawn(TOLLGATE_BIN, ['dev'], {
     env: {
       PATH: process.env.PATH ?? '/usr/bin:/bin',
       HOME: process.env.HOME ?? '/tmp',

@@ -2,6 +2,7 @@
 //! Dynoxide (or any DynamoDB endpoint). `make dev` runs it; the end-to-end tests start it on a
 //! free port.
 
+pub mod cli;
 pub mod console;
 pub mod gateway;
 
@@ -285,6 +286,7 @@ impl LocalStack {
             .route("/stripe/webhook", post(stripe_webhook))
             .route("/internal/rollup", post(run_rollup))
             .route("/health", get(|| async { "ok" }))
+            .route("/metrics", get(metrics))
             .route("/console", any(console))
             .route("/console/", any(console))
             .route("/console/{*path}", any(console))
@@ -423,6 +425,13 @@ async fn stripe_webhook(State(app): State<Arc<App>>, req: Request) -> Response {
         return into_axum(gateway::error_response(413, "body_too_large", msg, &request_id));
     };
     app.webhook.handle(&parts.headers, &body, &request_id, UnixTime::now()).await.map(Body::from).into_response()
+}
+
+/// `GET /metrics`: what this process counted (decisions, rollup runs, webhook deliveries), in
+/// the Prometheus text format.
+async fn metrics() -> Response {
+    let body = shared::metrics::global().prometheus();
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
 async fn console(State(app): State<Arc<App>>, req: Request) -> Response {

@@ -1,38 +1,26 @@
-//! `tollgate`: the local stack. `make dev` runs `tollgate --seed`.
+//! `tollgate`: `tollgate dev` runs the local stack (`make dev` runs `tollgate dev --seed`); the
+//! other commands call the management API (dev/src/cli.rs).
 
+use clap::Parser;
 use shared::config::FailMode;
+use tollgate_dev::cli::{Cli, Command};
 use tollgate_dev::{LocalStack, Settings, Storage};
-
-const USAGE: &str = "usage: tollgate [--seed]
-
-Runs Tollgate's handlers behind one HTTP server with no AWS account:
-  ANY /proxy/{path}   the API Gateway authorizer in front of TOLLGATE_UPSTREAM (default: an echo)
-  /v1/...             the management API (Authorization: Bearer $TOLLGATE_ADMIN_TOKEN)
-
-  --seed   create a demo plan (5 requests/minute, 1,000/day) and print a demo key
-
-Environment: TOLLGATE_ADDR (127.0.0.1:3000), TOLLGATE_DATA_DIR (persist data), TOLLGATE_DYNAMODB_ENDPOINT
-and TOLLGATE_TABLE (use another DynamoDB), TOLLGATE_ADMIN_TOKEN, STRIPE_WEBHOOK_SECRET, TOLLGATE_UPSTREAM,
-TOLLGATE_FAIL_MODE, TOLLGATE_PAST_DUE_GRACE_S, RUST_LOG. See README.md.";
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Dev { seed } => dev(seed).await,
+        _ => tollgate_dev::cli::run(cli).await,
+    }
+}
+
+/// Environment: TOLLGATE_ADDR (127.0.0.1:3000), TOLLGATE_DATA_DIR (persist data),
+/// TOLLGATE_DYNAMODB_ENDPOINT and TOLLGATE_TABLE (another DynamoDB), TOLLGATE_ADMIN_TOKEN,
+/// STRIPE_WEBHOOK_SECRET, TOLLGATE_UPSTREAM, TOLLGATE_FAIL_MODE, ... (README, "Configuration").
+async fn dev(seed: bool) -> std::process::ExitCode {
     // The embedded emulator logs every failed condition check (each denial) as a warning.
     shared::telemetry::init_with_default("info,dynoxide=error");
-    let mut seed = false;
-    for arg in std::env::args().skip(1) {
-        match arg.as_str() {
-            "--seed" => seed = true,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return std::process::ExitCode::SUCCESS;
-            }
-            other => {
-                eprintln!("tollgate: unknown argument `{other}`\n\n{USAGE}");
-                return std::process::ExitCode::from(2);
-            }
-        }
-    }
     let mut settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -94,6 +82,8 @@ fn print_banner(stack: &LocalStack) {
         if s.admin_token_generated { "   (generated; set TOLLGATE_ADMIN_TOKEN to fix it)" } else { "" }
     );
     println!("  webhook secret  {}", stack.webhook_secret());
+    println!("  console         {url}/console/   (sign in with the admin token)");
+    println!("  metrics         {url}/metrics    (Prometheus text)");
     match &s.jwt {
         Some(jwt) => println!("  sign-in (JWT)   issuer {}, audience {}", jwt.issuer, jwt.audience),
         None => println!("  sign-in (JWT)   off (set TOLLGATE_JWT_ISSUER and TOLLGATE_JWT_AUDIENCE)"),
@@ -132,6 +122,9 @@ fn print_banner(stack: &LocalStack) {
     println!("  curl -s {url}/v1/keys -H 'authorization: Bearer {token}'            # list keys");
     println!("  curl -s -X POST {url}/internal/rollup -H 'authorization: Bearer {token}'   # roll usage up now");
     println!("  curl -s {url}/v1/customers/demo-customer/usage -H 'authorization: Bearer {token}'   # daily usage");
+    println!();
+    println!("Or with the CLI (TOLLGATE_TOKEN={token}):");
+    println!("  tollgate keys list; tollgate usage <key id>; tollgate rollup; tollgate stats");
     println!();
     println!("Press Ctrl-C to stop.");
 }

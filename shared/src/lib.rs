@@ -9,6 +9,7 @@ pub mod domain;
 pub mod envelope;
 pub mod http_client;
 pub mod identity;
+pub mod metrics;
 pub mod rollup;
 pub mod secrets;
 pub mod store;

@@ -18,7 +18,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let authorizer = Authorizer::with_options(store, AuthorizerOptions::from_config(&config));
     let authorizer = &authorizer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        handler::handle(authorizer, event.payload, UnixTime::now()).await
+        let result = handler::handle(authorizer, event.payload, UnixTime::now()).await;
+        // Decisions counted so far, as EMF lines on stdout, every few seconds at most.
+        shared::metrics::flush_emf(false);
+        result
     }))
     .await
 }

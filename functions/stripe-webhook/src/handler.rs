@@ -111,7 +111,12 @@ impl<S: WebhookStore> Webhook<S> {
     pub async fn handle(&self, headers: &HeaderMap, body: &[u8], request_id: &str, now: UnixTime) -> Response<String> {
         let span = tracing::info_span!("stripe_webhook", request_id);
         let _guard = span.enter();
-        match self.process(headers, body, now).await {
+        let result = self.process(headers, body, now).await;
+        shared::metrics::global().webhook(match &result {
+            Ok((_, outcome)) => outcome.as_str(),
+            Err(e) => e.code(),
+        });
+        match result {
             Ok((event_id, outcome)) => {
                 let body = json!({ "received": true, "event_id": event_id, "outcome": outcome.as_str() });
                 envelope::json_response(StatusCode::OK, &body, request_id)

@@ -18,6 +18,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::run(service_fn(move |req: Request| async move {
         let request_id = req.lambda_context_ref().map(|c| c.request_id.clone()).unwrap_or_default();
         let resp = webhook.handle(req.headers(), req.body().as_ref(), &request_id, UnixTime::now()).await;
+        // Deliveries are few: each one's line is written before the invocation ends.
+        shared::metrics::flush_emf(true);
         Ok::<_, lambda_http::Error>(resp.map(Body::from))
     }))
     .await

@@ -36,7 +36,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             identifier_namespace: table.clone(),
             ..RollupOptions::default()
         };
-        let report: RunReport = Rollup::new(store.clone(), stripe.clone(), options).run(UnixTime::now()).await?;
+        let report = Rollup::new(store.clone(), stripe.clone(), options).run(UnixTime::now()).await;
+        // The run's counts as an EMF line, before the invocation ends (and the container may freeze).
+        shared::metrics::flush_emf(true);
+        let report: RunReport = report?;
         Ok::<_, lambda_runtime::Error>(report)
     }))
     .await

@@ -356,8 +356,21 @@ impl<S: AuthorizeStore> Authorizer<S> {
     }
 
     /// Decides one request. Never fails: storage trouble becomes a decision per the
-    /// fail-mode matrix (README, "Fail modes").
+    /// fail-mode matrix (README, "Fail modes"). Counted in [`crate::metrics`] by outcome code
+    /// and plan, with its latency.
     pub async fn decide(&self, presented: Option<&str>, route: Route<'_>, now: UnixTime) -> Decision {
+        let started = std::time::Instant::now();
+        let decision = self.decide_uncounted(presented, route, now).await;
+        let outcome = match decision.outcome {
+            Ok(()) => "ok",
+            Err(denial) => denial.code(),
+        };
+        let plan = decision.key.as_ref().and_then(|k| k.plan_id.as_ref()).map(|p| p.as_str());
+        crate::metrics::global().decision(outcome, plan, started.elapsed());
+        decision
+    }
+
+    async fn decide_uncounted(&self, presented: Option<&str>, route: Route<'_>, now: UnixTime) -> Decision {
         let Some(raw) = presented.map(str::trim).filter(|s| !s.is_empty()) else {
             return Decision::denied(Denial::MissingKey);
         };

@@ -18,12 +18,12 @@
 //! Usage of a customer without a Stripe customer id, or older than Stripe accepts, is written
 //! off as `unbilled` (and logged) instead of being reported.
 //!
-//! Between the two, the run adds what it rolled to the overview's statistics
-//! ([`crate::domain::stats`]): each day's totals (by the differences it wrote), the day's top
-//! keys (each rolled key's exact day total) and top customers (their ledgers' exact day
-//! totals), and the keys near their quota. Statistics are not billing: a run that stops
-//! between rolling and writing them leaves its differences out of the daily totals (top lists
-//! and the near list correct themselves on the keys' next runs).
+//! Then the run adds what it rolled to the overview's statistics ([`crate::domain::stats`]):
+//! each day's totals (by the differences it wrote), the day's top keys (each rolled key's exact
+//! day total) and top customers (their ledgers' exact day totals), and the keys near their
+//! quota. Statistics are not billing, and come after it: a run that stops between rolling and
+//! writing them leaves its differences out of the daily totals, and its keys out of the day's
+//! top lists until they are rolled again (for a day that has ended, for good).
 
 mod plan;
 mod report;
@@ -103,12 +103,11 @@ struct DayStats {
 impl RunStats {
     fn key(&mut self, key: &KeyUsage, now: UnixTime) {
         for (&day, live) in &key.live {
+            // Live counters of a settled day can come back holding only late-recorded denials
+            // (allowed 0): the day's total is then the rolled one.
+            let allowed = live.allowed.max(key.rolled.get(&day).map_or(0, |r| r.allowed));
             let d = self.days.entry(day).or_default();
-            d.keys.push(TopKey {
-                key_id: key.key_id.clone(),
-                customer_id: key.customer_id.clone(),
-                allowed: live.allowed,
-            });
+            d.keys.push(TopKey { key_id: key.key_id.clone(), customer_id: key.customer_id.clone(), allowed });
         }
         let near = key.quota.filter(|q| NearQuota::is_near(q.used, q.limit, q.reset, now)).map(|q| NearQuota {
             key_id: key.key_id.clone(),
@@ -162,12 +161,34 @@ where
             Ok(Once::Ran { value, .. }) => Ok(value),
             Ok(Once::InProgress | Once::Done { .. }) => {
                 tracing::info!("another rollup run holds the lease; nothing to do");
+                crate::metrics::global().rollup("busy", [0; 6], 0, crate::metrics::now_ms());
                 return Ok(RunReport { status: Some(RunStatus::Busy), ..RunReport::default() });
             }
             Err(e) => Err(e),
         };
-        let mut report = result?;
+        let mut report = match result {
+            Ok(report) => report,
+            Err(e) => {
+                crate::metrics::global().rollup(
+                    "failed",
+                    [0; 6],
+                    started.elapsed().as_millis() as u64,
+                    crate::metrics::now_ms(),
+                );
+                return Err(e);
+            }
+        };
         report.duration_ms = started.elapsed().as_millis() as u64;
+        let status = report.status.map_or("completed", RunStatus::as_str);
+        let counts = [
+            report.key_days_rolled,
+            report.keys_settled,
+            report.keys_deferred,
+            report.events_accepted,
+            report.units_reported,
+            report.units_unbilled,
+        ];
+        crate::metrics::global().rollup(status, counts, report.duration_ms, crate::metrics::now_ms());
         if report.keys_active == 0 && report.meters_owed == 0 {
             tracing::debug!(report = ?report, "usage rollup finished: nothing to do");
         } else {
@@ -202,21 +223,25 @@ where
                 }
             })
             .await;
-        match self.write_stats(stats.into_inner().expect("stats lock"), now).await {
-            Ok(written) => tally.add(|r| r.stats_written = written),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not update the overview statistics; usage and billing are unaffected")
-            }
-        }
 
         // 2. Reports.
         let reporting = match &self.stripe {
             None => {
                 tracing::debug!("STRIPE_API_KEY is not set: usage history only, nothing reported to Stripe");
-                Reporting::NotConfigured
+                Ok(Reporting::NotConfigured)
             }
-            Some(stripe) => self.report_owed(stripe, now, deadline, &tally, &out_of_time).await?,
+            Some(stripe) => self.report_owed(stripe, now, deadline, &tally, &out_of_time).await,
         };
+
+        // 3. Statistics: after billing, which comes first; whatever happens here is logged and
+        // never the run's failure.
+        match self.write_stats(stats.into_inner().expect("stats lock"), now, deadline).await {
+            Ok(written) => tally.add(|r| r.stats_written = written),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not update the overview statistics; usage and billing are unaffected")
+            }
+        }
+        let reporting = reporting?;
 
         let mut report = tally.0.into_inner().expect("tally lock");
         report.reporting = Some(reporting);
@@ -281,7 +306,7 @@ where
     /// the top lists with every rolled key's and grown customer's exact day total; then the
     /// near-quota list. One Query, one write per day that changed, one read per customer
     /// whose day grew. `Ok(false)` when there was nothing to add.
-    async fn write_stats(&self, run: RunStats, now: UnixTime) -> StoreResult<bool> {
+    async fn write_stats(&self, run: RunStats, now: UnixTime, deadline: Instant) -> StoreResult<bool> {
         let Some((&from, _)) = run.days.first_key_value() else {
             return Ok(false);
         };
@@ -293,9 +318,21 @@ where
             let top_keys = merge_top_keys(&current.top_keys, d.keys);
             let mut totals = Vec::with_capacity(d.customers.len());
             for customer_id in d.customers {
-                let ledgers = self.store.customer_usage(&customer_id, day).await?;
-                let allowed = ledgers.iter().filter(|(m, _)| m.day == day).map(|(_, l)| l.usage.allowed).sum();
-                totals.push(TopCustomer { customer_id, allowed });
+                // Past the deadline, or a failed read: that customer's total waits for its next
+                // run (the day's totals are still written).
+                if Instant::now() >= deadline {
+                    tracing::info!(day = %day, "out of time for the top customers; the next run completes them");
+                    break;
+                }
+                match self.store.customer_usage(&customer_id, day).await {
+                    Ok(ledgers) => {
+                        let allowed = ledgers.iter().filter(|(m, _)| m.day == day).map(|(_, l)| l.usage.allowed).sum();
+                        totals.push(TopCustomer { customer_id, allowed });
+                    }
+                    Err(e) => {
+                        tracing::warn!(customer_id = %customer_id, error = %e, "could not read a customer's day total")
+                    }
+                }
             }
             let top_customers = merge_top_customers(&current.top_customers, totals);
             if d.delta.is_zero() && top_keys == current.top_keys && top_customers == current.top_customers {

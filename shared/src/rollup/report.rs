@@ -57,6 +57,16 @@ pub enum RunStatus {
     Busy,
 }
 
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::OutOfTime => "out_of_time",
+            Self::Busy => "busy",
+        }
+    }
+}
+
 /// Whether reports reached Stripe in this run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

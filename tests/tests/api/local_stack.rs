@@ -396,3 +396,45 @@ async fn a_customer_signed_in_with_a_jwt_manages_its_keys_and_scopes_guard_route
     assert_eq!((r.status, r.code()), (401, "unauthorized"));
     stack.stop().await;
 }
+
+/// `GET /metrics` as Prometheus scrapes it: sample name with labels → value.
+async fn scrape(c: &Client) -> std::collections::HashMap<String, f64> {
+    let r = c.send("GET", "/metrics", &[], None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    let text = r.body.as_str().expect("text").to_owned();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').expect("sample line");
+            (name.to_owned(), value.parse().expect("sample value"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_count_decisions_by_outcome_and_plan_and_rollup_runs() {
+    let stack = local_stack_with(None, &[("TOLLGATE_ROLLUP_INTERVAL_S", "0")]).await;
+    let c = Client::new(stack.url());
+    create_plan(&c, "metrics-plan", Some((2, 3600)), None).await;
+    let (_, key) = create_key(&c, "acme", "metrics-plan").await;
+    // Counters are the process's: compare before and after.
+    let before = scrape(&c).await;
+    for status in [200, 200, 429] {
+        assert_eq!(c.proxy("/", &key).await.status, status);
+    }
+    assert_eq!(c.send("GET", "/proxy/", &[], None).await.status, 401);
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    assert_eq!(c.send("POST", "/internal/rollup", &[("authorization", &auth)], None).await.status, 200);
+    let after = scrape(&c).await;
+    let grew = |name: &str| after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0);
+    assert_eq!(grew(r#"tollgate_decisions_total{outcome="ok",plan="metrics-plan"}"#), 2.0, "{after:?}");
+    assert_eq!(grew(r#"tollgate_decisions_total{outcome="rate_limited",plan="metrics-plan"}"#), 1.0);
+    assert_eq!(grew(r#"tollgate_decisions_total{outcome="missing_api_key",plan="none"}"#), 1.0);
+    assert_eq!(grew("tollgate_decision_duration_seconds_count"), 4.0);
+    assert_eq!(grew(r#"tollgate_decision_duration_seconds_bucket{le="+Inf"}"#), 4.0);
+    assert!(grew("tollgate_decision_duration_seconds_sum") > 0.0);
+    assert_eq!(grew(r#"tollgate_rollup_runs_total{status="completed"}"#), 1.0);
+    assert_eq!(grew("tollgate_rollup_key_days_rolled_total"), 1.0);
+    stack.stop().await;
+}

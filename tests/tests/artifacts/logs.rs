@@ -278,6 +278,17 @@ async fn the_rollup_logs_no_stripe_key_at_trace() {
     let (responses, log) = run(&db, "usage-rollup", &env, &[json!({ "mode": "scheduled" })]).await;
     assert_eq!(responses[0]["units_reported"], 3, "{log}");
     assert_absent(&log, &[API_KEY, key.expose_secret()]);
+    // The run's metrics: one CloudWatch EMF document on stdout, written before the invocation
+    // ended (no CloudWatch API call).
+    let emf: Vec<Value> =
+        log.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v.get("_aws").is_some()).collect();
+    assert_eq!(emf.len(), 1, "{log}");
+    let directive = &emf[0]["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(
+        (directive["Namespace"].as_str(), directive["Dimensions"][0][0].as_str()),
+        (Some("Tollgate"), Some("Status"))
+    );
+    assert_eq!((emf[0]["Status"].as_str(), emf[0]["UnitsReported"].as_u64()), (Some("completed"), Some(3)));
 }
 
 /// A secret that cannot be read stops the cold start with an error naming the variable, and

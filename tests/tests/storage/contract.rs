@@ -790,6 +790,37 @@ async fn statistics_days_add_up_and_their_lists_are_replaced() {
 
 // ----- the usage rollup's storage -----------------------------------------------------------
 
+/// After weeks without a rollup a key holds many finished days; settling them goes a few
+/// at a time (DynamoDB caps an expression at 4 KB), keeping the marker until the last.
+#[tokio::test]
+async fn many_finished_days_are_settled_a_few_at_a_time() {
+    let db = fresh_db().await;
+    let (id, key) = key_with_plan(&db, "acme", plan("free", None, None)).await;
+    let first = NOW.plus(-30 * 86_400);
+    for d in 0..20 {
+        assert_eq!(decide(&db, &id, &key, first.plus(d * 86_400)).await, Ok(()));
+    }
+    db.store.record_denials(&id, first.day(), Denial::KeyDisabled, 1).await;
+    let read = db.store.key_usage(&id, first.day()).await.unwrap().unwrap();
+    assert_eq!(read.live.len(), 20);
+    for day in read.live.keys() {
+        assert_eq!(db.store.roll_key_day(&read, *day, None, NOW).await.unwrap(), Written::Applied);
+    }
+    let finished: Vec<Day> = read.live.keys().copied().collect();
+    assert_eq!(db.store.settle_key(&read, &finished).await.unwrap(), Written::Stale, "14 of 20 days");
+    let again = db.store.key_usage(&id, first.day()).await.unwrap().unwrap();
+    assert_eq!(again.live.len(), 6);
+    assert_eq!(db.store.active_keys().await.unwrap(), vec![id.clone()], "the marker stays meanwhile");
+    let rest: Vec<Day> = again.live.keys().copied().collect();
+    assert_eq!(db.store.settle_key(&again, &rest).await.unwrap(), Written::Applied);
+    assert!(db.store.key_usage(&id, first.day()).await.unwrap().unwrap().live.is_empty());
+    assert!(db.store.active_keys().await.unwrap().is_empty());
+    // History kept every day, the denial's code with it.
+    let history = db.store.usage_history(&id, first.day()).await.unwrap();
+    assert_eq!(history.len(), 20);
+    assert_eq!(history[0].count, DayCount::new(1, 1).with(Denial::KeyDisabled, 1));
+}
+
 #[tokio::test]
 async fn rolling_a_key_day_moves_exactly_the_difference_once() {
     let db = fresh_db().await;

@@ -29,8 +29,9 @@ pub(super) async fn get<S: ManagementStore>(
         }));
         day = day.next();
     }
-    // The top lists of the latest day with traffic (early in a UTC day, yesterday's).
-    let (top_day, top) = stats.days.iter().next_back().map_or((to, None), |(d, s)| (*d, Some(s)));
+    // The top lists of the latest day that has them (early in a UTC day, yesterday's).
+    let latest = stats.days.iter().rev().find(|(_, s)| !s.top_keys.is_empty() || !s.top_customers.is_empty());
+    let (top_day, top) = latest.map_or((to, None), |(d, s)| (*d, Some(s)));
     let empty = StatsDay::default();
     let top = top.unwrap_or(&empty);
     let top_keys: Vec<_> = top

@@ -33,20 +33,11 @@ impl KeyStore for DynamoStore {
     }
 
     async fn with_last_used(&self, mut keys: Vec<KeyRecord>) -> StoreResult<Vec<KeyRecord>> {
-        let reads = keys.iter().map(|k| async move {
-            let out = self
-                .client
-                .get_item()
-                .table_name(&self.table)
-                .key(PK, s(key_pk(k.key_id.as_str())))
-                .key(SK, s(KEY_SK))
-                .projection_expression("last_used")
-                .send()
-                .await
-                .map_err(sdk_err)?;
-            out.item.map(|i| time_opt(&i, "last_used")).transpose().map(Option::flatten)
-        });
-        let used = futures_util::future::try_join_all(reads).await?;
+        // At most 16 reads in flight: a page of 100 keys is not a burst of 100 requests.
+        use futures_util::{StreamExt as _, TryStreamExt as _};
+        let ids: Vec<String> = keys.iter().map(|k| key_pk(k.key_id.as_str())).collect();
+        let used: Vec<Option<UnixTime>> =
+            futures_util::stream::iter(ids).map(|pk| self.last_used(pk)).buffered(16).try_collect().await?;
         for (k, used) in keys.iter_mut().zip(used) {
             k.last_used_at = used.or(k.last_used_at);
         }
@@ -137,6 +128,21 @@ impl KeyStore for DynamoStore {
 }
 
 impl DynamoStore {
+    /// A key item's `last_used` alone (a listing's `last_used_at`).
+    async fn last_used(&self, pk: String) -> StoreResult<Option<UnixTime>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(pk))
+            .key(SK, s(KEY_SK))
+            .projection_expression("last_used")
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        Ok(out.item.map(|i| time_opt(&i, "last_used")).transpose()?.flatten())
+    }
+
     /// The one way a key's definition changes: read it, apply `edit`, re-resolve its limits
     /// and customer access from its plan and customer, and write it back in one transaction
     /// guarded by the key's version, moving the plan reference counts if the governing plan

@@ -147,6 +147,12 @@ impl RollupStore for DynamoStore {
 
     async fn settle_key(&self, key: &KeyUsage, finished: &[Day]) -> StoreResult<Written> {
         let pk = key_pk(key.key_id.as_str());
+        // A rollup that was down for weeks leaves many finished days: a few at a time keep the
+        // expressions within DynamoDB's 4 KB; the marker stays until the last of them goes.
+        if finished.len() > SETTLE_DAYS_AT_ONCE {
+            self.remove_finished_days(&pk, key, &finished[..SETTLE_DAYS_AT_ONCE]).await?;
+            return Ok(Written::Stale);
+        }
         // Marker and finished days together, if nothing was counted since the read.
         let mut e = Expr::default();
         let mut remove = vec![e.name(ACTIVITY_PK)];
@@ -166,22 +172,7 @@ impl RollupStore for DynamoStore {
         }
         // Busy key: it keeps its marker (it has new usage); finished days still go if they hold
         // exactly what was rolled.
-        if finished.is_empty() {
-            return Ok(Written::Stale);
-        }
-        let mut e = Expr::default();
-        let mut remove = vec![];
-        let mut cond = vec![];
-        for day in finished {
-            let live = key.live.get(day).copied().unwrap_or_default();
-            let counts = [live.allowed, live.denied].into_iter().chain(live.denied_by);
-            for (attr, v) in live_day_attrs(*day).into_iter().zip(counts) {
-                let guard = equals_or_absent(&mut e, &attr, (v > 0).then_some(v));
-                remove.push(e.name(&attr));
-                cond.push(guard);
-            }
-        }
-        self.conditional_update(&pk, KEY_SK, format!("REMOVE {}", remove.join(", ")), cond.join(" AND "), e).await?;
+        self.remove_finished_days(&pk, key, finished).await?;
         Ok(Written::Stale)
     }
 
@@ -267,6 +258,30 @@ impl RollupStore for DynamoStore {
 }
 
 impl DynamoStore {
+    /// Removes the live counters of `finished` days if each day's `ua_`/`ud_` still hold what
+    /// was rolled (a day's `dc_` counters move only with its `ud_`, so they need no guard).
+    async fn remove_finished_days(&self, pk: &str, key: &KeyUsage, finished: &[Day]) -> StoreResult<()> {
+        if finished.is_empty() {
+            return Ok(());
+        }
+        let mut e = Expr::default();
+        let mut remove = vec![];
+        let mut cond = vec![];
+        for day in finished {
+            let live = key.live.get(day).copied().unwrap_or_default();
+            let guarded =
+                [(allowed_day_attr(&day.compact()), live.allowed), (denied_day_attr(&day.compact()), live.denied)];
+            for (attr, v) in guarded {
+                cond.push(equals_or_absent(&mut e, &attr, (v > 0).then_some(v)));
+            }
+            for attr in live_day_attrs(*day) {
+                remove.push(e.name(&attr));
+            }
+        }
+        self.conditional_update(pk, KEY_SK, format!("REMOVE {}", remove.join(", ")), cond.join(" AND "), e).await?;
+        Ok(())
+    }
+
     /// Adds a pending report's value to `into` (`reported` or `unbilled`) and clears it, if it
     /// is still the ledger's; also clears the owed marker when that settles the ledger.
     async fn settle_pending(&self, meter: &MeterDay, pending: &PendingReport, into: &str) -> StoreResult<Written> {
@@ -288,6 +303,10 @@ impl DynamoStore {
         Ok(Written::Stale)
     }
 }
+
+/// Finished days settled in one write: with 9 attributes each, far inside DynamoDB's 4 KB
+/// expression limit.
+const SETTLE_DAYS_AT_ONCE: usize = 14;
 
 /// The pending report's attributes on a ledger item, in `PendingReport` field order: value,
 /// to, identifier, timestamp, Stripe customer (read back by `meter_ledger_from_item`).
