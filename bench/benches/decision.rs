@@ -150,6 +150,14 @@ fn main() {
         })
     });
     group.finish();
+    // `TOLLGATE_BENCH=cpu`: only the handler's CPU (seconds, for A/B comparisons of a change).
+    if std::env::var("TOLLGATE_BENCH").as_deref() == Ok("cpu") {
+        println!(
+            "| handler CPU per decision (stub store) | {} | <= 10 µs |",
+            fmt_ns(mean_ns("handler_cpu/stub_store"))
+        );
+        return;
+    }
 
     // 2 and 3. The real store on in-process Dynoxide.
     let (db, store, counter) = rt.block_on(setup());
