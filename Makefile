@@ -42,8 +42,10 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
 
-# Every test, storage through the real SDK against Dynoxide started in-process per test.
+# Every test, storage through the real SDK against Dynoxide started in-process per test. The
+# .venv (moto, botocore) first: the CLI's SigV4 test checks signatures with botocore.
 test-dynoxide:
+	bash scripts/ensure-venv.sh
 	$(TEST_ALL)
 
 # The storage contract and the authorizer decision tests again, against moto's DynamoDB server (an independent implementation
@@ -83,11 +85,13 @@ bench:
 build:
 	bash scripts/build.sh
 
-# Validates the template (and installs SAM into .venv-sam), then sam build (cargo-lambda from .venv,
+# Validates the template (and installs SAM into .venv-sam), builds the console (the console
+# function embeds it), then sam build (cargo-lambda from .venv,
 # no Docker) and a guided deploy; docs/deploy.md has the parameters and the Stripe secrets.
 deploy:
 	bash scripts/ensure-build-tools.sh
 	bash scripts/lint-template.sh
+	bash scripts/console.sh build
 	PATH="$(CURDIR)/.venv/bin:$(CURDIR)/.venv-sam/bin:$$PATH" SAM_CLI_TELEMETRY=0 \
 	  sam build --beta-features --template-file infra/template.yaml
 	PATH="$(CURDIR)/.venv-sam/bin:$$PATH" SAM_CLI_TELEMETRY=0 sam deploy --guided

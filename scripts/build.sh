@@ -2,6 +2,7 @@
 # make build: every function for Lambda's arm64 with cargo-lambda (release profile), then one
 # table of bootstrap and zip sizes against the 3 MB zip goal. Over the goal is reported, not
 # fatal. Artifacts: target/lambda/<function>/bootstrap and bootstrap.zip.
+# The console function embeds console/dist, which is built first (npm).
 # Env: CARGO_LAMBDA_EXTRA = more arguments for `cargo lambda build` (e.g. --locked).
 set -euo pipefail
 
@@ -9,10 +10,13 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 # One kebab-case name per function: folder, crate, binary and target/lambda/<name>.
-FUNCTIONS=(authorizer issue-key stripe-webhook usage-rollup)
+FUNCTIONS=(authorizer issue-key stripe-webhook usage-rollup console)
 ZIP_GOAL=$((3 * 1000 * 1000))
 
 bash scripts/ensure-build-tools.sh
+# The console function embeds console/dist: build it first (Node.js 20+; the script names it
+# when missing), so no zip ships without the page.
+bash scripts/console.sh build
 export PATH="$ROOT/.venv/bin:$PATH"
 
 packages=()

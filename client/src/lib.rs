@@ -6,6 +6,7 @@
 //! with what the local stack answers, field for field, so the client cannot drift from the
 //! spec the server is held to.
 
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use bytes::Bytes;
 use http::{Method, Request};
 use secrecy::{ExposeSecret, SecretString};
@@ -46,6 +47,9 @@ pub enum Error {
     /// An answer that is not what the API documents.
     #[error("unexpected answer (HTTP {status}): {reason}")]
     Decode { status: u16, reason: String },
+    /// SigV4: no AWS credentials could be found, or the request could not be signed.
+    #[error("AWS credentials: {reason}")]
+    Credentials { reason: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -56,6 +60,12 @@ pub enum Auth {
     /// `Authorization: Bearer <token>`: the local stack's admin token, or a JWT from the
     /// identity provider.
     Bearer(SecretString),
+    /// AWS Signature Version 4 (service `execute-api`) for the IAM-authorized management API in
+    /// AWS: credentials resolved per call (so refreshed ones are used), the region the API is in.
+    SigV4 {
+        credentials: SharedCredentialsProvider,
+        region: String,
+    },
     None,
 }
 
@@ -67,9 +77,11 @@ pub struct Client {
 }
 
 impl Client {
-    /// `endpoint`: the API's base URL, e.g. `http://127.0.0.1:3000`.
+    /// `endpoint`: the API's base URL, e.g. `http://127.0.0.1:3000`; with `/v1/` at its end as
+    /// the stack's outputs print it (ManagementApiUrl, TokenApiUrl) is the same.
     pub fn new(endpoint: &str, auth: Auth) -> Result<Self> {
-        let endpoint = endpoint.trim_end_matches('/').to_owned();
+        let endpoint = endpoint.trim_end_matches('/');
+        let endpoint = endpoint.strip_suffix("/v1").unwrap_or(endpoint).to_owned();
         let http = HttpClient::new(Duration::from_secs(30))
             .map_err(|e| Error::Transport { endpoint: endpoint.clone(), reason: e.to_string() })?;
         Ok(Self { http, endpoint, auth })
@@ -87,10 +99,23 @@ impl Client {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Value> {
+        self.send(method, path, query, body).await.map(|(_, value)| value)
+    }
+
+    /// [`Client::call`], with the status of the successful answer.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<(u16, Value)> {
         let mut url = format!("{}{path}", self.endpoint);
         if !query.is_empty() {
-            let q: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(query).finish();
-            url = format!("{url}?{q}");
+            // RFC 3986 (a space is %20, never `+`): the form SigV4's canonical query string uses,
+            // so what is signed is exactly what is sent.
+            let q: Vec<String> = query.iter().map(|(k, v)| format!("{}={}", seg(k), seg(v))).collect();
+            url = format!("{url}?{}", q.join("&"));
         }
         let mut req = Request::builder().method(method).uri(&url).header("accept", "application/json");
         if let Auth::Bearer(token) = &self.auth {
@@ -103,14 +128,19 @@ impl Client {
             }
             None => Bytes::new(),
         };
-        let req = req.body(bytes).map_err(|e| Error::Transport { endpoint: url.clone(), reason: e.to_string() })?;
+        let mut req = req.body(bytes).map_err(|e| Error::Transport { endpoint: url.clone(), reason: e.to_string() })?;
+        if let Auth::SigV4 { credentials, region } = &self.auth {
+            sign_v4(&mut req, credentials, region).await?;
+        }
         let resp = self
             .http
             .send(req)
             .await
             .map_err(|e| Error::Transport { endpoint: self.endpoint.clone(), reason: e.to_string() })?;
         let status = resp.status().as_u16();
-        let request_id = resp.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        // API Gateway names its own answers apigw-requestid.
+        let request_id = header("x-request-id").or_else(|| header("apigw-requestid"));
         let body = resp.into_body();
         let value: Value = if body.is_empty() {
             Value::Null
@@ -118,11 +148,18 @@ impl Client {
             serde_json::from_slice(&body).map_err(|e| Error::Decode { status, reason: format!("not JSON: {e}") })?
         };
         if (200..300).contains(&status) {
-            return Ok(value);
+            return Ok((status, value));
         }
         let field = |k: &str| value["error"][k].as_str().map(str::to_owned);
-        match (field("code"), field("message")) {
-            (Some(code), Some(message)) => Err(Error::Api { status, code, message, request_id }),
+        match (field("code"), field("message"), value["message"].as_str()) {
+            (Some(code), Some(message), _) => Err(Error::Api { status, code, message, request_id }),
+            // API Gateway's own refusals (IAM, throttling, no route): {"message": "..."}.
+            (None, None, Some(message)) if (400..600).contains(&status) => Err(Error::Api {
+                status,
+                code: gateway_code(status).to_owned(),
+                message: message.to_owned(),
+                request_id,
+            }),
             _ => Err(Error::Decode { status, reason: format!("an error without the API's envelope: {value}") }),
         }
     }
@@ -134,8 +171,8 @@ impl Client {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<T> {
-        let value = self.call(method, path, query, body).await?;
-        serde_json::from_value(value).map_err(|e| Error::Decode { status: 200, reason: e.to_string() })
+        let (status, value) = self.send(method, path, query, body).await?;
+        serde_json::from_value(value).map_err(|e| Error::Decode { status, reason: e.to_string() })
     }
 
     pub async fn list_plans(&self) -> Result<PlanList> {
@@ -413,6 +450,62 @@ pub struct Stats {
     pub top_keys: Vec<TopKey>,
     pub top_customers: Vec<TopCustomer>,
     pub near_quota: Vec<NearQuota>,
+}
+
+/// The code for an API Gateway refusal, which carries only a message.
+fn gateway_code(status: u16) -> &'static str {
+    match status {
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        413 => "payload_too_large",
+        429 => "rate_limited",
+        503 => "unavailable",
+        504 => "timeout",
+        _ => "gateway_error",
+    }
+}
+
+/// Signs `req` in place (Authorization, X-Amz-Date, X-Amz-Security-Token for temporary
+/// credentials) for API Gateway's IAM authorization: service `execute-api`, the body hashed.
+async fn sign_v4(req: &mut Request<Bytes>, credentials: &SharedCredentialsProvider, region: &str) -> Result<()> {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let failed = |reason: String| Error::Credentials { reason };
+    let identity = credentials
+        .provide_credentials()
+        .await
+        .map_err(|e| {
+            // The chain's reasons are in the sources ("no providers in chain provided credentials").
+            let mut reason = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                reason = format!("{reason}: {s}");
+                source = s.source();
+            }
+            failed(reason)
+        })?
+        .into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("execute-api")
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| failed(e.to_string()))?
+        .into();
+    let headers: Vec<(&str, &str)> =
+        req.headers().iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))).collect();
+    let signable = SignableRequest::new(
+        req.method().as_str(),
+        req.uri().to_string(),
+        headers.into_iter(),
+        SignableBody::Bytes(req.body()),
+    )
+    .map_err(|e| failed(format!("cannot sign this request: {e}")))?;
+    let (instructions, _signature) = sign(signable, &params).map_err(|e| failed(e.to_string()))?.into_parts();
+    instructions.apply_to_request_http1x(req);
+    Ok(())
 }
 
 #[cfg(test)]

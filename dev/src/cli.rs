@@ -15,7 +15,7 @@ pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:3000";
 pub mod exit {
     /// The API refused (a 4xx: not found, conflict, invalid, unauthorized, ...).
     pub const REFUSED: u8 = 1;
-    /// The command line was wrong (clap's own code).
+    /// The command line was wrong (clap's own code), or SigV4 found no credentials or region.
     pub const USAGE: u8 = 2;
     /// The API failed or answered something unexpected (a 5xx, or not the documented shape).
     pub const SERVER: u8 = 3;
@@ -28,7 +28,7 @@ pub mod exit {
     name = "tollgate",
     version,
     about = "Tollgate: API keys, limits and billing in front of an HTTP API",
-    after_help = "Exit codes: 0 done, 1 the API refused (4xx), 2 bad command line, 3 the API failed (5xx), 4 unreachable.\n\
+    after_help = "Exit codes: 0 done, 1 the API refused (4xx), 2 bad command line (or no AWS credentials for SigV4), 3 the API failed (5xx), 4 unreachable.\n\
                   Run `tollgate dev --seed` for a local stack on http://127.0.0.1:3000."
 )]
 pub struct Cli {
@@ -39,6 +39,19 @@ pub struct Cli {
     /// TOLLGATE_ADMIN_TOKEN). Prefer the variable: a flag shows in `ps` and shell history.
     #[arg(long, global = true, env = "TOLLGATE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Sign requests with AWS SigV4 for the IAM-authorized management API (ManagementApiUrl),
+    /// with credentials from the standard AWS chain (environment, shared config and credentials
+    /// files, web identity, container and instance roles). Implied by an execute-api endpoint
+    /// when no token is given.
+    #[arg(long, global = true, env = "TOLLGATE_SIGV4", conflicts_with = "token")]
+    pub sigv4: bool,
+    /// The API's AWS region for SigV4 (else the endpoint's execute-api host, else AWS_REGION
+    /// or the profile's region).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// The AWS shared-config profile for SigV4 (else AWS_PROFILE, else default).
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -197,8 +210,13 @@ fn parse_quota(s: &str) -> Result<(u64, String), String> {
 
 /// Runs an API command (anything but `dev`), printing its result or its error; the exit code.
 pub async fn run(cli: Cli) -> ExitCode {
-    let token = cli.token.clone().or_else(|| std::env::var("TOLLGATE_ADMIN_TOKEN").ok()).filter(|t| !t.is_empty());
-    let auth = token.map_or(Auth::None, |t| Auth::Bearer(SecretString::from(t)));
+    let auth = match auth(&cli).await {
+        Ok(auth) => auth,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
     let client = match Client::new(&cli.endpoint, auth) {
         Ok(c) => c,
         Err(e) => return fail(&e),
@@ -212,6 +230,41 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Err(e) => fail(&e),
     }
+}
+
+/// How the calls authenticate: a token (`--token`, else TOLLGATE_ADMIN_TOKEN), or SigV4 when
+/// asked for or when the endpoint is an execute-api host and there is no token.
+async fn auth(cli: &Cli) -> Result<Auth, String> {
+    let explicit = cli.token.clone().filter(|t| !t.is_empty());
+    let sigv4 = cli.sigv4 || (explicit.is_none() && execute_api_region(&cli.endpoint).is_some());
+    if !sigv4 {
+        let token = explicit.or_else(|| std::env::var("TOLLGATE_ADMIN_TOKEN").ok()).filter(|t| !t.is_empty());
+        return Ok(token.map_or(Auth::None, |t| Auth::Bearer(SecretString::from(t))));
+    }
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(shared::http_client::sdk_http_client());
+    if let Some(profile) = &cli.profile {
+        loader = loader.profile_name(profile);
+    }
+    let config = loader.load().await;
+    let region = cli
+        .region
+        .clone()
+        .or_else(|| execute_api_region(&cli.endpoint))
+        .or_else(|| config.region().map(|r| r.to_string()))
+        .ok_or("SigV4 needs the API's region: pass --region or set AWS_REGION")?;
+    let credentials = config.credentials_provider().ok_or("SigV4: no AWS credential provider is configured")?;
+    Ok(Auth::SigV4 { credentials, region })
+}
+
+/// `https://abc123.execute-api.eu-west-1.amazonaws.com/v1/` → `eu-west-1`.
+fn execute_api_region(endpoint: &str) -> Option<String> {
+    let host = endpoint.split_once("://")?.1.split(['/', ':', '?']).next()?;
+    let mut labels = host.split('.');
+    let (_, service, region) = (labels.next()?, labels.next()?, labels.next()?);
+    let rest: Vec<&str> = labels.collect();
+    let aws = matches!(rest.as_slice(), ["amazonaws", "com"] | ["amazonaws", "com", "cn"]);
+    (service == "execute-api" && aws && !region.is_empty()).then(|| region.to_owned())
 }
 
 fn fail(e: &Error) -> ExitCode {
@@ -228,6 +281,10 @@ fn fail(e: &Error) -> ExitCode {
         Error::Decode { .. } => {
             eprintln!("error: {e}");
             exit::SERVER
+        }
+        Error::Credentials { .. } => {
+            eprintln!("error: {e}");
+            exit::USAGE
         }
     };
     ExitCode::from(code)
@@ -504,5 +561,15 @@ mod tests {
         assert!(parse_rate("x/60").unwrap_err().contains("`x`"));
         assert_eq!(parse_quota("10000/month"), Ok((10_000, "month".into())));
         assert!(parse_quota("5/week").unwrap_err().contains("day or month"));
+    }
+
+    #[test]
+    fn the_region_is_read_from_an_execute_api_endpoint() {
+        let r = |e: &str| execute_api_region(e);
+        assert_eq!(r("https://abc123.execute-api.eu-west-1.amazonaws.com/v1/").as_deref(), Some("eu-west-1"));
+        assert_eq!(r("https://abc123.execute-api.cn-north-1.amazonaws.com.cn").as_deref(), Some("cn-north-1"));
+        assert_eq!(r("http://127.0.0.1:3000"), None);
+        assert_eq!(r("https://api.example.com/v1"), None);
+        assert_eq!(r("https://abc.execute-api.eu-west-1.amazonaws.com.evil.example/"), None);
     }
 }

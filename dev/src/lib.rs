@@ -3,7 +3,6 @@
 //! free port.
 
 pub mod cli;
-pub mod console;
 pub mod gateway;
 
 use axum::Router;

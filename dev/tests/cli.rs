@@ -6,19 +6,14 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use std::process::Output;
 use tollgate_client::{Auth, Client, KeyFilter};
-use tollgate_dev::{LocalStack, Settings};
+use tollgate_dev::LocalStack;
+
+mod common;
 
 const TOKEN: &str = "tga_cli_test_token_0123456789abcdef";
 
 async fn stack() -> LocalStack {
-    let settings = Settings::from_lookup(|k| match k {
-        "TOLLGATE_ADDR" => Some("127.0.0.1:0".into()),
-        "TOLLGATE_ADMIN_TOKEN" => Some(TOKEN.into()),
-        "TOLLGATE_ROLLUP_INTERVAL_S" => Some("0".into()),
-        _ => None,
-    })
-    .expect("settings");
-    LocalStack::start(settings).await.expect("the local stack starts")
+    common::stack(TOKEN).await
 }
 
 /// `tollgate <args>` against `url` with the admin token; (exit code, stdout, stderr).

@@ -91,3 +91,72 @@ async fn the_templates_table_is_the_table_the_code_creates() {
     declared.sort();
     assert_eq!(declared, created, "GlobalSecondaryIndexes");
 }
+
+fn template() -> Value {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/template.yaml")).unwrap();
+    serde_yaml::from_str(&text).unwrap()
+}
+
+/// The value under a CloudFormation short-form tag (`!Sub`, `!If`, ...), checked to be that tag.
+fn tagged<'a>(v: &'a Value, tag: &str) -> &'a Value {
+    match v {
+        Value::Tagged(t) if t.tag == tag => &t.value,
+        other => panic!("expected {tag}, got {other:?}"),
+    }
+}
+
+/// The console in AWS: every `/console` path of the token API goes to the console function, which
+/// has no permissions beyond its logs, and both of its configurations (with and without an OIDC
+/// client) are ones the console accepts once CloudFormation substitutes the parameters.
+#[test]
+fn the_console_is_served_beside_the_token_api() {
+    let t = template();
+    let r = &t["Resources"];
+    let f = &r["ConsoleFunction"];
+    assert_eq!(f["Condition"], "HasJwt");
+    assert_eq!(f["Metadata"]["BuildProperties"]["Binary"], "console");
+    assert_eq!(f["Properties"]["CodeUri"], "../functions/console");
+    assert!(f["Properties"].get("Policies").is_none(), "the console reads nothing and calls nothing");
+
+    let api = &r["TokenApi"]["Properties"];
+    // Vite's base is the absolute /console/: only the $default stage (no StageName) serves it there.
+    assert!(api.get("StageName").is_none());
+    let paths = &api["DefinitionBody"]["paths"];
+    for p in ["/console", "/console/{proxy+}"] {
+        let uri = tagged(&paths[p]["x-amazon-apigateway-any-method"]["x-amazon-apigateway-integration"]["uri"], "!Sub");
+        assert!(uri.as_str().unwrap().contains("/functions/${ConsoleFunction.Arn}/invocations"), "{p}: {uri:?}");
+    }
+    let source = tagged(&r["ConsolePermission"]["Properties"]["SourceArn"], "!Sub").as_str().unwrap();
+    assert!(source.ends_with("${TokenApi}/*/*/console*"), "{source}");
+    let vite = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../console/vite.config.ts")).unwrap();
+    assert!(vite.contains("base: '/console/'"), "the SPA's base must be the path the template routes");
+
+    let config = tagged(&f["Properties"]["Environment"]["Variables"]["TOLLGATE_CONSOLE_CONFIG"], "!If");
+    let [cond, with_oidc, without] = config.as_sequence().unwrap().as_slice() else { panic!("!If [c, a, b]") };
+    assert_eq!(cond, "HasConsoleOidc");
+    let substitute = |v: &Value, connect: &str| {
+        let mut s = tagged(v, "!Sub").as_str().unwrap().to_owned();
+        for (name, value) in [
+            ("JwtIssuer", "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Ab12"),
+            ("ConsoleClientId", "4l1ent"),
+            ("ConsoleTokenUse", "id_token"),
+            ("ConsoleScope", "openid email"),
+            ("JwtRoleClaim", "cognito:groups"),
+            ("ConsoleConnectSrc", connect),
+        ] {
+            s = s.replace(&format!("${{{name}}}"), value);
+        }
+        assert!(!s.contains("${"), "every reference is a parameter: {s}");
+        s
+    };
+    for connect in ["", "https://tollgate.auth.eu-west-1.amazoncognito.com"] {
+        let json = substitute(with_oidc, connect);
+        console::Console::from_config(Some(&json)).unwrap_or_else(|e| panic!("{json}: {e}"));
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["oidc"]["client_id"], "4l1ent");
+        assert_eq!(v["role_claim"], "cognito:groups");
+    }
+    let json = substitute(without, "");
+    console::Console::from_config(Some(&json)).unwrap();
+    assert!(serde_json::from_str::<serde_json::Value>(&json).unwrap().get("oidc").is_none());
+}

@@ -2,6 +2,10 @@
 //! the `.br` and `.gz` siblings `scripts/compress.mjs` makes), embedded in release builds and
 //! read from disk in debug builds, served with the headers the page relies on, and
 //! `/console/config.json` (`TOLLGATE_CONSOLE_CONFIG`) telling it how to sign in.
+//!
+//! One implementation, two hosts: the local stack routes `/console` here, and in AWS the
+//! `console` function (`main.rs`, on the token API beside `/v1/`) does, so the page and the API
+//! it calls share an origin in both.
 
 use bytes::Bytes;
 use http::header::{
@@ -13,7 +17,7 @@ use shared::config::ConfigError;
 
 /// `console/dist`. Missing until the console is built (`make console`); the route then says so.
 #[derive(rust_embed::Embed)]
-#[folder = "../console/dist"]
+#[folder = "../../console/dist"]
 #[allow_missing = true]
 struct Dist;
 
@@ -49,15 +53,19 @@ impl Console {
             field("client_id").ok_or_else(|| invalid("`oidc.client_id` must be a non-empty string".into()))?;
             origins.push(origin(issuer).ok_or_else(|| invalid(format!("`oidc.issuer` `{issuer}` is not a URL")))?);
         }
-        if let Some(extra) = object.get("connect_src") {
-            let list = extra.as_array().ok_or_else(|| invalid("`connect_src` must be a list of origins".into()))?;
-            for o in list {
-                let o = o
-                    .as_str()
-                    .and_then(origin)
-                    .ok_or_else(|| invalid(format!("`connect_src` entry {o} is not a URL")))?;
-                origins.push(o);
-            }
+        // A list, or one string of origins separated by commas or spaces (what a deployment
+        // template can write from a single parameter; empty is none).
+        let extra: Vec<&str> = match object.get("connect_src") {
+            None => Vec::new(),
+            Some(serde_json::Value::String(s)) => s.split([',', ' ']).filter(|o| !o.is_empty()).collect(),
+            Some(serde_json::Value::Array(list)) => list
+                .iter()
+                .map(|o| o.as_str().ok_or_else(|| invalid(format!("`connect_src` entry {o} is not a URL"))))
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(invalid("`connect_src` must be a list of origins".into())),
+        };
+        for o in extra {
+            origins.push(origin(o).ok_or_else(|| invalid(format!("`connect_src` entry `{o}` is not a URL")))?);
         }
         Ok(Self { config: Some(Bytes::from(value.to_string())), csp: csp(&origins) })
     }
@@ -143,6 +151,22 @@ impl Console {
         h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
         resp
     }
+}
+
+/// Whether `console/dist` was there when this binary was built (`make console`).
+pub fn is_built() -> bool {
+    Dist::get("index.html").is_some()
+}
+
+/// The function's handler: API Gateway's request (HTTP API, payload format 2.0) to the
+/// console's answer. The page's assets are under the absolute `/console/` (Vite's `base`), so
+/// the console is served from the API's `$default` stage, not a named one. lambda_http sends compressed and binary answers base64-encoded
+/// (API Gateway decodes them) and text as text, by Content-Encoding and Content-Type.
+pub fn lambda_response(console: &Console, req: &lambda_http::Request) -> lambda_http::Response<lambda_http::Body> {
+    console.respond(req.method(), req.uri().path(), req.headers()).map(|body| match body.is_empty() {
+        true => lambda_http::Body::Empty,
+        false => lambda_http::Body::Binary(body.to_vec()),
+    })
 }
 
 /// Scripts, styles and images from this origin only; calls to this origin and the sign-in
@@ -242,11 +266,18 @@ mod tests {
             r#"{"oidc":{"issuer":"https://i"}}"#,
             r#"{"oidc":{"issuer":"javascript:alert(1)","client_id":"c"}}"#,
             r#"{"oidc":{"issuer":"https://a b","client_id":"c"}}"#,
-            r#"{"connect_src":"https://x"}"#,
+            r#"{"connect_src":7}"#,
+            r#"{"connect_src":"https://ok.example, ftp://x"}"#,
+            r#"{"connect_src":[1]}"#,
         ] {
             let e = Console::from_config(Some(bad)).unwrap_err();
             assert!(matches!(e, ConfigError::Invalid { name: "TOLLGATE_CONSOLE_CONFIG", .. }), "{bad}: {e}");
         }
+        // One string, as the SAM template writes it from a parameter; empty is none.
+        let c = Console::from_config(Some(r#"{"connect_src":"https://a.example/t, https://b.example:9"}"#)).unwrap();
+        assert!(c.csp.to_str().unwrap().contains("connect-src 'self' https://a.example https://b.example:9;"));
+        let c = Console::from_config(Some(r#"{"connect_src":""}"#)).unwrap();
+        assert!(c.csp.to_str().unwrap().contains("connect-src 'self';"));
         let none = Console::from_config(None).unwrap();
         assert_eq!(get(&none, "/console/config.json", None).status(), 404);
     }
@@ -307,5 +338,64 @@ mod tests {
         assert_eq!(plain.status(), 200);
         assert!(plain.headers().get(CONTENT_ENCODING).is_none());
         assert!(std::str::from_utf8(plain.body()).unwrap().contains("<html"));
+    }
+
+    /// An HTTP API (payload format 2.0) event for `GET path`, as API Gateway sends it.
+    fn gateway_event(method: &str, path: &str, accept: &str) -> lambda_http::Request {
+        let event = serde_json::json!({
+            "version": "2.0",
+            "routeKey": "ANY /console/{proxy+}",
+            "rawPath": path,
+            "rawQueryString": "",
+            "headers": { "accept-encoding": accept, "host": "abc123.execute-api.eu-west-1.amazonaws.com" },
+            "requestContext": {
+                "accountId": "123456789012", "apiId": "abc123",
+                "domainName": "abc123.execute-api.eu-west-1.amazonaws.com", "domainPrefix": "abc123",
+                "http": { "method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.9", "userAgent": "t" },
+                "requestId": "req-1", "routeKey": "ANY /console/{proxy+}", "stage": "$default",
+                "time": "06/Dec/2026:20:00:00 +0000", "timeEpoch": 1796587200000u64
+            },
+            "isBase64Encoded": false
+        });
+        lambda_http::request::from_str(&event.to_string()).unwrap()
+    }
+
+    /// What the runtime sends back: the handler's answer through lambda_http's conversion.
+    async fn through_lambda(
+        c: &Console,
+        method: &str,
+        path: &str,
+        accept: &str,
+    ) -> lambda_http::Response<lambda_http::Body> {
+        use lambda_http::IntoResponse;
+        lambda_response(c, &gateway_event(method, path, accept)).into_response().await
+    }
+
+    #[tokio::test]
+    async fn the_function_answers_api_gateway_events() {
+        let c =
+            Console::from_config(Some(r#"{"oidc":{"issuer":"https://idp.example","client_id":"console"}}"#)).unwrap();
+        let r = through_lambda(&c, "GET", "/console", "br").await;
+        assert_eq!((r.status().as_u16(), r.headers()[LOCATION].to_str().unwrap()), (308, "/console/"));
+        let r = through_lambda(&c, "GET", "/console/config.json", "br").await;
+        assert_eq!(r.status(), 200);
+        let lambda_http::Body::Text(json) = r.body() else { panic!("config.json goes as text: {:?}", r.body()) };
+        assert_eq!(serde_json::from_str::<serde_json::Value>(json).unwrap()["oidc"]["client_id"], "console");
+        assert!(r.headers()[CONTENT_SECURITY_POLICY].to_str().unwrap().contains("https://idp.example"));
+        let r = through_lambda(&c, "DELETE", "/console/", "br").await;
+        assert_eq!(r.status(), 405);
+        let r = through_lambda(&c, "GET", "/console/keys", "gzip, br").await;
+        if !is_built() {
+            assert_eq!(r.status(), 503);
+            return;
+        }
+        // The page, brotli-compressed, as bytes API Gateway gets base64-encoded.
+        assert_eq!((r.status().as_u16(), r.headers()[CONTENT_ENCODING].to_str().unwrap()), (200, "br"));
+        let lambda_http::Body::Binary(br) = r.body() else { panic!("compressed pages go as binary") };
+        assert_eq!(Some(&br[..]), Dist::get("index.html.br").map(|f| f.data.into_owned()).as_deref());
+        // Without Accept-Encoding: the plain HTML, as text.
+        let r = through_lambda(&c, "GET", "/console/", "identity").await;
+        let lambda_http::Body::Text(html) = r.body() else { panic!("plain HTML goes as text") };
+        assert!(html.contains("<html"));
     }
 }
