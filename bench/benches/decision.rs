@@ -16,6 +16,7 @@
 //! Ends with one summary table (criterion's estimates, read back from its output directory).
 
 mod fanout;
+mod hot;
 mod lambda;
 mod load;
 
@@ -72,6 +73,29 @@ impl AuthorizeStore for StubStore {
         Ok(Decision::for_key(&self.state, Ok(()), &counters, now))
     }
 
+    /// Always the ordinary write (one token): the handler row measures the exact path.
+    async fn take(
+        &self,
+        key_id: &KeyId,
+        hash: &KeyHash,
+        required: &[String],
+        now: UnixTime,
+        _take: shared::domain::lease::Take,
+    ) -> StoreResult<shared::store::Taken> {
+        let decision = self.authorize_and_count(key_id, hash, required, now).await?;
+        Ok(shared::store::Taken { decision, tokens: 1 })
+    }
+
+    async fn settle(
+        &self,
+        _key_id: &KeyId,
+        _used: &[(shared::domain::time::Day, u64)],
+        _unspent: Option<shared::domain::lease::Unspent>,
+        _now: UnixTime,
+    ) -> StoreResult<()> {
+        Ok(())
+    }
+
     async fn record_denials(
         &self,
         _key_id: &KeyId,
@@ -113,6 +137,15 @@ fn main() {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         println!("| measure | result | goal |\n|---|---|---|");
         for (measure, result, goal) in rt.block_on(fanout::rows()) {
+            println!("| {measure} | {result} | {goal} |");
+        }
+        return;
+    }
+    // `TOLLGATE_BENCH=hot`: only the hot-key rows (the simulator, a few minutes).
+    if std::env::var("TOLLGATE_BENCH").as_deref() == Ok("hot") {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        println!("| measure | result | goal |\n|---|---|---|");
+        for (measure, result, goal) in rt.block_on(hot::rows()) {
             println!("| {measure} | {result} | {goal} |");
         }
         return;
@@ -217,6 +250,7 @@ fn main() {
     rows.extend(load_rows(&rt));
     rows.extend(size_rows());
     rows.extend(rt.block_on(fanout::rows()));
+    rows.extend(rt.block_on(hot::rows()));
 
     // The summary.
     let cpu = mean_ns("handler_cpu/stub_store");

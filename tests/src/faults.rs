@@ -6,11 +6,17 @@
 //! Rules match an operation (the `X-Amz-Target` suffix, e.g. `UpdateItem`) or every operation,
 //! fire on every matching request or on a seeded fraction of them, and may be limited to a
 //! number of firings.
+//!
+//! It is also the hot-partition simulator: [`FaultProxy::limit_item_writes`] makes it enforce
+//! DynamoDB's per-item write capacity (about 1,000 write units a second for one item, which a
+//! write whose condition fails spends too), answering `ProvisionedThroughputExceededException`
+//! past it, on a clock the test may drive.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -77,6 +83,46 @@ struct Shared {
     injected: Mutex<Vec<(String, Fault)>>,
     /// Every request forwarded: (operation, JSON body).
     seen: Mutex<Vec<(String, Bytes)>>,
+    capacity: Mutex<Option<ItemCapacity>>,
+}
+
+/// Per-item write capacity: writes per second per item, on `clock` (epoch seconds).
+struct ItemCapacity {
+    per_second: u64,
+    clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+    /// Per item (table and key): (second, write units spent in it).
+    spent: HashMap<String, (i64, u64)>,
+    /// Per item: writes forwarded, and writes refused for capacity.
+    writes: HashMap<String, (u64, u64)>,
+}
+
+/// The items a write request writes: `TableName` + `Key` (or the key attributes of a
+/// PutItem's `Item`), one per item of a TransactWriteItems.
+fn written_items(op: &str, body: &[u8]) -> Vec<String> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else { return vec![] };
+    let one = |req: &serde_json::Value| -> Option<String> {
+        let table = req["TableName"].as_str()?;
+        let key = match req.get("Key") {
+            Some(k) => k.clone(),
+            None => serde_json::json!({ "pk": req["Item"]["pk"], "sk": req["Item"]["sk"] }),
+        };
+        Some(format!("{table}/{}", key))
+    };
+    match op {
+        "UpdateItem" | "PutItem" | "DeleteItem" => one(&v).into_iter().collect(),
+        "TransactWriteItems" | "BatchWriteItem" => {
+            let mut out = vec![];
+            for item in v["TransactItems"].as_array().into_iter().flatten() {
+                for kind in ["Put", "Update", "Delete", "ConditionCheck"] {
+                    if let Some(k) = item.get(kind).and_then(one) {
+                        out.push(k);
+                    }
+                }
+            }
+            out
+        }
+        _ => vec![],
+    }
 }
 
 pub struct FaultProxy {
@@ -162,6 +208,24 @@ impl FaultProxy {
     pub fn seen(&self) -> Vec<(String, Bytes)> {
         self.shared.seen.lock().unwrap().clone()
     }
+
+    /// The hot-partition simulator: from now on, at most `per_second` write units per item
+    /// per second of `clock` (epoch seconds; a test may drive it), each write one unit (the
+    /// items are small), a write whose condition fails included; past it,
+    /// `ProvisionedThroughputExceededException`, not forwarded.
+    pub fn limit_item_writes(&self, per_second: u64, clock: Arc<dyn Fn() -> i64 + Send + Sync>) {
+        *self.shared.capacity.lock().unwrap() =
+            Some(ItemCapacity { per_second, clock, spent: HashMap::new(), writes: HashMap::new() });
+    }
+
+    /// Under [`FaultProxy::limit_item_writes`]: per item whose key (as the request's JSON, e.g.
+    /// `{"pk":{"S":"KEY#..."},"sk":{"S":"KEY"}}`) contains `needle`: (writes forwarded,
+    /// writes refused for capacity).
+    pub fn item_writes(&self, needle: &str) -> (u64, u64) {
+        let capacity = self.shared.capacity.lock().unwrap();
+        let Some(c) = capacity.as_ref() else { return (0, 0) };
+        c.writes.iter().filter(|(k, _)| k.contains(needle)).fold((0, 0), |(a, b), (_, (w, t))| (a + w, b + t))
+    }
 }
 
 impl Drop for FaultProxy {
@@ -188,6 +252,33 @@ impl Shared {
             return Some(rule.fault);
         }
         None
+    }
+
+    /// Under the per-item capacity: whether every item the request writes has a unit left this
+    /// second (all spend one, or none does).
+    fn admit_writes(&self, op: &str, body: &[u8]) -> bool {
+        let mut capacity = self.capacity.lock().unwrap();
+        let Some(c) = capacity.as_mut() else { return true };
+        let items = written_items(op, body);
+        if items.is_empty() {
+            return true;
+        }
+        let now = (c.clock)();
+        let full = items.iter().any(|k| matches!(c.spent.get(k), Some((s, n)) if *s == now && *n >= c.per_second));
+        for k in &items {
+            let w = c.writes.entry(k.clone()).or_default();
+            if full {
+                w.1 += 1;
+            } else {
+                w.0 += 1;
+                let spent = c.spent.entry(k.clone()).or_insert((now, 0));
+                if spent.0 != now {
+                    *spent = (now, 0);
+                }
+                spent.1 += 1;
+            }
+        }
+        !full
     }
 
     /// xorshift64*: a repeatable fraction in [0, 1).
@@ -226,6 +317,13 @@ async fn forward(proxy: Proxy, req: http::Request<Incoming>, cut: Arc<Notify>) -
         .and_then(|t| t.rsplit('.').next())
         .unwrap_or("")
         .to_owned();
+    if !proxy.shared.admit_writes(&op, &body) {
+        return error(
+            400,
+            "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+            "The level of configured provisioned throughput for the table was exceeded.",
+        );
+    }
     let fault = proxy.shared.pick(&op);
     match fault {
         Some(Fault::ProvisionedThroughputExceeded) => {

@@ -1,6 +1,8 @@
 //! A function binary run as Lambda runs it: a child process that polls the Lambda Runtime API
 //! (2018-06-01), emulated here on loopback, with only the environment Lambda gives it plus what
-//! the caller adds. Used by the log tests (every handler at TRACE) and the cold-start bench.
+//! the caller adds, and the Extensions API's registration (2020-01-01: a function that
+//! registers an extension gets SIGTERM before its environment is shut down, which
+//! [`Process::terminate`] sends). Used by the log and shutdown tests and the cold-start bench.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -35,6 +37,8 @@ struct RuntimeApi {
     in_flight: StdMutex<Option<(String, Instant)>>,
     outcomes: mpsc::UnboundedSender<Result<Invoked, String>>,
     sequence: AtomicU64,
+    /// Names of the extensions registered.
+    extensions: StdMutex<Vec<String>>,
 }
 
 /// The Lambda Runtime API (2018-06-01) for one function process: each event queued by
@@ -58,12 +62,15 @@ impl Emulator {
             in_flight: StdMutex::new(None),
             outcomes: outcomes_tx,
             sequence: AtomicU64::new(0),
+            extensions: StdMutex::new(vec![]),
         });
         let router = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
             .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
             .route("/2018-06-01/runtime/invocation/{id}/error", post(invocation_error))
             .route("/2018-06-01/runtime/init/error", post(init_error))
+            .route("/2020-01-01/extension/register", post(register_extension))
+            .route("/2020-01-01/extension/event/next", get(extension_next))
             .with_state(api.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -76,6 +83,11 @@ impl Emulator {
                 .await
         });
         Ok(Self { addr, api, events: Some(events_tx), outcomes: outcomes_rx, shutdown: Some(tx), server: Some(server) })
+    }
+
+    /// The extensions the function registered.
+    pub fn extensions(&self) -> Vec<String> {
+        self.api.extensions.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// When the function first asked for an event: the end of its init phase.
@@ -139,6 +151,30 @@ async fn invocation_error(State(api): State<Arc<RuntimeApi>>, Path(id): Path<Str
     StatusCode::ACCEPTED
 }
 
+/// Extensions API: registration during init; answered as Lambda does, with the extension's id.
+async fn register_extension(State(api): State<Arc<RuntimeApi>>, headers: axum::http::HeaderMap) -> Response {
+    let name = headers.get("lambda-extension-name").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    if name.is_empty() {
+        return (StatusCode::BAD_REQUEST, "Lambda-Extension-Name is required").into_response();
+    }
+    let mut extensions = api.extensions.lock().unwrap_or_else(|e| e.into_inner());
+    if api.first_poll.get().is_some() || extensions.contains(&name) {
+        // After init, or a name taken: Lambda refuses both.
+        return (StatusCode::FORBIDDEN, "extension registration refused").into_response();
+    }
+    extensions.push(name);
+    let id = format!("extension-{}", extensions.len());
+    let body = serde_json::json!({ "functionName": "tollgate", "functionVersion": "$LATEST", "handler": "bootstrap" });
+    ([("lambda-extension-identifier", id)], axum::Json(body)).into_response()
+}
+
+/// Extensions API: the next lifecycle event. The emulator sends none (the extensions it hosts
+/// subscribe to none); shutdown comes to the process as SIGTERM.
+async fn extension_next() -> Response {
+    std::future::pending::<()>().await;
+    StatusCode::GONE.into_response()
+}
+
 async fn init_error(State(api): State<Arc<RuntimeApi>>, body: Bytes) -> StatusCode {
     let _ = api.outcomes.send(Err(format!("init failed: {}", String::from_utf8_lossy(&body))));
     StatusCode::ACCEPTED
@@ -161,6 +197,21 @@ pub struct Process {
 impl Process {
     pub fn id(&self) -> u32 {
         self.child.id()
+    }
+
+    /// What Lambda does before it shuts an environment down (when an extension is registered):
+    /// SIGTERM, then SIGKILL if the process has not exited within `grace` (Lambda allows 500 ms
+    /// with internal extensions only). The exit code, `None` when it had to be killed.
+    pub fn terminate(mut self, grace: Duration) -> Option<i32> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
     }
 
     /// Peak resident set size so far (`VmHWM`), in bytes.

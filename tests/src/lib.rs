@@ -143,7 +143,9 @@ impl Client {
 }
 
 pub mod faults;
+
 pub mod fuzz;
+pub mod hot;
 pub mod lambda;
 pub mod oidc;
 pub mod openapi;

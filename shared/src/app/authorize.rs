@@ -5,6 +5,7 @@
 use crate::config::{Config, DEFAULT_FAIL_OPEN_WINDOW_S, FailMode};
 use crate::domain::api_key::{ApiKey, KeyEnv, KeyHash, KeyId};
 use crate::domain::decision::{Decision, Denial, KeyContext};
+use crate::domain::lease::{Take, Unspent, add_used, block_size, lease_until};
 use crate::domain::limits::LimitStatus;
 use crate::domain::scopes::ScopeMap;
 use crate::domain::time::{Day, UnixTime};
@@ -108,6 +109,8 @@ pub const HOT_REFUSALS_PER_S: u32 = 5;
 struct Memory {
     usable: LruCache<KeyHash, Known>,
     unusable: LruCache<KeyHash, Unusable>,
+    /// Keys that were given a block: the few whose leases may need settling.
+    leased: Vec<KeyHash>,
 }
 
 struct Known {
@@ -126,6 +129,66 @@ struct Known {
     spent: Option<Spent>,
     /// Refusals storage answered in one second: (that second, how many).
     refusals: (i64, u32),
+    /// Requests decided for the key in this container: (this second, how many so far, how
+    /// many the second before). Past [`crate::domain::lease::HOT_DECISIONS_PER_S`] it is hot.
+    pace: (i64, u64, u64),
+    /// A hot key's block being spent ([`crate::domain::lease`]).
+    lease: Option<Lease>,
+    /// Requests admitted from blocks that no write has counted yet, by day.
+    uncounted: Vec<(Day, u64)>,
+    /// An ended block's unspent tokens, to give back with the next write.
+    unspent: Option<Unspent>,
+}
+
+/// What one key's ended blocks left: its id, the requests admitted and not counted (by day),
+/// and the unspent tokens to give back.
+type Settlement = (KeyId, Vec<(Day, u64)>, Option<Unspent>);
+
+/// A block of requests reserved for this container: spent from memory until `until`.
+struct Lease {
+    until: UnixTime,
+    left: u64,
+    /// The write's decision, for the requests the block admits.
+    decision: Decision,
+}
+
+impl Known {
+    fn pace(&mut self, now: UnixTime) -> u64 {
+        let (second, count, before) = self.pace;
+        self.pace = match now.secs() - second {
+            0 => (second, count + 1, before),
+            1 => (now.secs(), 1, count),
+            _ => (now.secs(), 1, 0),
+        };
+        self.pace.1.max(self.pace.2)
+    }
+
+    /// The block ended: what it left goes back with the next write (an older block's
+    /// unspent, if its write failed, stays reserved until its window ends: fewer admitted,
+    /// never more).
+    fn end_lease(&mut self) {
+        if let Some(lease) = self.lease.take().filter(|l| l.left > 0) {
+            self.unspent = Some(Unspent {
+                tokens: lease.left,
+                window_end: lease.decision.rate.map(|r| r.reset),
+                period_end: lease.decision.quota.map(|q| q.reset),
+            });
+        }
+    }
+
+    /// What the next write for the key takes: a block when it runs hot here, with what
+    /// earlier blocks used and left (moved out: a write carries them once).
+    fn next_take(&mut self, pace: u64) -> Take {
+        let last = self.active.as_ref();
+        let (rate, quota) = (last.and_then(|a| a.rate), last.and_then(|a| a.quota));
+        let remaining = [rate, quota].into_iter().flatten().map(|l| l.remaining()).min();
+        // Without a recent allowed decision the limits are not known here: the block's first
+        // write learns them from the item its condition returns, and the second fits them.
+        let tokens = block_size(pace, remaining);
+        let take =
+            Take { tokens, used: std::mem::take(&mut self.uncounted), unspent: self.unspent.take(), rate, quota };
+        if take.is_one() { Take::one() } else { take }
+    }
 }
 
 struct Active {
@@ -174,8 +237,9 @@ struct Unusable {
 enum Recall {
     /// Answer without storage.
     Answer(Decision),
-    /// Ask storage; the key id when known, and denials to record once storage answers.
-    Ask(Option<KeyId>, Option<Unrecorded>),
+    /// Ask storage; the key id when known, denials to record once storage answers, and what
+    /// the write takes.
+    Ask(Option<KeyId>, Option<Unrecorded>, Take),
 }
 
 impl Memory {
@@ -186,7 +250,7 @@ impl Memory {
             }
             self.unusable.pop(hash);
         }
-        let Some(known) = self.usable.get_mut(hash) else { return Recall::Ask(None, None) };
+        let Some(known) = self.usable.get_mut(hash) else { return Recall::Ask(None, None, Take::one()) };
         if required.iter().any(|scope| !known.scopes.contains(scope)) {
             // Not this key's route, as far as storage said lately: refused here until the
             // recheck; what is remembered for the key's other routes stays as it is.
@@ -194,7 +258,7 @@ impl Memory {
                 Unrecorded::add(&mut known.scope_unrecorded, Denial::InsufficientScope, now.day(), 1);
                 return Recall::Answer(Decision::denied(Denial::InsufficientScope));
             }
-            return Recall::Ask(Some(known.key_id.clone()), known.scope_unrecorded.take());
+            return Recall::Ask(Some(known.key_id.clone()), known.scope_unrecorded.take(), Take::one());
         }
         match &mut known.spent {
             Some(spent) if now < spent.until => {
@@ -205,9 +269,27 @@ impl Memory {
             }
             Some(_) => {
                 let unrecorded = known.spent.take().and_then(|s| s.unrecorded);
-                Recall::Ask(Some(known.key_id.clone()), unrecorded)
+                let pace = known.pace(now);
+                known.end_lease();
+                Recall::Ask(Some(known.key_id.clone()), unrecorded, known.next_take(pace))
             }
-            None => Recall::Ask(Some(known.key_id.clone()), None),
+            None => {
+                let pace = known.pace(now);
+                if let Some(lease) = known.lease.as_mut().filter(|l| now < l.until && l.left > 0) {
+                    // A request of the block: admitted from memory, counted for billing with
+                    // the key's next write. Its headers show what is known: the key's count at
+                    // the block's write, less what this container has not spent.
+                    lease.left -= 1;
+                    let mut decision = lease.decision.clone();
+                    for l in [&mut decision.rate, &mut decision.quota].into_iter().flatten() {
+                        l.used = l.used.saturating_sub(lease.left);
+                    }
+                    add_used(&mut known.uncounted, now.day(), 1);
+                    return Recall::Answer(decision);
+                }
+                known.end_lease();
+                Recall::Ask(Some(known.key_id.clone()), None, known.next_take(pace))
+            }
         }
     }
 
@@ -224,12 +306,33 @@ impl Memory {
         }
     }
 
+    /// What ended blocks left to count and give back, taken out of memory (see
+    /// [`Authorizer::settle_leases`]).
+    fn settlements(&mut self, now: UnixTime, all: bool) -> Vec<Settlement> {
+        let mut due = vec![];
+        let leased = std::mem::take(&mut self.leased);
+        for hash in leased {
+            let Some(known) = self.usable.peek_mut(&hash) else { continue };
+            let ended = known.lease.as_ref().is_none_or(|l| now >= l.until.plus(2));
+            if all || ended {
+                known.end_lease();
+                if !known.uncounted.is_empty() || known.unspent.is_some() {
+                    due.push((known.key_id.clone(), std::mem::take(&mut known.uncounted), known.unspent.take()));
+                }
+            } else {
+                self.leased.push(hash);
+            }
+        }
+        due
+    }
+
     fn unknown(&mut self, hash: KeyHash, now: UnixTime) {
         self.unusable.put(hash, Unusable { denial: Denial::InvalidKey, until: Some(now.plus(UNKNOWN_HASH_TTL_S)) });
     }
 
-    /// Learns from what storage decided for `key_id`.
-    fn learn(&mut self, hash: KeyHash, key_id: &KeyId, decision: &Decision, now: UnixTime) {
+    /// Learns from what storage decided for `key_id`, and reserved (`tokens`, this request's
+    /// included: more than one starts a block).
+    fn learn(&mut self, hash: KeyHash, key_id: &KeyId, decision: &Decision, tokens: u64, now: UnixTime) {
         // Permanent: a revoked key stays revoked, a rotated-away secret never returns, and a
         // hash whose key item is gone has nothing to come back to.
         if let Err(denial @ (Denial::InvalidKey | Denial::KeyRevoked)) = decision.outcome {
@@ -245,6 +348,10 @@ impl Memory {
             active: None,
             spent: None,
             refusals: (0, 0),
+            pace: (now.secs(), 1, 0),
+            lease: None,
+            uncounted: vec![],
+            unspent: None,
         });
         if let Some(key) = &decision.key {
             known.scopes.clone_from(&key.scopes);
@@ -258,6 +365,13 @@ impl Memory {
         let Err(denial) = decision.outcome else {
             known.active =
                 decision.key.clone().map(|key| Active { at: now, key, rate: decision.rate, quota: decision.quota });
+            if tokens > 1 {
+                let until = lease_until(now, decision.rate.map(|r| r.reset), decision.quota.map(|q| q.reset));
+                known.lease = Some(Lease { until, left: tokens - 1, decision: decision.clone() });
+                if !self.leased.contains(&hash) {
+                    self.leased.push(hash);
+                }
+            }
             return;
         };
         // Refused: not active any more, so `open` will not let it through an outage.
@@ -299,6 +413,7 @@ impl Memory {
                 rate: None,
                 quota: None,
                 degraded: false,
+                from_memory: false,
             });
         }
         let room = |l: &mut Option<LimitStatus>| {
@@ -322,6 +437,7 @@ impl Memory {
         };
         Some(Decision {
             degraded: outcome.is_ok(),
+            from_memory: false,
             outcome,
             key: Some(active.key.clone()),
             rate: active.rate,
@@ -334,6 +450,8 @@ pub struct Authorizer<S> {
     store: S,
     options: AuthorizerOptions,
     memory: Mutex<Memory>,
+    /// When ended leases are next looked for (epoch seconds).
+    next_sweep: std::sync::atomic::AtomicI64,
 }
 
 impl<S: AuthorizeStore> Authorizer<S> {
@@ -343,8 +461,8 @@ impl<S: AuthorizeStore> Authorizer<S> {
 
     pub fn with_options(store: S, options: AuthorizerOptions) -> Self {
         let capacity = NonZeroUsize::new(options.capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
-        let memory = Memory { usable: LruCache::new(capacity), unusable: LruCache::new(capacity) };
-        Self { store, options, memory: Mutex::new(memory) }
+        let memory = Memory { usable: LruCache::new(capacity), unusable: LruCache::new(capacity), leased: vec![] };
+        Self { store, options, memory: Mutex::new(memory), next_sweep: std::sync::atomic::AtomicI64::new(0) }
     }
 
     pub fn store(&self) -> &S {
@@ -361,6 +479,10 @@ impl<S: AuthorizeStore> Authorizer<S> {
     pub async fn decide(&self, presented: Option<&str>, route: Route<'_>, now: UnixTime) -> Decision {
         let started = std::time::Instant::now();
         let decision = self.decide_uncounted(presented, route, now).await;
+        if now.secs() >= self.next_sweep.load(std::sync::atomic::Ordering::Relaxed) {
+            self.next_sweep.store(now.secs() + 2, std::sync::atomic::Ordering::Relaxed);
+            self.settle_leases(now, false).await;
+        }
         let outcome = match decision.outcome {
             Ok(()) => "ok",
             Err(denial) => denial.code(),
@@ -387,11 +509,14 @@ impl<S: AuthorizeStore> Authorizer<S> {
             return Decision::denied(Denial::InsufficientScope);
         };
         let recalled = self.memory().recall(&hash, &required, now);
-        let (key_id, unrecorded) = match recalled {
-            Recall::Answer(decision) => return decision,
-            Recall::Ask(Some(id), unrecorded) => (id, unrecorded),
-            Recall::Ask(None, _) => match self.store.key_id_for_hash(&hash).await {
-                Ok(Some(id)) => (id, None),
+        let (key_id, unrecorded, take) = match recalled {
+            Recall::Answer(mut decision) => {
+                decision.from_memory = true;
+                return decision;
+            }
+            Recall::Ask(Some(id), unrecorded, take) => (id, unrecorded, take),
+            Recall::Ask(None, _, _) => match self.store.key_id_for_hash(&hash).await {
+                Ok(Some(id)) => (id, None, Take::one()),
                 Ok(None) => {
                     self.memory().unknown(hash, now);
                     return Decision::denied(Denial::InvalidKey);
@@ -401,8 +526,8 @@ impl<S: AuthorizeStore> Authorizer<S> {
         };
         let span = tracing::info_span!("authorize", key_id = %key_id);
         let _guard = span.enter();
-        let decision = match self.store.authorize_and_count(&key_id, &hash, &required, now).await {
-            Ok(decision) => decision,
+        let taken = match self.store.take(&key_id, &hash, &required, now, take).await {
+            Ok(taken) => taken,
             Err(e) => {
                 let decision = self.unavailable(&hash, &required, &e, now);
                 if let Some(unrecorded) = unrecorded {
@@ -411,11 +536,34 @@ impl<S: AuthorizeStore> Authorizer<S> {
                 return decision;
             }
         };
-        self.memory().learn(hash, &key_id, &decision, now);
+        let decision = taken.decision;
+        self.memory().learn(hash, &key_id, &decision, taken.tokens, now);
         if let Some(Unrecorded { denial, day, n }) = unrecorded {
             self.store.record_denials(&key_id, day, denial, n).await;
         }
         decision
+    }
+
+    /// Requests this container admitted from blocks that no write has counted yet: what it
+    /// would leave uncounted if it stopped now without [`Authorizer::settle_leases`].
+    pub fn unsettled(&self) -> u64 {
+        let memory = self.memory();
+        let leased = memory.leased.iter().filter_map(|h| memory.usable.peek(h));
+        leased.map(|k| k.uncounted.iter().map(|(_, n)| n).sum::<u64>()).sum()
+    }
+
+    /// Counts and gives back what this container's blocks admitted and left: those ended over
+    /// two seconds ago (a hot key's next block carries them for free before then), or all of
+    /// them (`all`, before the container stops). One write per key with anything to settle.
+    pub async fn settle_leases(&self, now: UnixTime, all: bool) -> usize {
+        let due = self.memory().settlements(now, all);
+        let n = due.len();
+        for (key_id, used, unspent) in due {
+            if let Err(e) = self.store.settle(&key_id, &used, unspent, now).await {
+                tracing::warn!(key_id = %key_id, error = %e, "could not settle a lease; what it admitted stays uncounted");
+            }
+        }
+        n
     }
 
     /// The fail-mode matrix: `open` allows only a transient outage (timeout, 5xx, connection)
@@ -525,7 +673,7 @@ impl AuthorizerContext {
 mod tests {
     use super::*;
     use crate::domain::customers::CustomerId;
-    use crate::store::{Fault, Outage, StoreResult};
+    use crate::store::{Fault, Outage, StoreResult, Taken};
     use std::collections::{HashMap, VecDeque};
     use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -587,10 +735,34 @@ mod tests {
                     rate,
                     quota: None,
                     degraded: false,
+                    from_memory: false,
                 }),
                 Answer::Fail(f) => Err(outage(f)),
                 Answer::Corrupt => Err(StoreError::Corrupt("key item without a status".into())),
             }
+        }
+
+        async fn take(
+            &self,
+            key_id: &KeyId,
+            hash: &KeyHash,
+            required: &[String],
+            now: UnixTime,
+            _take: Take,
+        ) -> StoreResult<Taken> {
+            let decision = self.authorize_and_count(key_id, hash, required, now).await?;
+            let tokens = u64::from(decision.is_allowed());
+            Ok(Taken { decision, tokens })
+        }
+
+        async fn settle(
+            &self,
+            _key_id: &KeyId,
+            _used: &[(Day, u64)],
+            _unspent: Option<Unspent>,
+            _now: UnixTime,
+        ) -> StoreResult<()> {
+            Ok(())
         }
 
         async fn record_denials(&self, _key_id: &KeyId, _day: Day, denial: Denial, n: u64) {
@@ -919,6 +1091,7 @@ mod tests {
             rate: Some(LimitStatus { limit: 100, used: 100, reset: UnixTime(1_022), window_s: 60 }),
             quota: None,
             degraded: false,
+            from_memory: false,
         };
         let ctx = AuthorizerContext::from_decision(&d, now);
         assert_eq!((ctx.code.as_str(), ctx.status, ctx.retry_after), ("rate_limited", 429, Some(22)));

@@ -207,6 +207,10 @@ pub struct Decision {
     pub quota: Option<LimitStatus>,
     /// Allowed without checking limits because storage was unreachable (fail-open mode).
     pub degraded: bool,
+    /// Answered from the container's memory, with no request to storage: a request of a hot
+    /// key's block, a spent limit, a key known to be unusable. Logged at debug, not info: a
+    /// hot key's log would otherwise cost more than its writes.
+    pub from_memory: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,7 +224,7 @@ pub struct KeyContext {
 
 impl Decision {
     pub fn denied(denial: Denial) -> Self {
-        Self { outcome: Err(denial), key: None, rate: None, quota: None, degraded: false }
+        Self { outcome: Err(denial), key: None, rate: None, quota: None, degraded: false, from_memory: false }
     }
 
     /// A decision about a known key, with its limits as `counters` show them at `now`.
@@ -243,6 +247,7 @@ impl Decision {
                 .filter(|_| limits_visible)
                 .map(|q| LimitStatus::for_quota(&q, counters.period_end, counters.period_count, now)),
             degraded: false,
+            from_memory: false,
         }
     }
 

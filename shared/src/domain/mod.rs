@@ -6,6 +6,7 @@ pub mod billing;
 pub mod customers;
 pub mod decision;
 pub mod key_records;
+pub mod lease;
 pub mod limits;
 pub mod plans;
 pub mod scopes;

@@ -34,7 +34,7 @@ fn root() -> PathBuf {
 /// The four function binaries, built once (debug, like the tests) by the cargo running us.
 /// `--workspace --bins` resolves features as `make test-spec` does, so the two share one build
 /// (with `-p` per function, cargo rebuilt much of the tree a second time).
-fn binary(name: &str) -> PathBuf {
+pub(crate) fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
         let status = std::process::Command::new(env!("CARGO"))

@@ -4,4 +4,5 @@
 
 mod fuzz_corpus;
 mod logs;
+mod shutdown;
 mod template;

@@ -3,3 +3,4 @@
 
 mod contract;
 mod faults;
+mod hot_key;

@@ -8,9 +8,11 @@ use super::expr::Expr;
 use super::items::{n, parse_key_id, req_s, s, s_opt};
 use crate::domain::api_key::{KeyHash, KeyId};
 use crate::domain::decision::{Decision, Denial, KeyState, Step, next_step, rolled};
+use crate::domain::lease::{Take, Unspent};
+use crate::domain::limits::LimitStatus;
 use crate::domain::time::{Day, UnixTime};
 use crate::store::schema::*;
-use crate::store::{AuthorizeStore, Fault, Outage, StoreError, StoreResult};
+use crate::store::{AuthorizeStore, Fault, Outage, StoreError, StoreResult, Taken};
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
@@ -44,6 +46,17 @@ impl AuthorizeStore for DynamoStore {
         required: &[String],
         now: UnixTime,
     ) -> StoreResult<Decision> {
+        self.take(key_id, hash, required, now, Take::one()).await.map(|t| t.decision)
+    }
+
+    async fn take(
+        &self,
+        key_id: &KeyId,
+        hash: &KeyHash,
+        required: &[String],
+        now: UnixTime,
+        mut take: Take,
+    ) -> StoreResult<Taken> {
         let started = Instant::now();
         // Marks this decision's write so a retry after an ambiguous failure (timeout, 5xx:
         // applied or not?) recognises its own earlier success instead of counting twice.
@@ -51,11 +64,14 @@ impl AuthorizeStore for DynamoStore {
         let day = now.day();
         let mut observed: Option<KeyState> = None;
         let (mut last_error, mut throttled, mut attempts) = (None, None, 0u64);
+        // The tokens of the last attempt that may have been applied.
+        let mut sent: u64;
         for _ in 0..8 {
             if started.elapsed() > self.decision_budget {
                 break;
             }
-            let write = Write { hash, required, now, day, key_id, request_id: &request_id };
+            let fitted = fit(&take, observed.as_ref(), now);
+            let write = Write { hash, required, now, day, key_id, request_id: &request_id, take: &fitted };
             let plan = match &observed {
                 Some(state) => match next_step(state, hash, required, now) {
                     Step::Count { roll_window, roll_period } if roll_window || roll_period => {
@@ -65,12 +81,14 @@ impl AuthorizeStore for DynamoStore {
                 },
                 None => count_update(None, &write),
             };
+            sent = fitted.tokens;
             let result = self.count_request(key_id, plan).send().await;
             match result {
                 Ok(out) => {
                     let item = out.attributes.unwrap_or_default();
                     let state = KeyState::try_from(&item)?;
-                    return Ok(Decision::for_key(&state, Ok(()), &state.counters, now));
+                    let decision = Decision::for_key(&state, Ok(()), &state.counters, now);
+                    return Ok(Taken { decision, tokens: fitted.tokens });
                 }
                 Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => {
                     // ALL_OLD: the item as it stood when the condition failed (None: no item,
@@ -80,34 +98,51 @@ impl AuthorizeStore for DynamoStore {
                         _ => None,
                     };
                     let Some(item) = old else {
-                        return Ok(Decision::denied(Denial::InvalidKey));
+                        return Ok(Taken::refused(Decision::denied(Denial::InvalidKey)));
                     };
                     let state = KeyState::try_from(item)?;
                     if s_opt(item, "last_req") == Some(request_id.as_str()) {
                         // An earlier attempt of this very decision was applied.
-                        return Ok(Decision::for_key(&state, Ok(()), &state.counters, now));
+                        let decision = Decision::for_key(&state, Ok(()), &state.counters, now);
+                        return Ok(Taken { decision, tokens: sent });
                     }
                     match next_step(&state, hash, required, now) {
                         // A secret this key no longer accepts says nothing about the key to
                         // the caller, and is not the key owner's traffic to count.
-                        Step::Deny(Denial::InvalidKey) => return Ok(Decision::denied(Denial::InvalidKey)),
-                        Step::Deny(denial) => {
-                            self.count_denial(key_id, day, denial, 1).await;
-                            return Ok(Decision::for_key(&state, Err(denial), &state.counters, now));
+                        Step::Deny(Denial::InvalidKey) => {
+                            return Ok(Taken::refused(Decision::denied(Denial::InvalidKey)));
                         }
-                        // A window ended, or another request rolled it first: go again with
-                        // what we now know.
+                        Step::Deny(denial) => {
+                            // A refused hot key's earlier blocks are still counted and given back.
+                            if (!take.used.is_empty() || take.unspent.is_some())
+                                && let Err(e) = self.settle(key_id, &take.used, take.unspent, now).await
+                            {
+                                tracing::warn!(key_id = %key_id, error = %e, "could not settle a lease");
+                            }
+                            self.count_denial(key_id, day, denial, 1).await;
+                            return Ok(Taken::refused(Decision::for_key(&state, Err(denial), &state.counters, now)));
+                        }
+                        // A window ended, another request rolled it first, or the block did not
+                        // fit: go again with what we now know.
                         Step::Count { .. } => observed = Some(state),
                     }
                 }
                 Err(e) => {
                     let err = sdk_err(e);
-                    match err.fault() {
+                    let fault = err.fault();
+                    match fault {
                         None => return Err(err),
                         // One throttled attempt makes the decision throttled: a later timeout
                         // must not turn an attacker's load into a transient outage.
                         Some(Fault::Throttled) => throttled = Some(err),
                         Some(_) => last_error = Some(err),
+                    }
+                    // Applied or not, unknown (a throttled write was not): what earlier blocks
+                    // used and left is not sent again (counted twice would bill twice;
+                    // returned twice would admit more).
+                    if fault != Some(Fault::Throttled) {
+                        take.used.clear();
+                        take.unspent = None;
                     }
                     attempts += 1;
                     tokio::time::sleep(Duration::from_millis(20 * attempts)).await;
@@ -119,6 +154,71 @@ impl AuthorizeStore for DynamoStore {
         }))
     }
 
+    async fn settle(
+        &self,
+        key_id: &KeyId,
+        used: &[(Day, u64)],
+        unspent: Option<Unspent>,
+        now: UnixTime,
+    ) -> StoreResult<()> {
+        // Given back only to the window and period they came from (both still current), else
+        // only counted: a second try without the return.
+        for give_back in [unspent.filter(|u| u.tokens > 0), None] {
+            if used.is_empty() && give_back.is_none() {
+                return Ok(());
+            }
+            let mut e = Expr::default();
+            let mut adds = vec![];
+            let total: u64 = used.iter().map(|(_, n)| n).sum();
+            if total > 0 {
+                adds.push(format!("{} {}", e.name("n_allowed"), e.value(n(total))));
+            }
+            for (d, count) in used {
+                adds.push(format!("{} {}", e.name(&allowed_day_attr(&d.compact())), e.value(n(*count))));
+            }
+            let mut cond = vec![format!("attribute_exists({})", e.name(PK))];
+            if let Some(u) = give_back {
+                let back = e.value(n(-(u.tokens as i64)));
+                let now_v = e.value(n(now.secs()));
+                for (end, count, at) in [("win_end", "win_count", u.window_end), ("q_end", "q_count", u.period_end)] {
+                    if let Some(at) = at {
+                        let end = e.name(end);
+                        adds.push(format!("{} {back}", e.name(count)));
+                        cond.push(format!("{end} = {} AND {end} > {now_v}", e.value(n(at.secs()))));
+                    }
+                }
+            }
+            if adds.is_empty() {
+                return Ok(());
+            }
+            let update = format!(
+                "ADD {} SET {} = {}",
+                adds.join(", "),
+                e.name(ACTIVITY_PK),
+                e.value(s(activity_shard(key_id.as_str())))
+            );
+            // Never retried after an ambiguous failure (the SDK's retries are off on this client
+            // too): counted twice would bill twice.
+            let sent = self
+                .decision_client
+                .update_item()
+                .table_name(&self.table)
+                .key(PK, s(key_pk(key_id.as_str())))
+                .key(SK, s(KEY_SK))
+                .update_expression(update)
+                .condition_expression(cond.join(" AND "))
+                .set_expression_attribute_names(Some(e.names))
+                .set_expression_attribute_values(Some(e.values))
+                .send()
+                .await;
+            match sent {
+                Ok(_) => return Ok(()),
+                Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                Err(err) => return Err(sdk_err(err)),
+            }
+        }
+        Ok(())
+    }
     async fn record_denials(&self, key_id: &KeyId, day: Day, denial: Denial, n: u64) {
         self.count_denial(key_id, day, denial, n).await;
     }
@@ -153,7 +253,8 @@ impl DynamoStore {
         now: UnixTime,
     ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
         let request_id = format!("{:032x}", rand::random::<u128>());
-        let write = Write { hash, required: &[], now, day: now.day(), key_id, request_id: &request_id };
+        let one = Take::one();
+        let write = Write { hash, required: &[], now, day: now.day(), key_id, request_id: &request_id, take: &one };
         self.count_request(key_id, count_update(None, &write))
     }
 
@@ -196,18 +297,28 @@ struct Write<'a> {
     day: Day,
     key_id: &'a KeyId,
     request_id: &'a str,
+    /// How many requests it reserves, and what earlier blocks used and left ([`fit`] to what is
+    /// known of the item).
+    take: &'a Take,
 }
 
-/// The conditional write that counts one request. Without `rollover` it is the steady-state
-/// form (every counter in its current window, below its limit). With it, the counters the
-/// decision found ended restart at 1, guarded by the exact end value that was observed, so
-/// concurrent rollovers cannot both succeed. The route's scopes are part of the condition:
-/// a key without one fails it, and the item it returns says why (no second read).
+/// The conditional write that counts one request (or, for a hot key, reserves a block). Without
+/// `rollover` it is the steady-state form (every counter in its current window, below its
+/// limit). With it, the counters the decision found ended restart at the block's size, guarded
+/// by the exact end value that was observed, so concurrent rollovers cannot both succeed. The
+/// route's scopes are part of the condition: a key without one fails it, and the item it
+/// returns says why (no second read).
+///
+/// A block of `n` in a current window is conditioned on the limit and window it was sized for
+/// (`limit = L AND end = E AND count <= L - n + r`, `r` the earlier block's unspent tokens it
+/// gives back there): a changed plan or a window another container rolled fails it, and the
+/// item returned sizes the next attempt.
 fn count_update(rollover: Option<(&KeyState, bool, bool)>, w: &Write<'_>) -> CountPlan {
-    let Write { hash, required, now, day, key_id, request_id } = *w;
+    let Write { hash, required, now, day, key_id, request_id, take } = *w;
     let mut e = Expr::default();
     let now_v = e.value(n(now.secs()));
-    let one = e.value(n(1));
+    // Values are made where they are used (Expr shares equal ones): DynamoDB refuses an unused
+    // value, and a block's write may not use `1`.
     let active = e.value(s("active"));
     let h = e.value(s(hash.to_hex()));
     let rid = e.value(s(request_id));
@@ -231,20 +342,33 @@ fn count_update(rollover: Option<(&KeyState, bool, bool)>, w: &Write<'_>) -> Cou
             cond.push(format!("contains({scopes}, {})", e.value(s(scope.clone()))));
         }
     }
-    let mut adds =
-        vec![format!("{} {one}", e.name("n_allowed")), format!("{} {one}", e.name(&allowed_day_attr(&day.compact())))];
+    // Billing: this request, and what earlier blocks admitted that no write has counted.
+    let mut per_day: Vec<(Day, u64)> = vec![(day, 1)];
+    for &(d, count) in &take.used {
+        crate::domain::lease::add_used(&mut per_day, d, count);
+    }
+    let mut adds = vec![format!("{} {}", e.name("n_allowed"), e.value(n(1 + take.used_total())))];
+    for (d, count) in &per_day {
+        let v = e.value(n(*count));
+        adds.push(format!("{} {v}", e.name(&allowed_day_attr(&d.compact()))));
+    }
     // `last_used`: on the key item only (no index projects it), so a decision writes no index.
     let mut sets = vec![
         format!("{last_req} = {rid}"),
         format!("{} = {now_v}", e.name("last_used")),
         format!("{} = {}", e.name(ACTIVITY_PK), e.value(s(activity_shard(key_id.as_str())))),
     ];
+    let tokens = take.tokens.max(1);
     let counters = [("rl_limit", "win_end", "win_count", 0usize), ("q_limit", "q_end", "q_count", 1)];
-    for (limit_attr, end, count, idx) in counters {
-        let (end, count) = (e.name(end), e.name(count));
+    for (limit_attr, end_attr, count_attr, idx) in counters {
+        // Names are made where they are used (Expr shares equal ones): DynamoDB refuses an
+        // unused one, and a block for a key without this limit needs no end.
+        let count = e.name(count_attr);
         let roll = rollover.map(|(_, w, p)| if idx == 0 { w } else { p }).unwrap_or(false);
+        let known = if idx == 0 { take.rate } else { take.quota };
         match rollover {
             Some((state, _, _)) if roll => {
+                let end = e.name(end_attr);
                 let next = rolled(state, idx == 0, idx == 1, now);
                 let (old_end, new_end) = if idx == 0 {
                     (state.counters.window_end, next.window_end)
@@ -253,12 +377,35 @@ fn count_update(rollover: Option<(&KeyState, bool, bool)>, w: &Write<'_>) -> Cou
                 };
                 cond.push(format!("(attribute_not_exists({end}) OR {end} = {})", e.value(n(old_end.secs()))));
                 sets.push(format!("{end} = {}", e.value(n(new_end.secs()))));
-                sets.push(format!("{count} = {one}"));
+                let v = e.value(n(tokens));
+                sets.push(format!("{count} = {v}"));
+            }
+            _ if take.is_one() => {
+                let (limit, end) = (e.name(limit_attr), e.name(end_attr));
+                cond.push(format!("(attribute_not_exists({limit}) OR ({end} > {now_v} AND {count} < {limit}))"));
+                adds.push(format!("{count} {}", e.value(n(1))));
             }
             _ => {
                 let limit = e.name(limit_attr);
-                cond.push(format!("(attribute_not_exists({limit}) OR ({end} > {now_v} AND {count} < {limit}))"));
-                adds.push(format!("{count} {one}"));
+                match known {
+                    Some(k) => {
+                        let end = e.name(end_attr);
+                        let back = take.unspent.filter(|u| end_of(u, idx) == Some(k.reset)).map_or(0, |u| u.tokens);
+                        // fit() sized the block to fit: L - n + r >= count >= 0.
+                        let max = (k.limit + back).saturating_sub(tokens);
+                        cond.push(format!(
+                            "({limit} = {} AND {end} = {} AND {end} > {now_v} AND {count} <= {})",
+                            e.value(n(k.limit)),
+                            e.value(n(k.reset.secs())),
+                            e.value(n(max))
+                        ));
+                        adds.push(format!("{count} {}", e.value(n(tokens as i64 - back as i64))));
+                    }
+                    None => {
+                        cond.push(format!("attribute_not_exists({limit})"));
+                        adds.push(format!("{count} {}", e.value(n(tokens))));
+                    }
+                }
             }
         }
     }
@@ -267,4 +414,46 @@ fn count_update(rollover: Option<(&KeyState, bool, bool)>, w: &Write<'_>) -> Cou
         update: format!("ADD {} SET {}", adds.join(", "), sets.join(", ")),
         condition: cond.join(" AND "),
     }
+}
+
+fn end_of(u: &Unspent, idx: usize) -> Option<UnixTime> {
+    if idx == 0 { u.window_end } else { u.period_end }
+}
+
+/// `take` sized to what is known of the key: the item a failed condition returned, else what
+/// the container knew. Each limit's current window or period leaves room for `limit - count`
+/// requests plus what the earlier block gives back there; an ended one, for `limit`. At least 1:
+/// a block that cannot fit is the ordinary request, which the condition then refuses.
+fn fit(take: &Take, observed: Option<&KeyState>, now: UnixTime) -> Take {
+    if take.is_one() {
+        return take.clone();
+    }
+    let mut fitted = take.clone();
+    if let Some(state) = observed {
+        let c = &state.counters;
+        // Only a current window or period is conditioned on; an ended one is rolled over.
+        fitted.rate = state
+            .rate_limit
+            .filter(|_| c.window_end > now)
+            .map(|r| LimitStatus::for_rate(&r, c.window_end, c.window_count, now));
+        fitted.quota = state
+            .quota
+            .filter(|_| c.period_end > now)
+            .map(|q| LimitStatus::for_quota(&q, c.period_end, c.period_count, now));
+        let rolled_room = [
+            state.rate_limit.filter(|_| c.window_end <= now).map(|r| r.limit),
+            state.quota.filter(|_| c.period_end <= now).map(|q| q.limit),
+        ];
+        for room in rolled_room.into_iter().flatten() {
+            fitted.tokens = fitted.tokens.min(room);
+        }
+    }
+    for (idx, known) in [(0, fitted.rate), (1, fitted.quota)] {
+        if let Some(k) = known {
+            let back = fitted.unspent.filter(|u| end_of(u, idx) == Some(k.reset)).map_or(0, |u| u.tokens);
+            fitted.tokens = fitted.tokens.min((k.limit + back).saturating_sub(k.used));
+        }
+    }
+    fitted.tokens = fitted.tokens.max(1);
+    fitted
 }
