@@ -80,7 +80,7 @@ impl AuthorizeStore for StubStore {
         hash: &KeyHash,
         required: &[String],
         now: UnixTime,
-        _take: shared::domain::lease::Take,
+        _take: &mut shared::domain::lease::Take,
     ) -> StoreResult<shared::store::Taken> {
         let decision = self.authorize_and_count(key_id, hash, required, now).await?;
         Ok(shared::store::Taken { decision, tokens: 1 })

@@ -35,7 +35,7 @@ pub struct HotConfig {
     pub rps: u64,
     pub containers: usize,
     pub seconds: i64,
-    /// The hot key's rate limit: (limit, window seconds).
+    /// The hot key's rate limit: (limit, window seconds); a limit of 0: none.
     pub limit: (u64, u64),
     /// Its monthly quota (0: none).
     pub quota: u64,
@@ -128,7 +128,7 @@ pub async fn run(db: &TestDb, config: &HotConfig) -> HotReport {
     let now = config.start;
     let (limit, window_s) = config.limit;
     let mut hot_plan = crate::plan("hot", None, &[], None, now);
-    hot_plan.rate_limit = Some(RateLimit { limit, window_s });
+    hot_plan.rate_limit = (limit > 0).then_some(RateLimit { limit, window_s });
     hot_plan.quota = (config.quota > 0).then_some(Quota { limit: config.quota, period: Period::Month });
     db.store.create_plan(&hot_plan).await.unwrap();
     let ordinary_plan = crate::plan("ordinary", Some(600), &[], None, now);

@@ -326,6 +326,20 @@ impl Memory {
         due
     }
 
+    /// Takes back what a write for the key did not carry (see [`AuthorizeStore::take`]).
+    fn keep(&mut self, hash: &KeyHash, take: Take) {
+        let Some(known) = self.usable.get_mut(hash) else { return };
+        for (day, n) in take.used {
+            add_used(&mut known.uncounted, day, n);
+        }
+        if known.unspent.is_none() {
+            known.unspent = take.unspent;
+        }
+        if !self.leased.contains(hash) {
+            self.leased.push(*hash);
+        }
+    }
+
     fn unknown(&mut self, hash: KeyHash, now: UnixTime) {
         self.unusable.put(hash, Unusable { denial: Denial::InvalidKey, until: Some(now.plus(UNKNOWN_HASH_TTL_S)) });
     }
@@ -526,7 +540,13 @@ impl<S: AuthorizeStore> Authorizer<S> {
         };
         let span = tracing::info_span!("authorize", key_id = %key_id);
         let _guard = span.enter();
-        let taken = match self.store.take(&key_id, &hash, &required, now, take).await {
+        let mut take = take;
+        let result = self.store.take(&key_id, &hash, &required, now, &mut take).await;
+        if !take.used.is_empty() || take.unspent.is_some() {
+            // Certainly not written (throttled, refused before it was sent): kept for the next write.
+            self.memory().keep(&hash, take);
+        }
+        let taken = match result {
             Ok(taken) => taken,
             Err(e) => {
                 let decision = self.unavailable(&hash, &required, &e, now);
@@ -695,7 +715,15 @@ mod tests {
         recorded: AtomicU64,
         /// `record_denials` calls: (code, count).
         recorded_codes: Mutex<Vec<(Denial, u64)>>,
+        /// Grant the blocks asked for (else every allowed write reserves one request).
+        grant_blocks: std::sync::atomic::AtomicBool,
+        /// Every `take` asked of storage, and every `settle`.
+        takes: Mutex<Vec<Take>>,
+        settled: Mutex<Vec<Settled>>,
     }
+
+    /// One `settle` call: the requests it counts, by day, and the tokens it gives back.
+    type Settled = (Vec<(Day, u64)>, Option<Unspent>);
 
     fn outage(f: Fault) -> StoreError {
         StoreError::Unavailable(Outage::new(f, "injected"))
@@ -748,20 +776,29 @@ mod tests {
             hash: &KeyHash,
             required: &[String],
             now: UnixTime,
-            _take: Take,
+            take: &mut Take,
         ) -> StoreResult<Taken> {
+            let asked = take.tokens;
+            self.takes.lock().unwrap().push(take.clone());
             let decision = self.authorize_and_count(key_id, hash, required, now).await?;
-            let tokens = u64::from(decision.is_allowed());
+            take.used.clear();
+            take.unspent = None;
+            let tokens = match decision.is_allowed() {
+                false => 0,
+                true if self.grant_blocks.load(Ordering::SeqCst) => asked,
+                true => 1,
+            };
             Ok(Taken { decision, tokens })
         }
 
         async fn settle(
             &self,
             _key_id: &KeyId,
-            _used: &[(Day, u64)],
-            _unspent: Option<Unspent>,
+            used: &[(Day, u64)],
+            unspent: Option<Unspent>,
             _now: UnixTime,
         ) -> StoreResult<()> {
+            self.settled.lock().unwrap().push((used.to_vec(), unspent));
             Ok(())
         }
 
@@ -809,6 +846,64 @@ mod tests {
             "insufficient_scope",
             "open never passes a route the key lacks"
         );
+    }
+
+    /// A key decided 10 times a second here runs hot: its next write reserves a block, the
+    /// block's requests are answered without storage, the next write counts them and gives
+    /// back what the block left, and what is still held is settled on demand (SIGTERM).
+    #[tokio::test]
+    async fn a_hot_key_is_decided_from_blocks_which_are_counted_and_given_back() {
+        use crate::domain::lease::HOT_DECISIONS_PER_S;
+        let a = Authorizer::new(Scripted::default(), FailMode::Closed);
+        a.store().grant_blocks.store(true, Ordering::SeqCst);
+        let k = key(a.store());
+        let roomy = || Answer::Decide(Ok(()), rate(1_000_000, 1, T0.plus(60)));
+        script(&a, (0..4).map(|_| roomy()).chain((0..HOT_DECISIONS_PER_S).map(|_| roomy())));
+        let takes = |a: &Authorizer<Scripted>| a.store().takes.lock().unwrap().clone();
+        for _ in 1..HOT_DECISIONS_PER_S {
+            assert_eq!(code(&a.decide(Some(&k), ANY, T0).await), "ok");
+        }
+        assert!(takes(&a).iter().all(Take::is_one), "not hot yet: the exact write");
+        // The tenth in this second: a block of ten, this request its first.
+        let d = a.decide(Some(&k), ANY, T0).await;
+        assert!(d.is_allowed() && !d.from_memory);
+        assert_eq!(takes(&a).last().unwrap().tokens, HOT_DECISIONS_PER_S);
+        let writes = a.store().decisions.load(Ordering::SeqCst);
+        // The block's other nine: from memory, no write; held uncounted.
+        for _ in 1..HOT_DECISIONS_PER_S {
+            let d = a.decide(Some(&k), ANY, T0).await;
+            assert!(d.is_allowed() && d.from_memory);
+        }
+        assert_eq!(a.store().decisions.load(Ordering::SeqCst), writes);
+        assert_eq!(a.unsettled(), HOT_DECISIONS_PER_S - 1);
+        // Spent: the next write is throttled, so certainly not applied: the nine stay held.
+        a.store().answers.lock().unwrap().push_front(Answer::Fail(Fault::Throttled));
+        assert_eq!(code(&a.decide(Some(&k), ANY, T0).await), "authorization_unavailable");
+        assert_eq!(takes(&a).last().unwrap().used, vec![(T0.day(), 9)]);
+        assert_eq!(a.unsettled(), HOT_DECISIONS_PER_S - 1, "a write that was not applied keeps what it carried");
+        // The one after takes a bigger block (the pace is 21) and counts the nine.
+        assert!(!a.decide(Some(&k), ANY, T0).await.from_memory);
+        let last = takes(&a).last().unwrap().clone();
+        assert_eq!((last.tokens, last.used.clone(), last.unspent), (21, vec![(T0.day(), 9)], None));
+        assert_eq!(a.unsettled(), 0);
+        // Two of its requests, then the second ends: the next write gives back the other 18
+        // to the window they came from, and counts the two.
+        for _ in 0..2 {
+            assert!(a.decide(Some(&k), ANY, T0).await.from_memory);
+        }
+        assert!(!a.decide(Some(&k), ANY, T0.plus(1)).await.from_memory);
+        let last = takes(&a).last().unwrap().clone();
+        assert_eq!(last.used, vec![(T0.day(), 2)]);
+        assert_eq!(last.unspent, Some(Unspent { tokens: 18, window_end: Some(T0.plus(60)), period_end: None }));
+        // One request of the new block, then the container is told to stop: one settlement
+        // with that request and the rest of the block.
+        assert!(a.decide(Some(&k), ANY, T0.plus(1)).await.from_memory);
+        assert_eq!(a.settle_leases(T0.plus(1), true).await, 1);
+        let settled = a.store().settled.lock().unwrap().clone();
+        let (used, unspent) = settled.last().unwrap().clone();
+        assert_eq!(used, vec![(T0.day(), 1)]);
+        assert_eq!(unspent.map(|u| u.tokens), Some(last.tokens - 2));
+        assert_eq!(a.unsettled(), 0);
     }
 
     fn key(store: &Scripted) -> String {

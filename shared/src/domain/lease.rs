@@ -30,6 +30,17 @@ pub const MAX_BLOCK: u64 = 1_000;
 /// A block takes at most this fraction of what the key had left.
 pub const SHARE_OF_REMAINING: u64 = 16;
 
+/// Requests admitted on a day whose count is written this long after the day ended are counted
+/// under the day of the write instead: the rollup removes a day's live counters an hour after
+/// it ends (`rollup::FINISHED_AFTER_S`), and a count written after that would be lost. Billed
+/// late rather than never.
+pub const LATE_AFTER_S: i64 = 3_000;
+
+/// The day requests admitted on `day` are counted under when their count is written at `now`.
+pub fn billing_day(day: Day, now: UnixTime) -> Day {
+    if day.next().start().plus(LATE_AFTER_S) <= now { now.day() } else { day }
+}
+
 /// What one conditional write on a key's item takes and settles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Take {
@@ -145,6 +156,15 @@ mod tests {
         assert_eq!(lease_until(now, None, None), now.plus(LEASE_S));
         assert_eq!(lease_until(now, Some(now), None), now);
         assert_eq!(lease_until(now, Some(now.plus(60)), Some(now)), now);
+    }
+
+    #[test]
+    fn a_count_written_after_the_rollup_may_have_settled_its_day_goes_to_today() {
+        let day = UnixTime(1_796_990_400).day();
+        let end = day.next().start();
+        assert_eq!(billing_day(day, end.plus(-1)), day);
+        assert_eq!(billing_day(day, end.plus(LATE_AFTER_S - 1)), day);
+        assert_eq!(billing_day(day, end.plus(LATE_AFTER_S)), day.next());
     }
 
     #[test]

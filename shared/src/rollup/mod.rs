@@ -54,6 +54,9 @@ use std::time::{Duration, Instant};
 /// just before midnight on a slightly slow clock is still counted where it is rolled).
 pub const FINISHED_AFTER_S: i64 = 3_600;
 
+// A hot key's late count is moved to the day it is written on before this removal can lose it.
+const _: () = assert!(crate::domain::lease::LATE_AFTER_S < FINISHED_AFTER_S);
+
 /// Attempts of one key-day transaction that was cancelled by a conflict (keys of one customer
 /// rolled at once update the same ledger item); safe to repeat, the usage-day item guards it.
 const ROLL_ATTEMPTS: u32 = 5;
@@ -280,7 +283,8 @@ where
                     Written::Stale => false,
                 },
                 None => {
-                    // Cannot happen while live counters outlive their day by FINISHED_AFTER_S.
+                    // Cannot happen while live counters outlive their day by FINISHED_AFTER_S
+                    // (a hot key's count written later goes to the day it is written on).
                     tracing::warn!(key_id = %key_id, day = %day, "live counters below the rolled history; left as is");
                     true
                 }

@@ -284,13 +284,16 @@ pub trait AuthorizeStore: Send + Sync {
     /// up to `take.tokens` requests (what fits) in the same one write, counts the requests
     /// earlier blocks admitted for billing and gives back their unspent tokens. The decision,
     /// and how many tokens it reserved (0 when refused); this decision's request is one of them.
+    /// `take.used` and `take.unspent` are emptied once written, or once a write that may have
+    /// been applied failed; what is left in them on return (a throttled write, an error) was
+    /// certainly not written, and the caller keeps it for its next write.
     fn take(
         &self,
         key_id: &KeyId,
         hash: &KeyHash,
         required: &[String],
         now: UnixTime,
-        take: Take,
+        take: &mut Take,
     ) -> impl Future<Output = StoreResult<Taken>> + Send;
     /// Counts what ended blocks admitted and gives back their unspent tokens, deciding nothing
     /// (a container settling before it idles or shuts down). Never retried after an ambiguous

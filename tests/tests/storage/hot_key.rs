@@ -87,6 +87,17 @@ async fn a_revoked_hot_key_is_refused_within_a_lease() {
     assert_eq!(r.billed, r.hot_allowed);
 }
 
+/// A key with no limit at all runs hot too (blocks batch its billing): every request billed once,
+/// the idle blocks settled with no counter to give back to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unlimited_hot_key_is_billed_exactly() {
+    let db = fresh_db().await;
+    let c = HotConfig { containers: 5, rps: 500, seconds: 3, ordinary_keys: 0, quota: 0, limit: (0, 60), ..config() };
+    let r = run(&db, &c).await;
+    assert_eq!((r.hot_allowed, r.billed), (1_500, 1_500), "{r:?}");
+    assert!(r.hot_writes_per_decision() <= 0.1, "{r:?}");
+}
+
 /// One container alone, a key with a rate limit and no quota: every request of every block is
 /// billed, exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -8,7 +8,7 @@ use super::expr::Expr;
 use super::items::{n, parse_key_id, req_s, s, s_opt};
 use crate::domain::api_key::{KeyHash, KeyId};
 use crate::domain::decision::{Decision, Denial, KeyState, Step, next_step, rolled};
-use crate::domain::lease::{Take, Unspent};
+use crate::domain::lease::{SHARE_OF_REMAINING, Take, Unspent};
 use crate::domain::limits::LimitStatus;
 use crate::domain::time::{Day, UnixTime};
 use crate::store::schema::*;
@@ -46,7 +46,7 @@ impl AuthorizeStore for DynamoStore {
         required: &[String],
         now: UnixTime,
     ) -> StoreResult<Decision> {
-        self.take(key_id, hash, required, now, Take::one()).await.map(|t| t.decision)
+        self.take(key_id, hash, required, now, &mut Take::one()).await.map(|t| t.decision)
     }
 
     async fn take(
@@ -55,7 +55,7 @@ impl AuthorizeStore for DynamoStore {
         hash: &KeyHash,
         required: &[String],
         now: UnixTime,
-        mut take: Take,
+        take: &mut Take,
     ) -> StoreResult<Taken> {
         let started = Instant::now();
         // Marks this decision's write so a retry after an ambiguous failure (timeout, 5xx:
@@ -64,13 +64,14 @@ impl AuthorizeStore for DynamoStore {
         let day = now.day();
         let mut observed: Option<KeyState> = None;
         let (mut last_error, mut throttled, mut attempts) = (None, None, 0u64);
-        // The tokens of the last attempt that may have been applied.
+        // The tokens of the attempt being sent (an applied earlier attempt, found by its marker,
+        // reserved at least as many: a retry only ever asks for fewer).
         let mut sent: u64;
         for _ in 0..8 {
             if started.elapsed() > self.decision_budget {
                 break;
             }
-            let fitted = fit(&take, observed.as_ref(), now);
+            let fitted = fit(take, observed.as_ref(), now);
             let write = Write { hash, required, now, day, key_id, request_id: &request_id, take: &fitted };
             let plan = match &observed {
                 Some(state) => match next_step(state, hash, required, now) {
@@ -88,6 +89,8 @@ impl AuthorizeStore for DynamoStore {
                     let item = out.attributes.unwrap_or_default();
                     let state = KeyState::try_from(&item)?;
                     let decision = Decision::for_key(&state, Ok(()), &state.counters, now);
+                    take.used.clear();
+                    take.unspent = None;
                     return Ok(Taken { decision, tokens: fitted.tokens });
                 }
                 Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => {
@@ -98,6 +101,9 @@ impl AuthorizeStore for DynamoStore {
                         _ => None,
                     };
                     let Some(item) = old else {
+                        // No item: nothing to count earlier blocks on.
+                        take.used.clear();
+                        take.unspent = None;
                         return Ok(Taken::refused(Decision::denied(Denial::InvalidKey)));
                     };
                     let state = KeyState::try_from(item)?;
@@ -107,17 +113,20 @@ impl AuthorizeStore for DynamoStore {
                         return Ok(Taken { decision, tokens: sent });
                     }
                     match next_step(&state, hash, required, now) {
-                        // A secret this key no longer accepts says nothing about the key to
-                        // the caller, and is not the key owner's traffic to count.
-                        Step::Deny(Denial::InvalidKey) => {
-                            return Ok(Taken::refused(Decision::denied(Denial::InvalidKey)));
-                        }
+                        // Refused: the key's earlier blocks are still counted and given back
+                        // (their requests were admitted while it accepted them). A secret this
+                        // key no longer accepts says nothing about the key to the caller, and
+                        // this request is not the key owner's traffic to count.
                         Step::Deny(denial) => {
-                            // A refused hot key's earlier blocks are still counted and given back.
-                            if (!take.used.is_empty() || take.unspent.is_some())
-                                && let Err(e) = self.settle(key_id, &take.used, take.unspent, now).await
-                            {
-                                tracing::warn!(key_id = %key_id, error = %e, "could not settle a lease");
+                            if !take.used.is_empty() || take.unspent.is_some() {
+                                if let Err(e) = self.settle(key_id, &take.used, take.unspent, now).await {
+                                    tracing::warn!(key_id = %key_id, error = %e, "could not settle a lease");
+                                }
+                                take.used.clear();
+                                take.unspent = None;
+                            }
+                            if denial == Denial::InvalidKey {
+                                return Ok(Taken::refused(Decision::denied(Denial::InvalidKey)));
                             }
                             self.count_denial(key_id, day, denial, 1).await;
                             return Ok(Taken::refused(Decision::for_key(&state, Err(denial), &state.counters, now)));
@@ -161,11 +170,14 @@ impl AuthorizeStore for DynamoStore {
         unspent: Option<Unspent>,
         now: UnixTime,
     ) -> StoreResult<()> {
-        // Given back only to the window and period they came from (both still current), else
-        // only counted: a second try without the return.
-        for give_back in [unspent.filter(|u| u.tokens > 0), None] {
-            if used.is_empty() && give_back.is_none() {
-                return Ok(());
+        // Given back to each counter only where the tokens came from (its end unchanged and
+        // still ahead); a failed condition returns the item, and the next try gives back what
+        // still can (possibly nothing) and counts the used requests.
+        let mut give_back = unspent.filter(|u| u.tokens > 0 && (u.window_end.is_some() || u.period_end.is_some()));
+        for attempt in 0..3 {
+            if attempt == 2 {
+                // The ends keep moving: count the used requests, give nothing back.
+                give_back = None;
             }
             let mut e = Expr::default();
             let mut adds = vec![];
@@ -173,18 +185,20 @@ impl AuthorizeStore for DynamoStore {
             if total > 0 {
                 adds.push(format!("{} {}", e.name("n_allowed"), e.value(n(total))));
             }
-            for (d, count) in used {
+            let mut per_day: Vec<(Day, u64)> = vec![];
+            for &(d, count) in used {
+                crate::domain::lease::add_used(&mut per_day, crate::domain::lease::billing_day(d, now), count);
+            }
+            for (d, count) in &per_day {
                 adds.push(format!("{} {}", e.name(&allowed_day_attr(&d.compact())), e.value(n(*count))));
             }
             let mut cond = vec![format!("attribute_exists({})", e.name(PK))];
             if let Some(u) = give_back {
-                let back = e.value(n(-(u.tokens as i64)));
-                let now_v = e.value(n(now.secs()));
                 for (end, count, at) in [("win_end", "win_count", u.window_end), ("q_end", "q_count", u.period_end)] {
                     if let Some(at) = at {
                         let end = e.name(end);
-                        adds.push(format!("{} {back}", e.name(count)));
-                        cond.push(format!("{end} = {} AND {end} > {now_v}", e.value(n(at.secs()))));
+                        adds.push(format!("{} {}", e.name(count), e.value(n(-(u.tokens as i64)))));
+                        cond.push(format!("{end} = {} AND {end} > {}", e.value(n(at.secs())), e.value(n(now.secs()))));
                     }
                 }
             }
@@ -209,16 +223,33 @@ impl AuthorizeStore for DynamoStore {
                 .condition_expression(cond.join(" AND "))
                 .set_expression_attribute_names(Some(e.names))
                 .set_expression_attribute_values(Some(e.values))
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
                 .send()
                 .await;
             match sent {
                 Ok(_) => return Ok(()),
-                Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => {
+                    let old = match se.err() {
+                        UpdateItemError::ConditionalCheckFailedException(ccf) => ccf.item(),
+                        _ => None,
+                    };
+                    // The key is gone: nothing to count on.
+                    let Some(item) = old else { return Ok(()) };
+                    let c = KeyState::try_from(item)?.counters;
+                    give_back = give_back
+                        .map(|u| Unspent {
+                            tokens: u.tokens,
+                            window_end: u.window_end.filter(|e| *e == c.window_end && *e > now),
+                            period_end: u.period_end.filter(|e| *e == c.period_end && *e > now),
+                        })
+                        .filter(|u| u.window_end.is_some() || u.period_end.is_some());
+                }
                 Err(err) => return Err(sdk_err(err)),
             }
         }
         Ok(())
     }
+
     async fn record_denials(&self, key_id: &KeyId, day: Day, denial: Denial, n: u64) {
         self.count_denial(key_id, day, denial, n).await;
     }
@@ -345,7 +376,7 @@ fn count_update(rollover: Option<(&KeyState, bool, bool)>, w: &Write<'_>) -> Cou
     // Billing: this request, and what earlier blocks admitted that no write has counted.
     let mut per_day: Vec<(Day, u64)> = vec![(day, 1)];
     for &(d, count) in &take.used {
-        crate::domain::lease::add_used(&mut per_day, d, count);
+        crate::domain::lease::add_used(&mut per_day, crate::domain::lease::billing_day(d, now), count);
     }
     let mut adds = vec![format!("{} {}", e.name("n_allowed"), e.value(n(1 + take.used_total())))];
     for (d, count) in &per_day {
@@ -376,6 +407,11 @@ fn count_update(rollover: Option<(&KeyState, bool, bool)>, w: &Write<'_>) -> Cou
                     (state.counters.period_end, next.period_end)
                 };
                 cond.push(format!("(attribute_not_exists({end}) OR {end} = {})", e.value(n(old_end.secs()))));
+                if tokens > 1 {
+                    // A block restarts the counter at its size: only where all of it fits the
+                    // limit as it is now (a plan change since the read shrinks the next try).
+                    cond.push(format!("{} >= {}", e.name(limit_attr), e.value(n(tokens))));
+                }
                 sets.push(format!("{end} = {}", e.value(n(new_end.secs()))));
                 let v = e.value(n(tokens));
                 sets.push(format!("{count} = {v}"));
@@ -445,13 +481,15 @@ fn fit(take: &Take, observed: Option<&KeyState>, now: UnixTime) -> Take {
             state.quota.filter(|_| c.period_end <= now).map(|q| q.limit),
         ];
         for room in rolled_room.into_iter().flatten() {
-            fitted.tokens = fitted.tokens.min(room);
+            fitted.tokens = fitted.tokens.min((room / SHARE_OF_REMAINING).max(1));
         }
     }
+    // At most a share of the room, as the container sized it: near a limit, single requests.
     for (idx, known) in [(0, fitted.rate), (1, fitted.quota)] {
         if let Some(k) = known {
             let back = fitted.unspent.filter(|u| end_of(u, idx) == Some(k.reset)).map_or(0, |u| u.tokens);
-            fitted.tokens = fitted.tokens.min((k.limit + back).saturating_sub(k.used));
+            let room = (k.limit + back).saturating_sub(k.used);
+            fitted.tokens = fitted.tokens.min((room / SHARE_OF_REMAINING).max(1));
         }
     }
     fitted.tokens = fitted.tokens.max(1);
