@@ -138,6 +138,11 @@ struct Known {
     uncounted: Vec<(Day, u64)>,
     /// An ended block's unspent tokens, to give back with the next write.
     unspent: Option<Unspent>,
+    /// Decisions for the key waiting on storage in this container. Blocks are for one
+    /// decision at a time (as in Lambda): with others in flight (the local stack serving
+    /// concurrent clients) each write takes one request, so no block sits in memory while
+    /// storage refuses the requests it was reserved for.
+    in_flight: u32,
 }
 
 /// What one key's ended blocks left: its id, the requests admitted and not counted (by day),
@@ -163,6 +168,20 @@ impl Known {
         self.pace.1.max(self.pace.2)
     }
 
+    /// One request of the block held, if it is still current: admitted from memory, counted
+    /// for billing with the key's next write. Its headers show what is known: the key's count
+    /// at the block's write, less what this container has not spent.
+    fn spend(&mut self, now: UnixTime) -> Option<Decision> {
+        let lease = self.lease.as_mut().filter(|l| now < l.until && l.left > 0)?;
+        lease.left -= 1;
+        let mut decision = lease.decision.clone();
+        for l in [&mut decision.rate, &mut decision.quota].into_iter().flatten() {
+            l.used = l.used.saturating_sub(lease.left);
+        }
+        add_used(&mut self.uncounted, now.day(), 1);
+        Some(decision)
+    }
+
     /// The block ended: what it left goes back with the next write (an older block's
     /// unspent, if its write failed, stays reserved until its window ends: fewer admitted,
     /// never more).
@@ -176,15 +195,17 @@ impl Known {
         }
     }
 
-    /// What the next write for the key takes: a block when it runs hot here, with what
-    /// earlier blocks used and left (moved out: a write carries them once).
+    /// What the next write for the key takes: a block when it runs hot here and no other
+    /// decision for it is in flight, with what earlier blocks used and left (moved out: a
+    /// write carries them once).
     fn next_take(&mut self, pace: u64) -> Take {
+        self.in_flight += 1;
         let last = self.active.as_ref();
         let (rate, quota) = (last.and_then(|a| a.rate), last.and_then(|a| a.quota));
         let remaining = [rate, quota].into_iter().flatten().map(|l| l.remaining()).min();
         // Without a recent allowed decision the limits are not known here: the block's first
         // write learns them from the item its condition returns, and the second fits them.
-        let tokens = block_size(pace, remaining);
+        let tokens = if self.in_flight > 1 { 1 } else { block_size(pace, remaining) };
         let take =
             Take { tokens, used: std::mem::take(&mut self.uncounted), unspent: self.unspent.take(), rate, quota };
         if take.is_one() { Take::one() } else { take }
@@ -258,6 +279,7 @@ impl Memory {
                 Unrecorded::add(&mut known.scope_unrecorded, Denial::InsufficientScope, now.day(), 1);
                 return Recall::Answer(Decision::denied(Denial::InsufficientScope));
             }
+            known.in_flight += 1;
             return Recall::Ask(Some(known.key_id.clone()), known.scope_unrecorded.take(), Take::one());
         }
         match &mut known.spent {
@@ -275,16 +297,7 @@ impl Memory {
             }
             None => {
                 let pace = known.pace(now);
-                if let Some(lease) = known.lease.as_mut().filter(|l| now < l.until && l.left > 0) {
-                    // A request of the block: admitted from memory, counted for billing with
-                    // the key's next write. Its headers show what is known: the key's count at
-                    // the block's write, less what this container has not spent.
-                    lease.left -= 1;
-                    let mut decision = lease.decision.clone();
-                    for l in [&mut decision.rate, &mut decision.quota].into_iter().flatten() {
-                        l.used = l.used.saturating_sub(lease.left);
-                    }
-                    add_used(&mut known.uncounted, now.day(), 1);
+                if let Some(decision) = known.spend(now) {
                     return Recall::Answer(decision);
                 }
                 known.end_lease();
@@ -324,6 +337,13 @@ impl Memory {
             }
         }
         due
+    }
+
+    /// A decision for the key is no longer waiting on storage.
+    fn answered(&mut self, hash: &KeyHash) {
+        if let Some(known) = self.usable.peek_mut(hash) {
+            known.in_flight = known.in_flight.saturating_sub(1);
+        }
     }
 
     /// Takes back what a write for the key did not carry (see [`AuthorizeStore::take`]).
@@ -366,6 +386,7 @@ impl Memory {
             lease: None,
             uncounted: vec![],
             unspent: None,
+            in_flight: 0,
         });
         if let Some(key) = &decision.key {
             known.scopes.clone_from(&key.scopes);
@@ -381,6 +402,9 @@ impl Memory {
                 decision.key.clone().map(|key| Active { at: now, key, rate: decision.rate, quota: decision.quota });
             if tokens > 1 {
                 let until = lease_until(now, decision.rate.map(|r| r.reset), decision.quota.map(|q| q.reset));
+                // A block still held (a decision that overlapped this one) goes back with the
+                // next write rather than sitting reserved until its window ends.
+                known.end_lease();
                 known.lease = Some(Lease { until, left: tokens - 1, decision: decision.clone() });
                 if !self.leased.contains(&hash) {
                     self.leased.push(hash);
@@ -523,14 +547,15 @@ impl<S: AuthorizeStore> Authorizer<S> {
             return Decision::denied(Denial::InsufficientScope);
         };
         let recalled = self.memory().recall(&hash, &required, now);
-        let (key_id, unrecorded, take) = match recalled {
+        // Known keys are counted in flight while storage is asked (see `Known::in_flight`).
+        let (key_id, unrecorded, take, known) = match recalled {
             Recall::Answer(mut decision) => {
                 decision.from_memory = true;
                 return decision;
             }
-            Recall::Ask(Some(id), unrecorded, take) => (id, unrecorded, take),
+            Recall::Ask(Some(id), unrecorded, take) => (id, unrecorded, take, true),
             Recall::Ask(None, _, _) => match self.store.key_id_for_hash(&hash).await {
-                Ok(Some(id)) => (id, None, Take::one()),
+                Ok(Some(id)) => (id, None, Take::one(), false),
                 Ok(None) => {
                     self.memory().unknown(hash, now);
                     return Decision::denied(Denial::InvalidKey);
@@ -541,10 +566,17 @@ impl<S: AuthorizeStore> Authorizer<S> {
         let span = tracing::info_span!("authorize", key_id = %key_id);
         let _guard = span.enter();
         let mut take = take;
+        let asked_as_known = known;
         let result = self.store.take(&key_id, &hash, &required, now, &mut take).await;
-        if !take.used.is_empty() || take.unspent.is_some() {
-            // Certainly not written (throttled, refused before it was sent): kept for the next write.
-            self.memory().keep(&hash, take);
+        {
+            let mut memory = self.memory();
+            if asked_as_known {
+                memory.answered(&hash);
+            }
+            if !take.used.is_empty() || take.unspent.is_some() {
+                // Certainly not written (throttled, refused before it was sent): kept for the next write.
+                memory.keep(&hash, take);
+            }
         }
         let taken = match result {
             Ok(taken) => taken,
@@ -557,6 +589,14 @@ impl<S: AuthorizeStore> Authorizer<S> {
             }
         };
         let decision = taken.decision;
+        if matches!(decision.outcome, Err(Denial::RateLimited | Denial::QuotaExceeded)) {
+            // Spent, as storage counts: but tokens this container reserved (a block that
+            // came back while this decision was in flight) are this request's to use.
+            if let Some(mut from_block) = self.memory().usable.get_mut(&hash).and_then(|k| k.spend(now)) {
+                from_block.from_memory = true;
+                return from_block;
+            }
+        }
         self.memory().learn(hash, &key_id, &decision, taken.tokens, now);
         if let Some(Unrecorded { denial, day, n }) = unrecorded {
             self.store.record_denials(&key_id, day, denial, n).await;
