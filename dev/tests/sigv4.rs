@@ -12,9 +12,9 @@ use tollgate_dev::LocalStack;
 mod common;
 
 const TOKEN: &str = "tga_sigv4_test_token_0123456789abcdef";
-const ACCESS_KEY: &str = "AKIATOLLGATETEST0001";
-const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYTOLLGATEKEY";
-const SESSION: &str = "IQoJb3JpZ2luX2VjEXAMPLEsessiontoken//+==";
+const ACCESS_KEY: &str = "TOLLGATE-TEST-ACCESS-KEY";
+const SECRET: &str = "tollgate-test-secret-not-a-real-one";
+const SESSION: &str = "tollgate-test-session+token/==";
 const REGION: &str = "eu-west-1";
 
 async fn stack() -> LocalStack {
