@@ -34,6 +34,8 @@ pub enum Fault {
     Throttling,
     /// 500 `InternalServerError` (not forwarded).
     ServerError,
+    /// 400 `TransactionConflictException` (not forwarded): a transaction holds the item.
+    TransactionConflict,
     /// Waits this long, then forwards: past the client's timeout the request may still be
     /// applied after the client gave up.
     Latency(Duration),
@@ -342,6 +344,13 @@ async fn forward(proxy: Proxy, req: http::Request<Incoming>, cut: Arc<Notify>) -
         }
         Some(Fault::ServerError) => {
             return error(500, "com.amazonaws.dynamodb.v20120810#InternalServerError", "Internal server error");
+        }
+        Some(Fault::TransactionConflict) => {
+            return error(
+                400,
+                "com.amazonaws.dynamodb.v20120810#TransactionConflictException",
+                "Transaction is ongoing for the item",
+            );
         }
         Some(Fault::DropBeforeApply) => return dropped(&cut).await,
         Some(Fault::Latency(d)) => tokio::time::sleep(d).await,

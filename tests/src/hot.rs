@@ -49,6 +49,9 @@ pub struct HotConfig {
     pub start: UnixTime,
     /// The operator revokes the hot key at the start of this second of the run.
     pub revoke_at: Option<i64>,
+    /// The operator changes the hot plan's rate limit at the start of these seconds of the run
+    /// (second, new limit), blocks outstanding.
+    pub limit_changes: Vec<(i64, u64)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -91,6 +94,7 @@ impl HotConfig {
             // 2026-12-06T12:00:00Z: mid-day, aligned to every window the runs use.
             start: UnixTime(1_796_990_400),
             revoke_at: None,
+            limit_changes: vec![],
         }
     }
 
@@ -107,6 +111,7 @@ impl HotConfig {
             ordinary_keys: self.ordinary_keys / 5,
             crashed: self.crashed / 5,
             limit: (self.limit.0 / 5, self.limit.1),
+            limit_changes: self.limit_changes.iter().map(|&(at, limit)| (at, limit / 5)).collect(),
             ..self
         }
     }
@@ -128,6 +133,7 @@ pub async fn run(db: &TestDb, config: &HotConfig) -> HotReport {
     let now = config.start;
     let (limit, window_s) = config.limit;
     let mut hot_plan = crate::plan("hot", None, &[], None, now);
+    assert!(limit > 0 || config.limit_changes.is_empty(), "a limit to change");
     hot_plan.rate_limit = (limit > 0).then_some(RateLimit { limit, window_s });
     hot_plan.quota = (config.quota > 0).then_some(Quota { limit: config.quota, period: Period::Month });
     db.store.create_plan(&hot_plan).await.unwrap();
@@ -169,6 +175,13 @@ pub async fn run(db: &TestDb, config: &HotConfig) -> HotReport {
         clock.store(t.secs(), Ordering::SeqCst);
         if config.revoke_at == Some(second) {
             db.store.revoke_key(&hot_id, t).await.unwrap();
+        }
+        for &(_, new_limit) in config.limit_changes.iter().filter(|(at, _)| *at == second) {
+            hot_plan.rate_limit = Some(RateLimit { limit: new_limit, window_s });
+            hot_plan.updated_at = t;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let fan_out = db.store.update_plan(&hot_plan, t, deadline).await.unwrap();
+            assert!(fan_out.complete && fan_out.rewritten == 1, "{fan_out:?}");
         }
         let per_container = config.rps / config.containers as u64;
         let extra = (config.rps % config.containers as u64) as usize;
@@ -243,7 +256,7 @@ pub async fn run(db: &TestDb, config: &HotConfig) -> HotReport {
     report
 }
 
-async fn make_key(db: &TestDb, key: &ApiKey, customer: &str, plan: &PlanId, now: UnixTime) -> KeyId {
+pub async fn make_key(db: &TestDb, key: &ApiKey, customer: &str, plan: &PlanId, now: UnixTime) -> KeyId {
     let new = NewKey::new(key, CustomerId::parse(customer).unwrap(), Some(plan.clone()), now);
     db.store.create_key(new).await.unwrap().key_id
 }

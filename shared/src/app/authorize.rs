@@ -9,7 +9,7 @@ use crate::domain::lease::{Take, Unspent, add_used, block_size, lease_until};
 use crate::domain::limits::LimitStatus;
 use crate::domain::scopes::ScopeMap;
 use crate::domain::time::{Day, UnixTime};
-use crate::store::{AuthorizeStore, StoreError};
+use crate::store::{AuthorizeStore, Fault, StoreError};
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 use std::num::NonZeroUsize;
@@ -111,6 +111,9 @@ struct Memory {
     unusable: LruCache<KeyHash, Unusable>,
     /// Keys that were given a block: the few whose leases may need settling.
     leased: Vec<KeyHash>,
+    /// Settlements for the next sweep: of keys pushed out of `usable`, and ones storage
+    /// refused (throttled, or held by a transaction) and so did not apply.
+    pending: Vec<Settlement>,
 }
 
 struct Known {
@@ -322,7 +325,7 @@ impl Memory {
     /// What ended blocks left to count and give back, taken out of memory (see
     /// [`Authorizer::settle_leases`]).
     fn settlements(&mut self, now: UnixTime, all: bool) -> Vec<Settlement> {
-        let mut due = vec![];
+        let mut due = std::mem::take(&mut self.pending);
         let leased = std::mem::take(&mut self.leased);
         for hash in leased {
             let Some(known) = self.usable.peek_mut(&hash) else { continue };
@@ -373,6 +376,18 @@ impl Memory {
             self.usable.pop(&hash);
             self.unusable.put(hash, Unusable { denial, until: None });
             return;
+        }
+        if !self.usable.contains(&hash)
+            && self.usable.len() == self.usable.cap().get()
+            && let Some((old, mut evicted)) = self.usable.pop_lru()
+        {
+            // The least recently used key makes room. What its blocks admitted is counted,
+            // and what they left given back, by the next sweep: never dropped with it.
+            self.leased.retain(|h| *h != old);
+            evicted.end_lease();
+            if !evicted.uncounted.is_empty() || evicted.unspent.is_some() {
+                self.pending.push((evicted.key_id, evicted.uncounted, evicted.unspent));
+            }
         }
         let known = self.usable.get_or_insert_mut(hash, || Known {
             key_id: key_id.clone(),
@@ -499,7 +514,12 @@ impl<S: AuthorizeStore> Authorizer<S> {
 
     pub fn with_options(store: S, options: AuthorizerOptions) -> Self {
         let capacity = NonZeroUsize::new(options.capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
-        let memory = Memory { usable: LruCache::new(capacity), unusable: LruCache::new(capacity), leased: vec![] };
+        let memory = Memory {
+            usable: LruCache::new(capacity),
+            unusable: LruCache::new(capacity),
+            leased: vec![],
+            pending: vec![],
+        };
         Self { store, options, memory: Mutex::new(memory), next_sweep: std::sync::atomic::AtomicI64::new(0) }
     }
 
@@ -608,8 +628,9 @@ impl<S: AuthorizeStore> Authorizer<S> {
     /// would leave uncounted if it stopped now without [`Authorizer::settle_leases`].
     pub fn unsettled(&self) -> u64 {
         let memory = self.memory();
-        let leased = memory.leased.iter().filter_map(|h| memory.usable.peek(h));
-        leased.map(|k| k.uncounted.iter().map(|(_, n)| n).sum::<u64>()).sum()
+        let leased = memory.leased.iter().filter_map(|h| memory.usable.peek(h)).map(|k| &k.uncounted);
+        let pending = memory.pending.iter().map(|(_, used, _)| used);
+        leased.chain(pending).map(|used| used.iter().map(|(_, n)| n).sum::<u64>()).sum()
     }
 
     /// Counts and gives back what this container's blocks admitted and left: those ended over
@@ -619,8 +640,16 @@ impl<S: AuthorizeStore> Authorizer<S> {
         let due = self.memory().settlements(now, all);
         let n = due.len();
         for (key_id, used, unspent) in due {
-            if let Err(e) = self.store.settle(&key_id, &used, unspent, now).await {
-                tracing::warn!(key_id = %key_id, error = %e, "could not settle a lease; what it admitted stays uncounted");
+            match self.store.settle(&key_id, &used, unspent, now).await {
+                Ok(()) => {}
+                // Refused, so not applied: kept for the next sweep (or the next stop).
+                Err(e) if e.fault().is_some_and(Fault::not_applied) => {
+                    tracing::warn!(key_id = %key_id, error = %e, "a lease's settlement was refused; kept for the next sweep");
+                    self.memory().pending.push((key_id, used, unspent));
+                }
+                Err(e) => {
+                    tracing::warn!(key_id = %key_id, error = %e, "could not settle a lease; what it admitted stays uncounted")
+                }
             }
         }
         n
@@ -943,6 +972,39 @@ mod tests {
         let (used, unspent) = settled.last().unwrap().clone();
         assert_eq!(used, vec![(T0.day(), 1)]);
         assert_eq!(unspent.map(|u| u.tokens), Some(last.tokens - 2));
+        assert_eq!(a.unsettled(), 0);
+    }
+
+    /// A hot key pushed out of a full memory by other keys: what its block admitted is counted
+    /// and what it left given back by the next sweep, not lost with its entry.
+    #[tokio::test]
+    async fn an_evicted_hot_keys_block_is_still_settled() {
+        use crate::domain::lease::HOT_DECISIONS_PER_S;
+        let options = AuthorizerOptions { capacity: 2, ..AuthorizerOptions::default() };
+        let a = Authorizer::with_options(Scripted::default(), options);
+        a.store().grant_blocks.store(true, Ordering::SeqCst);
+        let hot = key(a.store());
+        let roomy = || Answer::Decide(Ok(()), rate(1_000_000, 1, T0.plus(60)));
+        script(&a, (0..HOT_DECISIONS_PER_S + 2).map(|_| roomy()));
+        for _ in 0..HOT_DECISIONS_PER_S {
+            assert!(!a.decide(Some(&hot), ANY, T0).await.from_memory);
+        }
+        // The tenth took a block of ten: three more spent from memory.
+        let block = a.store().takes.lock().unwrap().last().unwrap().tokens;
+        assert_eq!(block, HOT_DECISIONS_PER_S);
+        for _ in 0..3 {
+            assert!(a.decide(Some(&hot), ANY, T0).await.from_memory);
+        }
+        assert_eq!(a.unsettled(), 3);
+        // Two other keys fill the memory of two: the hot key's entry goes.
+        let (b, c) = (key(a.store()), key(a.store()));
+        assert!(a.decide(Some(&b), ANY, T0).await.is_allowed());
+        assert!(a.decide(Some(&c), ANY, T0).await.is_allowed());
+        assert_eq!(a.unsettled(), 3, "still held, for the sweep");
+        assert_eq!(a.settle_leases(T0, false).await, 1, "settled at once, though its lease has not ended");
+        let (used, unspent) = a.store().settled.lock().unwrap().last().unwrap().clone();
+        assert_eq!(used, vec![(T0.day(), 3)]);
+        assert_eq!(unspent, Some(Unspent { tokens: block - 1 - 3, window_end: Some(T0.plus(60)), period_end: None }));
         assert_eq!(a.unsettled(), 0);
     }
 

@@ -40,7 +40,8 @@ use crate::domain::time::{Day, UnixTime};
 use crate::domain::usage::{DayCount, MeterDay, PendingReport};
 use crate::store::schema::ROLLUP_LEASE_ID;
 use crate::store::{
-    CustomerStore, IdempotencyStore, KeyUsage, PlanStore, RollupStore, StoreError, StoreResult, UsageStore, Written,
+    CustomerStore, IdempotencyStore, KeyEdit, KeyUsage, PlanStore, ROLL_DAYS_AT_ONCE, RollupStore, SETTLE_DAYS_AT_ONCE,
+    StoreError, StoreResult, UsageStore, Written,
 };
 use crate::stripe::api::{MeterEvent, MeterEventOutcome, MeterEvents, StripeApi, StripeError};
 use futures_util::StreamExt as _;
@@ -253,6 +254,17 @@ where
         Ok(report)
     }
 
+    /// One key: its Query, then one write (docs/data-model.md, "The usage rollup"):
+    ///
+    /// - an idle key (no allowed request for [`BUSY_S`], no new denials): its changed days
+    ///   rolled and the key settled (marker and finished days removed, guarded by its lifetime
+    ///   totals) in one transaction;
+    /// - a busy key, which would fail that guard: its changed days rolled, the marker kept (it
+    ///   is looked at again next run, as it must be). Once a day its finished days are removed
+    ///   instead (they are rolled already; guarded by their own counters, which its traffic
+    ///   does not move), and its changes wait for the next run.
+    ///
+    /// A rollup that was down for weeks catches up [`ROLL_DAYS_AT_ONCE`] days a run.
     async fn roll_key(
         &self,
         key_id: &KeyId,
@@ -261,47 +273,30 @@ where
         tally: &Tally,
         stats: &Mutex<RunStats>,
     ) -> StoreResult<()> {
-        let Some(key) = self.store.key_usage(key_id, now.day().minus(1)).await? else { return Ok(()) };
+        let Some(key) = self.store.key_usage(key_id).await? else { return Ok(()) };
         stats.lock().expect("stats lock").key(&key, now);
         let meter = match &key.plan {
             Some(plan) => self.meter_of(plan, meters).await?,
             None => None,
         };
-        let meter = meter.as_deref();
-        let mut deferred = false;
-        let mut finished = vec![];
-        for (&day, &live) in &key.live {
-            let rolled = key.rolled.get(&day).copied().unwrap_or_default();
-            let done = match live.since(rolled) {
-                Some(delta) if delta.is_zero() => true,
-                Some(delta) => match self.roll_key_day(&key, day, meter, now).await? {
-                    Written::Applied => {
-                        tally.add(|r| r.key_days_rolled += 1);
-                        stats.lock().expect("stats lock").rolled(&key, day, delta);
-                        true
-                    }
-                    Written::Stale => false,
-                },
-                None => {
-                    // Cannot happen while live counters outlive their day by FINISHED_AFTER_S
-                    // (a hot key's count written later goes to the day it is written on).
-                    tracing::warn!(key_id = %key_id, day = %day, "live counters below the rolled history; left as is");
-                    true
+        let plan = plan_key(&key, now);
+        let written = self.roll_key_once(&key, &plan.days, meter.as_deref(), plan.edit(), now).await?;
+        match written {
+            Written::Applied => {
+                tally.add(|r| r.key_days_rolled += plan.days.len() as u64);
+                let mut stats = stats.lock().expect("stats lock");
+                for (&day, &delta) in plan.days.iter().zip(&plan.deltas) {
+                    stats.rolled(&key, day, delta);
                 }
-            };
-            deferred |= !done;
-            if done && day.next().start().plus(FINISHED_AFTER_S) <= now {
-                finished.push(day);
             }
+            // Counted meanwhile (or read by another run): nothing was written; the marker stays
+            // and the next run rolls it.
+            Written::Stale => {}
         }
-        if deferred {
+        if written == Written::Applied && matches!(plan.edit(), KeyEdit::Settle(_)) {
+            tally.add(|r| r.keys_settled += 1);
+        } else {
             tally.add(|r| r.keys_deferred += 1);
-            return Ok(());
-        }
-        match self.store.settle_key(&key, &finished).await? {
-            Written::Applied => tally.add(|r| r.keys_settled += 1),
-            // Counted meanwhile: the marker stays and the next run rolls the rest.
-            Written::Stale => tally.add(|r| r.keys_deferred += 1),
         }
         Ok(())
     }
@@ -369,19 +364,22 @@ where
         Ok(meter)
     }
 
-    /// One key-day, retrying a cancelled transaction (a conflict on the shared ledger item).
-    async fn roll_key_day(
+    /// One key's write, retrying a cancelled transaction (a conflict on the shared ledger
+    /// item: keys of one customer are rolled side by side); safe to repeat, the usage-day
+    /// items guard it.
+    async fn roll_key_once(
         &self,
-        key: &crate::store::KeyUsage,
-        day: Day,
+        key: &KeyUsage,
+        days: &[Day],
         meter: Option<&str>,
+        edit: KeyEdit<'_>,
         now: UnixTime,
     ) -> StoreResult<Written> {
         let mut attempt = 1;
         loop {
-            match self.store.roll_key_day(key, day, meter, now).await {
+            match self.store.roll_key(key, days, meter, edit, now).await {
                 Err(StoreError::Unavailable(e)) if attempt < ROLL_ATTEMPTS => {
-                    tracing::debug!(key_id = %key.key_id, error = %e, attempt, "key-day roll cancelled; retrying");
+                    tracing::debug!(key_id = %key.key_id, error = %e, attempt, "key roll cancelled; retrying");
                     let jitter = u64::from(rand::random::<u8>() % 50);
                     tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt) + jitter)).await;
                     attempt += 1;
@@ -558,8 +556,197 @@ where
     }
 }
 
+/// A key is busy while it allowed a request this recently: settling it in the same write as
+/// its roll would most likely fail the settle's guard (its lifetime totals) and so the roll.
+pub const BUSY_S: i64 = 60;
+
+/// What one run writes for a key (see `Rollup::roll_key`).
+#[derive(Debug, PartialEq, Eq)]
+struct KeyPlan {
+    /// Days to roll, oldest first, with what each adds.
+    days: Vec<Day>,
+    deltas: Vec<DayCount>,
+    /// Finished days to remove from the key item.
+    finished: Vec<Day>,
+    /// The activity marker goes too.
+    settle: bool,
+}
+
+impl KeyPlan {
+    fn edit(&self) -> KeyEdit<'_> {
+        match (self.settle, self.finished.is_empty()) {
+            (true, _) => KeyEdit::Settle(&self.finished),
+            (false, false) => KeyEdit::RemoveDays(&self.finished),
+            (false, true) => KeyEdit::Keep,
+        }
+    }
+}
+
+fn plan_key(key: &KeyUsage, now: UnixTime) -> KeyPlan {
+    let mut changed = vec![];
+    // Finished days (ended over FINISHED_AFTER_S ago): rolled already, or rolled by this write.
+    let mut rolled_finished = vec![];
+    let mut new_denials = false;
+    for (&day, &live) in &key.live {
+        let rolled = key.rolled.get(&day).copied().unwrap_or_default();
+        let delta = live.since(rolled).unwrap_or_else(|| {
+            // Cannot happen while live counters outlive their day by FINISHED_AFTER_S (a hot
+            // key's count written later goes to the day it is written on).
+            tracing::warn!(key_id = %key.key_id, day = %day, "live counters below the rolled history; left as is");
+            DayCount::default()
+        });
+        let finished = day.next().start().plus(FINISHED_AFTER_S) <= now;
+        if delta.is_zero() {
+            if finished {
+                rolled_finished.push((day, true));
+            }
+        } else {
+            new_denials |= delta.denied > 0;
+            if finished {
+                rolled_finished.push((day, false));
+            }
+            changed.push((day, delta));
+        }
+    }
+    let busy = new_denials || key.last_used.is_some_and(|t| t.plus(BUSY_S) > now);
+    let take = |days: &[(Day, DayCount)]| -> (Vec<Day>, Vec<DayCount>) { days.iter().copied().unzip() };
+    if busy {
+        let ready: Vec<Day> = rolled_finished
+            .iter()
+            .filter(|(_, was_rolled)| *was_rolled)
+            .map(|(d, _)| *d)
+            .take(SETTLE_DAYS_AT_ONCE)
+            .collect();
+        if !ready.is_empty() {
+            return KeyPlan { days: vec![], deltas: vec![], finished: ready, settle: false };
+        }
+        let (days, deltas) = take(&changed[..changed.len().min(ROLL_DAYS_AT_ONCE)]);
+        return KeyPlan { days, deltas, finished: vec![], settle: false };
+    }
+    let rolling = &changed[..changed.len().min(ROLL_DAYS_AT_ONCE)];
+    let (days, deltas) = take(rolling);
+    // Removable now: finished days rolled before, or in this write.
+    let removable: Vec<Day> =
+        rolled_finished.iter().filter(|(d, was_rolled)| *was_rolled || days.contains(d)).map(|(d, _)| *d).collect();
+    let settle = rolling.len() == changed.len()
+        && removable.len() <= SETTLE_DAYS_AT_ONCE
+        && removable.len() == rolled_finished.len();
+    let finished = removable.into_iter().take(SETTLE_DAYS_AT_ONCE).collect();
+    KeyPlan { days, deltas, finished, settle }
+}
+
 enum CustomerOutcome {
     Done,
     OutOfTime,
     StripeUnavailable,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::decision::Denial;
+
+    fn day(iso: &str) -> Day {
+        Day::parse_iso(iso).unwrap()
+    }
+
+    fn at(t: &str) -> UnixTime {
+        UnixTime::parse_rfc3339(t).unwrap()
+    }
+
+    /// A key with `live` counters, `rolled` history, last used at `last_used`.
+    fn key(live: &[(&str, DayCount)], rolled: &[(&str, DayCount)], last_used: Option<&str>) -> KeyUsage {
+        KeyUsage {
+            key_id: KeyId::generate(1),
+            customer_id: CustomerId::parse("acme").unwrap(),
+            plan: None,
+            n_allowed: Some(1),
+            n_denied: None,
+            last_used: last_used.map(at),
+            live: live.iter().map(|(d, c)| (day(d), *c)).collect(),
+            rolled: rolled.iter().map(|(d, c)| (day(d), *c)).collect(),
+            quota: None,
+        }
+    }
+
+    const NOW: &str = "2026-12-06T12:00:00Z";
+
+    #[test]
+    fn an_idle_key_is_rolled_and_settled_in_one_write() {
+        let k = key(
+            &[("2026-12-05", DayCount::new(5, 0)), ("2026-12-06", DayCount::new(3, 0))],
+            &[("2026-12-05", DayCount::new(4, 0))],
+            Some("2026-12-06T11:58:59Z"),
+        );
+        let plan = plan_key(&k, at(NOW));
+        assert_eq!(plan.days, vec![day("2026-12-05"), day("2026-12-06")]);
+        assert_eq!(plan.deltas, vec![DayCount::new(1, 0), DayCount::new(3, 0)]);
+        // Yesterday ended over an hour ago and is rolled by this same write: it goes with it.
+        assert_eq!(plan.edit(), KeyEdit::Settle(&[day("2026-12-05")]));
+        // Never used, nothing new: the marker alone.
+        let quiet = key(&[("2026-12-06", DayCount::new(3, 0))], &[("2026-12-06", DayCount::new(3, 0))], None);
+        let plan = plan_key(&quiet, at(NOW));
+        assert!(plan.days.is_empty());
+        assert_eq!(plan.edit(), KeyEdit::Settle(&[]));
+    }
+
+    #[test]
+    fn a_key_used_this_minute_or_denied_since_the_last_run_keeps_its_marker() {
+        let used = key(&[("2026-12-06", DayCount::new(3, 0))], &[], Some("2026-12-06T11:59:30Z"));
+        let plan = plan_key(&used, at(NOW));
+        assert_eq!((plan.days.clone(), plan.edit()), (vec![day("2026-12-06")], KeyEdit::Keep));
+        // Denied since the last run, though its last allowed request was long ago: its
+        // denial counts would most likely fail the settle's guard, and with it the roll.
+        let denied = DayCount::new(3, 2).with(Denial::RateLimited, 2);
+        let hammered =
+            key(&[("2026-12-06", denied)], &[("2026-12-06", DayCount::new(3, 0))], Some("2026-12-01T00:00:00Z"));
+        let plan = plan_key(&hammered, at(NOW));
+        assert_eq!(plan.deltas, vec![DayCount::new(0, 2).with(Denial::RateLimited, 2)]);
+        assert_eq!(plan.edit(), KeyEdit::Keep);
+    }
+
+    #[test]
+    fn a_busy_keys_finished_days_go_in_a_run_of_their_own() {
+        let busy = key(
+            &[("2026-12-05", DayCount::new(5, 0)), ("2026-12-06", DayCount::new(9, 0))],
+            &[("2026-12-05", DayCount::new(5, 0)), ("2026-12-06", DayCount::new(3, 0))],
+            Some("2026-12-06T11:59:59Z"),
+        );
+        let plan = plan_key(&busy, at(NOW));
+        assert!(plan.days.is_empty(), "today's 6 wait for the next run");
+        assert_eq!(plan.edit(), KeyEdit::RemoveDays(&[day("2026-12-05")]));
+        // Before the day has been over an hour, it is not finished: today's counts roll.
+        let plan = plan_key(&busy, at("2026-12-06T00:59:59Z"));
+        assert_eq!((plan.days.clone(), plan.edit()), (vec![day("2026-12-06")], KeyEdit::Keep));
+        // A finished day with counts not yet rolled is rolled first, removed the run after.
+        let late = key(
+            &[("2026-12-05", DayCount::new(6, 0)), ("2026-12-06", DayCount::new(9, 0))],
+            &[("2026-12-05", DayCount::new(5, 0))],
+            Some("2026-12-06T11:59:59Z"),
+        );
+        let plan = plan_key(&late, at(NOW));
+        assert_eq!((plan.days.clone(), plan.edit()), (vec![day("2026-12-05"), day("2026-12-06")], KeyEdit::Keep));
+    }
+
+    #[test]
+    fn a_long_outage_is_caught_up_a_bounded_number_of_days_a_run() {
+        let start = day("2026-10-01");
+        let live: Vec<(String, DayCount)> = (0..40).map(|i| (start.minus(-i).iso(), DayCount::new(1, 0))).collect();
+        let live: Vec<(&str, DayCount)> = live.iter().map(|(d, c)| (d.as_str(), *c)).collect();
+        let k = key(&live, &[], None);
+        let plan = plan_key(&k, at(NOW));
+        assert_eq!(plan.days.len(), ROLL_DAYS_AT_ONCE);
+        assert_eq!(plan.days[0], start);
+        // Not all rolled: the marker stays; the rolled finished days go, a write's worth.
+        assert_eq!(plan.edit(), KeyEdit::RemoveDays(&plan.days[..SETTLE_DAYS_AT_ONCE]));
+        // Everything rolled but more finished days than one write removes.
+        let rolled: Vec<(&str, DayCount)> = live.clone();
+        let k = key(&live, &rolled, None);
+        let plan = plan_key(&k, at(NOW));
+        assert!(plan.days.is_empty());
+        assert_eq!(plan.finished.len(), SETTLE_DAYS_AT_ONCE);
+        assert!(matches!(plan.edit(), KeyEdit::RemoveDays(_)));
+        let few = key(&live[26..], &rolled[26..], None);
+        assert!(matches!(plan_key(&few, at(NOW)).edit(), KeyEdit::Settle(d) if d.len() == 14));
+    }
 }

@@ -87,9 +87,10 @@ pub struct RunReport {
     pub keys_active: u64,
     /// Key-days written to history and ledgers.
     pub key_days_rolled: u64,
-    /// Keys whose marker was removed (nothing counted while they were rolled).
+    /// Keys whose marker was removed (idle, and nothing counted while they were rolled).
     pub keys_settled: u64,
-    /// Keys left marked because a write found them changed or failed; the next run retries.
+    /// Keys left marked for the next run: busy ones (used in the last minute, or denied since
+    /// the last run), rolled but kept; and ones a write found changed, or that failed.
     pub keys_deferred: u64,
     /// Ledgers marked as owing when the reporting started.
     pub meters_owed: u64,

@@ -97,6 +97,12 @@ impl Fault {
         matches!(self, Self::Timeout | Self::Server | Self::Connection)
     }
 
+    /// A refusal that says the write was not applied (throttled, or a TransactionConflict
+    /// with a rollup transaction holding the item): what it carried can be sent again.
+    pub fn not_applied(self) -> bool {
+        matches!(self, Self::Throttled | Self::Contention)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Timeout => "timeout",
@@ -418,6 +424,8 @@ pub struct KeyUsage {
     /// Lifetime totals as read (`None`: the attribute is absent), the guard for settling.
     pub n_allowed: Option<u64>,
     pub n_denied: Option<u64>,
+    /// When the key last allowed a request (a block's write, for a hot key).
+    pub last_used: Option<UnixTime>,
     pub live: BTreeMap<Day, DayCount>,
     pub rolled: BTreeMap<Day, DayCount>,
     /// Its quota as it stood when read, for the keys-near-quota list.
@@ -443,26 +451,48 @@ pub enum Written {
     Stale,
 }
 
+/// Key-days rolled in one transaction: two items each (usage day, ledger) and the key item,
+/// within DynamoDB's 100 items a transaction.
+pub const ROLL_DAYS_AT_ONCE: usize = 24;
+
+/// Finished days removed from a key item in one write: 9 attributes each, far inside
+/// DynamoDB's 4 KB expression limit.
+pub const SETTLE_DAYS_AT_ONCE: usize = 14;
+
+/// What a rollup write does to the key item, beside the days it rolls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyEdit<'a> {
+    /// Nothing: the key keeps its activity marker.
+    Keep,
+    /// Removes the activity marker and these finished days' live counters, if nothing was
+    /// counted on the key since it was read (its lifetime totals guard it).
+    Settle(&'a [Day]),
+    /// Removes these finished days' live counters if they still hold what was read; the marker
+    /// stays. Guarded by those days' counters alone, so a busy key's traffic does not fail it.
+    RemoveDays(&'a [Day]),
+}
+
 /// The usage rollup's storage (docs/data-model.md, "The usage rollup").
 pub trait RollupStore: Send + Sync {
     /// Keys marked active (a counted request since they were last settled).
     fn active_keys(&self) -> impl Future<Output = StoreResult<Vec<KeyId>>> + Send;
-    /// The key's live counters and its usage-day items from `from` on (and any older day that
-    /// still has live counters).
-    fn key_usage(&self, key_id: &KeyId, from: Day) -> impl Future<Output = StoreResult<Option<KeyUsage>>> + Send;
-    /// Moves one key-day from `rolled` to `live`, atomically: the usage-day item (if it still
-    /// holds `rolled`) and the customer's meter ledger for that day (by the difference).
-    fn roll_key_day(
+    /// The key's live counters and what has been rolled of each of their days (its most recent
+    /// usage-day items, in one Query; one more only for a live day older than those).
+    fn key_usage(&self, key_id: &KeyId) -> impl Future<Output = StoreResult<Option<KeyUsage>>> + Send;
+    /// One request for the key: rolls `days` (each day's usage-day item, if it still holds
+    /// `rolled`, and the customer's meter ledger for the day, by the difference) and edits the
+    /// key item as `edit` says, all in one transaction; with no days, the key item's edit alone
+    /// (one conditional UpdateItem, or nothing). `Stale` (nothing written) when anything it is
+    /// conditioned on changed since `key` was read. At most [`ROLL_DAYS_AT_ONCE`] days and
+    /// [`SETTLE_DAYS_AT_ONCE`] finished days.
+    fn roll_key(
         &self,
         key: &KeyUsage,
-        day: Day,
+        days: &[Day],
         meter: Option<&str>,
+        edit: KeyEdit<'_>,
         now: UnixTime,
     ) -> impl Future<Output = StoreResult<Written>> + Send;
-    /// After every day is rolled: removes the activity marker if nothing was counted since
-    /// `key` was read, and the live counters of `finished` days if they still hold what was
-    /// rolled. `Applied` when the marker went.
-    fn settle_key(&self, key: &KeyUsage, finished: &[Day]) -> impl Future<Output = StoreResult<Written>> + Send;
     /// Meter ledgers marked as owing a report.
     fn owed_meters(&self) -> impl Future<Output = StoreResult<Vec<MeterDay>>> + Send;
     fn meter_ledger(&self, meter: &MeterDay) -> impl Future<Output = StoreResult<Option<MeterLedger>>> + Send;

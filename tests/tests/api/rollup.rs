@@ -136,7 +136,9 @@ async fn a_run_reports_each_customers_increase_once_and_a_rerun_sends_nothing() 
     let report = f.run(NOW).await;
     assert_eq!(report.status, Some(RunStatus::Completed));
     assert_eq!(report.reporting, Some(Reporting::Ok));
-    assert_eq!((report.keys_active, report.key_days_rolled, report.keys_settled), (3, 3, 3));
+    // Used this minute: rolled, and each key's marker kept (a busy key is looked at again).
+    let keys = (report.keys_active, report.key_days_rolled, report.keys_settled, report.keys_deferred);
+    assert_eq!(keys, (3, 3, 0, 3));
     assert_eq!((report.meters_owed, report.events_accepted, report.units_reported), (2, 2, 16));
     assert_eq!(f.billed(), billed(&[("acme", 12), ("beta", 4)]));
 
@@ -149,13 +151,20 @@ async fn a_run_reports_each_customers_increase_once_and_a_rerun_sends_nothing() 
     assert_eq!(acme["identifier"], identifier(NAMESPACE, &acme_day, METER, 0, 12));
     assert!(f.stripe.requests().iter().all(|r| r.authorization.as_deref() == Some(&format!("Bearer {API_KEY}"))));
 
-    // No new usage: no key is touched and Stripe hears nothing.
+    // No new usage and idle a minute: each key is settled (its Query and one UpdateItem);
+    // Stripe hears nothing.
     let before = f.meter_requests();
     f.db.requests.reset();
     let rerun = f.run(NOW.plus(60)).await;
-    assert_eq!((rerun.keys_active, rerun.meters_owed, rerun.events_accepted), (0, 0, 0));
+    assert_eq!((rerun.keys_active, rerun.keys_settled, rerun.key_days_rolled), (3, 3, 0));
+    assert_eq!((rerun.meters_owed, rerun.events_accepted), (0, 0));
     assert_eq!(f.meter_requests(), before);
     assert_eq!(f.db.requests.get("TransactWriteItems"), 0);
+    assert_eq!(f.db.requests.get("UpdateItem"), 3, "{:?}", f.db.requests.snapshot());
+    // Then no key is touched at all.
+    f.db.requests.reset();
+    let quiet = f.run(NOW.plus(90)).await;
+    assert_eq!((quiet.keys_active, quiet.meters_owed), (0, 0));
     assert_eq!(f.db.requests.get("UpdateItem"), 0, "{:?}", f.db.requests.snapshot());
 
     // New usage on one key: only that key is read, only the increase is reported.
@@ -193,9 +202,16 @@ async fn history_is_kept_per_day_and_shown_by_the_usage_endpoint() {
     let report = f.run(NOW).await;
     assert_eq!(report.key_days_rolled, 2);
     assert_eq!(f.billed(), billed(&[("acme", 8)]));
-    // Yesterday ended over an hour ago: its live counters left the key item.
-    let usage = f.store().key_usage(&key.0, NOW.day().minus(5)).await.unwrap().unwrap();
-    assert_eq!(usage.live.keys().copied().collect::<Vec<_>>(), vec![NOW.day()]);
+    // Busy (used, and denied, since the last run), so the key item is left alone; a minute
+    // later it is settled: yesterday ended over an hour ago, and its live counters go.
+    let live = |f: &Fixture| {
+        let store = f.store().clone();
+        let id = key.0.clone();
+        async move { store.key_usage(&id).await.unwrap().unwrap().live.into_keys().collect::<Vec<_>>() }
+    };
+    assert_eq!(live(&f).await, vec![yesterday.day(), NOW.day()]);
+    assert_eq!(f.run(NOW.plus(60)).await.keys_settled, 1);
+    assert_eq!(live(&f).await, vec![NOW.day()]);
     // Yesterday's report carries yesterday's last second, so Stripe bills it in its period.
     let stamps: HashSet<String> = f.stripe.meter_events().iter().map(|e| e["timestamp"].clone()).collect();
     assert!(stamps.contains(&(NOW.day().start().secs() - 1).to_string()), "{stamps:?}");
@@ -340,7 +356,7 @@ async fn statistics_count_each_rolled_request_once_by_code_with_top_keys_and_nea
     // The next day gamma's quota has reset: no longer near, and the totals start afresh.
     let tomorrow = NOW.plus(86_400);
     f.requests(&capped, 1, tomorrow).await;
-    f.run(tomorrow).await;
+    f.run(tomorrow.plus(60)).await;
     let s = stats(&f, 3, tomorrow).await;
     assert_eq!(s["near_quota"], serde_json::json!([]));
     assert_eq!(day(&s, 1)["allowed"], 26, "yesterday unchanged");
@@ -477,7 +493,7 @@ async fn a_pending_report_too_old_for_stripe_is_written_off_and_the_customer_goe
 
     let later = NOW.plus(36 * 86_400);
     f.requests(&key, 4, later).await;
-    let report = f.run(later).await;
+    let report = f.run(later.plus(60)).await;
     // Stripe would refuse the old timestamp: written off, not sent; the new day is billed.
     assert_eq!((report.units_unbilled, report.units_reported, report.customers_skipped), (6, 4, 0));
     assert_eq!(f.billed(), billed(&[("acme", 4)]));
@@ -512,9 +528,11 @@ async fn ten_thousand_active_keys_in_one_run() {
         .await;
     }
 
+    // Two minutes on, the keys are idle: each is rolled and settled in one write.
     f.db.requests.reset();
     let started = std::time::Instant::now();
-    let report = f.rollup(RollupOptions { budget: Duration::from_secs(600), ..fast() }).run(NOW).await.unwrap();
+    let at = NOW.plus(120);
+    let report = f.rollup(RollupOptions { budget: Duration::from_secs(600), ..fast() }).run(at).await.unwrap();
     let elapsed = started.elapsed();
     let requests = f.db.requests.total();
     eprintln!(
@@ -527,10 +545,74 @@ async fn ten_thousand_active_keys_in_one_run() {
     assert_eq!((report.keys_active, report.keys_settled), (10_000, 10_000));
     assert_eq!(report.events_accepted, CUSTOMERS as u64);
     assert_eq!(f.billed(), expected);
-    // Per key: its Query, the day's transaction, the settle. Per customer: the report's four,
-    // and the statistics' read of its day total. Per run: the work lists, the plans, the lease,
-    // and the statistics' Query, day write and near-quota put.
-    assert!(requests <= 3 * 10_000 + 5 * CUSTOMERS as u64 + 64 + 3, "{requests} requests");
+    // Per key: its Query, and one transaction rolling its day and settling it. Per customer:
+    // the report's four, and the statistics' read of its day total. Per run: the work lists,
+    // the plans, the lease, and the statistics' Query, day write and near-quota put. (A
+    // transaction cancelled by a conflict on the customer's ledger is sent again: counted.)
+    let per_key = 2 * 10_000;
+    assert!(requests <= per_key + 5 * CUSTOMERS as u64 + 64 + 3, "{requests} requests");
+    assert!(f.store().active_keys().await.unwrap().is_empty());
+}
+
+/// Keys used in every run, through midnight: each run is at most two requests a key (its
+/// Query and one write), the day after's first run an hour past midnight removes the finished
+/// day in a write of its own and the next run rolls what waited, and the keys settle the first
+/// run after they go quiet. Billed exactly throughout.
+#[tokio::test]
+async fn busy_keys_cost_two_requests_a_run_through_midnight_and_settle_when_quiet() {
+    const CUSTOMERS: usize = 4;
+    const KEYS_PER_CUSTOMER: usize = 25;
+    const KEYS: u64 = (CUSTOMERS * KEYS_PER_CUSTOMER) as u64;
+    let f = Fixture::new().await;
+    let mut keys = vec![];
+    for c in 0..CUSTOMERS {
+        let customer = format!("c{c}");
+        f.stripe_customer(&customer).await;
+        for _ in 0..KEYS_PER_CUSTOMER {
+            keys.push((customer.clone(), f.key(&customer).await));
+        }
+    }
+    let midnight = NOW.day().next().start();
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    let mut total = 0;
+    // (run at, keys used just before it, key-days rolled, keys settled)
+    let runs = [
+        (midnight.plus(-600), true, KEYS, 0),
+        (midnight.plus(1_800), true, KEYS, 0),
+        // The finished day goes; what the keys counted since the last run waits.
+        (midnight.plus(3_900), true, 0, 0),
+        (midnight.plus(4_200), true, KEYS, 0),
+        // Quiet for a minute: rolled and settled in one write each.
+        (midnight.plus(4_500), false, 0, KEYS),
+    ];
+    for (at, used, rolled, settled) in runs {
+        if used {
+            for (customer, key) in &keys {
+                f.requests(key, 1, at.plus(-30)).await;
+                *expected.entry(format!("cus_{customer}")).or_default() += 1;
+                total += 1;
+            }
+        }
+        f.db.requests.reset();
+        let report = f.run(at).await;
+        let requests = f.db.requests.total();
+        // Per key its Query and one write; per customer up to two days' ledgers reported
+        // (four each) and a day total read; per run the work lists, plans, lease, statistics.
+        assert!(requests <= 2 * KEYS + 10 * CUSTOMERS as u64 + 70, "{requests} requests at {at:?}");
+        assert!(f.db.requests.get("TransactWriteItems") <= KEYS);
+        assert_eq!(
+            (report.keys_active, report.key_days_rolled, report.keys_settled),
+            (KEYS, rolled, settled),
+            "{at:?}"
+        );
+        if at == midnight.plus(3_900) {
+            let usage = f.store().key_usage(&keys[0].1.0).await.unwrap().unwrap();
+            assert_eq!(usage.live.into_keys().collect::<Vec<_>>(), vec![midnight.day()], "finished day removed");
+            assert!(f.billed().values().sum::<u64>() < total, "the last minutes wait a run");
+        } else {
+            assert_eq!(f.billed(), expected, "{at:?}");
+        }
+    }
     assert!(f.store().active_keys().await.unwrap().is_empty());
 }
 

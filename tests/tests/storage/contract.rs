@@ -9,8 +9,8 @@ use shared::domain::plans::{Period, Plan, PlanId, Quota, RateLimit};
 use shared::domain::time::{Day, UnixTime};
 use shared::domain::usage::{DayCount, MeterDay, PendingReport, UsageDay};
 use shared::store::{
-    AuthorizeStore, BillingStore, CustomerStore, IdempotencyStore, KeyFilter, KeyPatch, KeyStore, NewKey, PlanStore,
-    Reservation, RollupStore, StoreError, UsageStore, Written,
+    AuthorizeStore, BillingStore, CustomerStore, IdempotencyStore, KeyEdit, KeyFilter, KeyPatch, KeyStore, NewKey,
+    PlanStore, ROLL_DAYS_AT_ONCE, Reservation, RollupStore, SETTLE_DAYS_AT_ONCE, StoreError, UsageStore, Written,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -693,12 +693,15 @@ async fn usage_history_merges_rolled_up_days_with_live_counters() {
         decide(&db, &id, &key, two_days_ago).await.unwrap();
     }
     // Rolled up and settled: the day's live counters are gone, its usage-day item stays.
-    let usage = db.store.key_usage(&id, today.minus(1)).await.unwrap().unwrap();
+    let usage = db.store.key_usage(&id).await.unwrap().unwrap();
+    let day = [two_days_ago.day()];
+    db.requests.reset();
     assert_eq!(
-        db.store.roll_key_day(&usage, two_days_ago.day(), Some("api_requests"), NOW).await.unwrap(),
+        db.store.roll_key(&usage, &day, Some("api_requests"), KeyEdit::Settle(&day), NOW).await.unwrap(),
         Written::Applied
     );
-    assert_eq!(db.store.settle_key(&usage, &[two_days_ago.day()]).await.unwrap(), Written::Applied);
+    assert_eq!(db.requests.get("TransactWriteItems"), 1, "rolled and settled in one request");
+    assert_eq!(db.requests.total(), 1);
     decide(&db, &id, &key, NOW).await.unwrap();
     let history = db.store.usage_history(&id, today.minus(89)).await.unwrap();
     assert_eq!(
@@ -741,11 +744,11 @@ async fn the_counting_write_keeps_last_used_and_denials_by_code_in_the_same_requ
     // Rolled up and settled a day later, the codes move to history with the rest and leave
     // the key item.
     let later = NOW.plus(2 * 86_400);
-    let read = db.store.key_usage(&id, NOW.day()).await.unwrap().unwrap();
+    let read = db.store.key_usage(&id).await.unwrap().unwrap();
     assert_eq!(read.live[&NOW.day()], want);
-    assert_eq!(db.store.roll_key_day(&read, NOW.day(), None, later).await.unwrap(), Written::Applied);
-    assert_eq!(db.store.settle_key(&read, &[NOW.day()]).await.unwrap(), Written::Applied);
-    let after = db.store.key_usage(&id, NOW.day()).await.unwrap().unwrap();
+    let today = [NOW.day()];
+    assert_eq!(db.store.roll_key(&read, &today, None, KeyEdit::Settle(&today), later).await.unwrap(), Written::Applied);
+    let after = db.store.key_usage(&id).await.unwrap().unwrap();
     assert!(after.live.is_empty(), "{:?}", after.live);
     assert_eq!(after.rolled[&NOW.day()], want);
     assert_eq!(db.store.usage_history(&id, NOW.day()).await.unwrap()[0].count, want);
@@ -790,10 +793,11 @@ async fn statistics_days_add_up_and_their_lists_are_replaced() {
 
 // ----- the usage rollup's storage -----------------------------------------------------------
 
-/// After weeks without a rollup a key holds many finished days; settling them goes a few
-/// at a time (DynamoDB caps an expression at 4 KB), keeping the marker until the last.
+/// After weeks without a rollup a key holds many finished days: they are rolled and removed a
+/// few at a time (a transaction holds 100 items, an expression 4 KB), the marker kept until
+/// the last of them goes.
 #[tokio::test]
-async fn many_finished_days_are_settled_a_few_at_a_time() {
+async fn many_finished_days_are_rolled_and_settled_a_few_at_a_time() {
     let db = fresh_db().await;
     let (id, key) = key_with_plan(&db, "acme", plan("free", None, None)).await;
     let first = NOW.plus(-30 * 86_400);
@@ -801,19 +805,27 @@ async fn many_finished_days_are_settled_a_few_at_a_time() {
         assert_eq!(decide(&db, &id, &key, first.plus(d * 86_400)).await, Ok(()));
     }
     db.store.record_denials(&id, first.day(), Denial::KeyDisabled, 1).await;
-    let read = db.store.key_usage(&id, first.day()).await.unwrap().unwrap();
+    let read = db.store.key_usage(&id).await.unwrap().unwrap();
     assert_eq!(read.live.len(), 20);
-    for day in read.live.keys() {
-        assert_eq!(db.store.roll_key_day(&read, *day, None, NOW).await.unwrap(), Written::Applied);
-    }
-    let finished: Vec<Day> = read.live.keys().copied().collect();
-    assert_eq!(db.store.settle_key(&read, &finished).await.unwrap(), Written::Stale, "14 of 20 days");
-    let again = db.store.key_usage(&id, first.day()).await.unwrap().unwrap();
+    let days: Vec<Day> = read.live.keys().copied().collect();
+    // More than one write takes is refused before anything is sent.
+    let too_many: Vec<Day> = (0..=ROLL_DAYS_AT_ONCE as i64).map(|i| first.day().minus(-i)).collect();
+    assert!(db.store.roll_key(&read, &too_many, None, KeyEdit::Keep, NOW).await.is_err());
+    let twice = [first.day(), first.day()];
+    assert!(db.store.roll_key(&read, &twice, None, KeyEdit::Keep, NOW).await.is_err());
+    assert!(db.store.roll_key(&read, &[], None, KeyEdit::Settle(&days), NOW).await.is_err());
+    // Every day rolled, the first 14 removed: one transaction.
+    db.requests.reset();
+    let some = KeyEdit::RemoveDays(&days[..SETTLE_DAYS_AT_ONCE]);
+    assert_eq!(db.store.roll_key(&read, &days, None, some, NOW).await.unwrap(), Written::Applied);
+    assert_eq!(db.requests.total(), 1);
+    let again = db.store.key_usage(&id).await.unwrap().unwrap();
     assert_eq!(again.live.len(), 6);
+    assert!(again.live.iter().all(|(d, c)| again.rolled.get(d) == Some(c)), "each live day read as rolled");
     assert_eq!(db.store.active_keys().await.unwrap(), vec![id.clone()], "the marker stays meanwhile");
     let rest: Vec<Day> = again.live.keys().copied().collect();
-    assert_eq!(db.store.settle_key(&again, &rest).await.unwrap(), Written::Applied);
-    assert!(db.store.key_usage(&id, first.day()).await.unwrap().unwrap().live.is_empty());
+    assert_eq!(db.store.roll_key(&again, &[], None, KeyEdit::Settle(&rest), NOW).await.unwrap(), Written::Applied);
+    assert!(db.store.key_usage(&id).await.unwrap().unwrap().live.is_empty());
     assert!(db.store.active_keys().await.unwrap().is_empty());
     // History kept every day, the denial's code with it.
     let history = db.store.usage_history(&id, first.day()).await.unwrap();
@@ -821,22 +833,61 @@ async fn many_finished_days_are_settled_a_few_at_a_time() {
     assert_eq!(history[0].count, DayCount::new(1, 1).with(Denial::KeyDisabled, 1));
 }
 
+/// The rollup's read of a key is one Query (newest first) however long the key rested since it
+/// was settled on a day that was not over; a second Query only for live days older than its
+/// fifteen most recent usage days.
 #[tokio::test]
-async fn rolling_a_key_day_moves_exactly_the_difference_once() {
+async fn a_keys_usage_is_read_in_one_query_after_weeks_of_rest() {
+    let db = fresh_db().await;
+    let (id, key) = key_with_plan(&db, "acme", plan("free", None, None)).await;
+    let first = NOW.plus(-60 * 86_400);
+    for d in 0..20 {
+        assert_eq!(decide(&db, &id, &key, first.plus(d * 86_400)).await, Ok(()));
+    }
+    // Rolled, and its finished days kept (as a busy key's are until their own run).
+    let read = db.store.key_usage(&id).await.unwrap().unwrap();
+    let days: Vec<Day> = read.live.keys().copied().collect();
+    assert_eq!(db.store.roll_key(&read, &days, None, KeyEdit::Keep, NOW).await.unwrap(), Written::Applied);
+    db.requests.reset();
+    let all = db.store.key_usage(&id).await.unwrap().unwrap();
+    assert_eq!(db.requests.get("Query"), 2, "live days older than the newest fifteen: one more Query");
+    assert_eq!((all.live.len(), &all.rolled), (20, &read.live));
+    // Every day but the last removed, then settled on that day (it was not over), the key
+    // rests forty days and is used again: one Query reads what the rollup needs.
+    let remove = KeyEdit::RemoveDays(&days[..SETTLE_DAYS_AT_ONCE]);
+    assert_eq!(db.store.roll_key(&all, &[], None, remove, NOW).await.unwrap(), Written::Applied);
+    let part = db.store.key_usage(&id).await.unwrap().unwrap();
+    let rest: Vec<Day> = part.live.keys().copied().filter(|d| *d != days[19]).collect();
+    assert_eq!(db.store.roll_key(&part, &[], None, KeyEdit::Settle(&rest), NOW).await.unwrap(), Written::Applied);
+    assert!(db.store.active_keys().await.unwrap().is_empty());
+    assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()));
+    db.requests.reset();
+    let later = db.store.key_usage(&id).await.unwrap().unwrap();
+    assert_eq!(db.requests.total(), 1);
+    assert_eq!(later.live.keys().copied().collect::<Vec<_>>(), vec![days[19], NOW.day()]);
+    assert_eq!(later.rolled.get(&days[19]), Some(&DayCount::new(1, 0)), "the rested day's roll is read");
+    assert_eq!(later.live[&days[19]], DayCount::new(1, 0), "so nothing of it is rolled again");
+}
+
+#[tokio::test]
+async fn rolling_a_key_moves_exactly_the_difference_once() {
     let db = fresh_db().await;
     let (id, key) = key_with_plan(&db, "acme", plan("pro", Some((2, 60)), None)).await;
     for _ in 0..3 {
         let _ = decide(&db, &id, &key, NOW).await; // 2 allowed, 1 denied (rate limit)
     }
     assert_eq!(db.store.active_keys().await.unwrap(), vec![id.clone()]);
-    let read = db.store.key_usage(&id, NOW.day().minus(1)).await.unwrap().unwrap();
+    let read = db.store.key_usage(&id).await.unwrap().unwrap();
     assert_eq!(read.customer_id, cid("acme"));
     assert_eq!(read.plan, Some(PlanId::parse("pro").unwrap()));
+    assert_eq!(read.last_used, Some(NOW));
     assert_eq!(read.live, BTreeMap::from([(NOW.day(), DayCount::new(2, 1).with(Denial::RateLimited, 1))]));
     assert!(read.rolled.is_empty());
-    assert_eq!(db.store.roll_key_day(&read, NOW.day(), Some("api_requests"), NOW).await.unwrap(), Written::Applied);
+    let today = [NOW.day()];
+    let roll = |read| db.store.roll_key(read, &today, Some("api_requests"), KeyEdit::Keep, NOW);
+    assert_eq!(roll(&read).await.unwrap(), Written::Applied);
     // The same read again is stale: the usage-day item no longer holds what it saw.
-    assert_eq!(db.store.roll_key_day(&read, NOW.day(), Some("api_requests"), NOW).await.unwrap(), Written::Stale);
+    assert_eq!(roll(&read).await.unwrap(), Written::Stale);
 
     let meter = MeterDay { customer_id: cid("acme"), day: NOW.day(), meter: Some("api_requests".into()) };
     let ledger = db.store.meter_ledger(&meter).await.unwrap().unwrap();
@@ -846,26 +897,59 @@ async fn rolling_a_key_day_moves_exactly_the_difference_once() {
 
     // More usage, then a fresh read: only the difference moves.
     decide(&db, &id, &key, NOW.plus(60)).await.unwrap();
-    let again = db.store.key_usage(&id, NOW.day().minus(1)).await.unwrap().unwrap();
+    let again = db.store.key_usage(&id).await.unwrap().unwrap();
     assert_eq!(again.rolled[&NOW.day()], DayCount::new(2, 1).with(Denial::RateLimited, 1));
-    assert_eq!(db.store.roll_key_day(&again, NOW.day(), Some("api_requests"), NOW).await.unwrap(), Written::Applied);
-    assert_eq!(
-        db.store.meter_ledger(&meter).await.unwrap().unwrap().usage,
-        DayCount::new(3, 1).with(Denial::RateLimited, 1)
-    );
+    assert_eq!(roll(&again).await.unwrap(), Written::Applied);
+    let usage = |db: &TestDb| {
+        let meter = meter.clone();
+        let store = db.store.clone();
+        async move { store.meter_ledger(&meter).await.unwrap().unwrap().usage }
+    };
+    assert_eq!(usage(&db).await, DayCount::new(3, 1).with(Denial::RateLimited, 1));
 
-    // Settling removes the marker only if nothing was counted since the read.
+    // Settling removes the marker only if nothing was counted since the read; alone, it is
+    // one UpdateItem.
     decide(&db, &id, &key, NOW.plus(61)).await.unwrap();
-    assert_eq!(db.store.settle_key(&again, &[]).await.unwrap(), Written::Stale);
+    db.requests.reset();
+    assert_eq!(db.store.roll_key(&again, &[], None, KeyEdit::Settle(&[]), NOW).await.unwrap(), Written::Stale);
+    assert_eq!(db.requests.get("UpdateItem"), 1);
     assert_eq!(db.store.active_keys().await.unwrap(), vec![id.clone()]);
-    let last = db.store.key_usage(&id, NOW.day().minus(1)).await.unwrap().unwrap();
-    assert_eq!(db.store.roll_key_day(&last, NOW.day(), Some("api_requests"), NOW).await.unwrap(), Written::Applied);
-    assert_eq!(db.store.settle_key(&last, &[]).await.unwrap(), Written::Applied);
+    // A roll that settles too is one transaction: a request counted after the read cancels
+    // all of it, the day's roll with the settle (nothing is half written).
+    let last = db.store.key_usage(&id).await.unwrap().unwrap();
+    decide(&db, &id, &key, NOW.plus(62)).await.unwrap_err(); // rate limited: a denial counted
+    let settle = |read| db.store.roll_key(read, &today, Some("api_requests"), KeyEdit::Settle(&[]), NOW);
+    assert_eq!(settle(&last).await.unwrap(), Written::Stale);
+    assert_eq!(usage(&db).await, DayCount::new(3, 1).with(Denial::RateLimited, 1), "not rolled");
+    assert_eq!(db.store.active_keys().await.unwrap(), vec![id.clone()]);
+    let last = db.store.key_usage(&id).await.unwrap().unwrap();
+    db.requests.reset();
+    assert_eq!(settle(&last).await.unwrap(), Written::Applied);
+    assert_eq!((db.requests.get("TransactWriteItems"), db.requests.total()), (1, 1));
+    assert_eq!(usage(&db).await, DayCount::new(4, 2).with(Denial::RateLimited, 2));
     assert!(db.store.active_keys().await.unwrap().is_empty());
     // Today's live counters stay (the day is not over); the next request marks the key again.
     assert_eq!(db.store.usage_history(&id, NOW.day()).await.unwrap()[0].count.allowed, 4);
     decide(&db, &id, &key, NOW.plus(120)).await.unwrap();
-    assert_eq!(db.store.active_keys().await.unwrap(), vec![id]);
+    assert_eq!(db.store.active_keys().await.unwrap(), vec![id.clone()]);
+
+    // Finished days alone go whatever the key counts meanwhile: their own counters guard them.
+    let tomorrow = NOW.plus(86_400);
+    decide(&db, &id, &key, tomorrow).await.unwrap();
+    let read = db.store.key_usage(&id).await.unwrap().unwrap();
+    assert_eq!(
+        db.store.roll_key(&read, &today, Some("api_requests"), KeyEdit::Keep, NOW).await.unwrap(),
+        Written::Applied
+    );
+    let read = db.store.key_usage(&id).await.unwrap().unwrap();
+    decide(&db, &id, &key, tomorrow.plus(60)).await.unwrap();
+    let later = tomorrow.plus(7_200);
+    let remove = KeyEdit::RemoveDays(&today);
+    assert_eq!(db.store.roll_key(&read, &[], None, remove, later).await.unwrap(), Written::Applied);
+    let after = db.store.key_usage(&id).await.unwrap().unwrap();
+    assert_eq!(after.live.keys().copied().collect::<Vec<_>>(), vec![tomorrow.day()]);
+    assert_eq!(after.rolled[&NOW.day()].allowed, 5);
+    assert_eq!(db.store.active_keys().await.unwrap(), vec![id], "the marker stays");
 }
 
 #[tokio::test]
@@ -875,8 +959,8 @@ async fn a_meter_ledger_is_reported_through_a_pending_report() {
     for _ in 0..5 {
         decide(&db, &id, &key, NOW).await.unwrap();
     }
-    let read = db.store.key_usage(&id, NOW.day()).await.unwrap().unwrap();
-    db.store.roll_key_day(&read, NOW.day(), Some("api_requests"), NOW).await.unwrap();
+    let read = db.store.key_usage(&id).await.unwrap().unwrap();
+    db.store.roll_key(&read, &[NOW.day()], Some("api_requests"), KeyEdit::Keep, NOW).await.unwrap();
     let meter = MeterDay { customer_id: cid("acme"), day: NOW.day(), meter: Some("api_requests".into()) };
     let ledger = db.store.meter_ledger(&meter).await.unwrap().unwrap();
     let pending = PendingReport {
@@ -898,8 +982,8 @@ async fn a_meter_ledger_is_reported_through_a_pending_report() {
 
     // Written off: unbilled, never reported, no longer owed.
     decide(&db, &id, &key, NOW.plus(1)).await.unwrap();
-    let read = db.store.key_usage(&id, NOW.day()).await.unwrap().unwrap();
-    db.store.roll_key_day(&read, NOW.day(), Some("api_requests"), NOW).await.unwrap();
+    let read = db.store.key_usage(&id).await.unwrap().unwrap();
+    db.store.roll_key(&read, &[NOW.day()], Some("api_requests"), KeyEdit::Keep, NOW).await.unwrap();
     let ledger = db.store.meter_ledger(&meter).await.unwrap().unwrap();
     assert_eq!(ledger.unsettled(), 1);
     assert_eq!(db.store.write_off(&meter, &ledger).await.unwrap(), Written::Applied);

@@ -59,6 +59,28 @@ async fn a_hot_key_never_gets_more_than_its_limit() {
     assert_eq!(r.hot_throttled, 0);
 }
 
+/// The operator lowers the plan's limit twice while every container holds blocks: in the
+/// middle of a window (40,000 of 50,000 per 10 s, with about 30,000 admitted), and a second
+/// before the next window starts (to 30,000), so that window's first blocks start it under the
+/// new limit. No window admits more than the limit in force when it filled up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lowering_a_hot_keys_limit_with_blocks_outstanding_never_over_admits() {
+    let db = fresh_db().await;
+    let c = HotConfig { limit: (50_000, 10), seconds: 20, limit_changes: vec![(3, 40_000), (9, 30_000)], ..config() }
+        .for_backend(&db);
+    let r = run(&db, &c).await;
+    eprintln!("{:?} {:?}", r.allowed_per_window, r.allowed_per_second);
+    let windows: Vec<u64> = r.allowed_per_window.values().copied().collect();
+    let (mid, next) = (c.limit_changes[0].1, c.limit_changes[1].1);
+    assert_eq!(windows.len(), 2);
+    assert!(windows[0] <= mid, "first window: {} allowed, over the lowered limit of {mid}", windows[0]);
+    assert!(windows[0] >= mid - mid / 30, "first window: only {} of {mid}", windows[0]);
+    assert!(windows[1] <= next, "second window: {} allowed, over the lowered limit of {next}", windows[1]);
+    assert!(windows[1] >= next - next / 30, "second window: only {} of {next}", windows[1]);
+    assert_eq!(r.billed, r.hot_allowed, "{r:?}");
+    assert_eq!(r.hot_throttled, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_crashed_container_leaves_at_most_its_block_unbilled_and_nothing_is_billed_twice() {
     let db = fresh_db().await;
@@ -107,4 +129,50 @@ async fn one_container_bills_every_request_of_its_blocks() {
     let r = run(&db, &c).await;
     assert_eq!((r.hot_allowed, r.billed), (300, 300), "{r:?}");
     assert!(r.hot_writes < 40, "{r:?}");
+}
+
+/// A rollup transaction settling an idle key holds its item for a moment; a write arriving then
+/// is refused (TransactionConflict), so it was not applied: a block's write and a settlement
+/// refused that way keep what they carried and send it again, and billing stays exact.
+#[tokio::test]
+async fn writes_refused_by_a_transaction_holding_the_key_keep_what_they_carried() {
+    use shared::app::authorize::Authorizer;
+    use shared::config::FailMode;
+    use shared::domain::api_key::{ApiKey, KeyEnv};
+    use shared::store::PlanStore;
+    use shared::store::dynamo::{ClientOptions, DynamoStore, build_client};
+    use std::time::Duration;
+    use tollgate_tests::faults::{Fault, FaultProxy, Rule};
+
+    let db = fresh_db().await;
+    let t = config().start;
+    let plan = tollgate_tests::plan("hot", Some(1_000_000), &[], None, t);
+    db.store.create_plan(&plan).await.unwrap();
+    let key = ApiKey::generate(KeyEnv::Live).unwrap();
+    let id = tollgate_tests::hot::make_key(&db, &key, "acme", &plan.id, t).await;
+    let proxy = FaultProxy::start(&db.endpoint, 11).await;
+    let client = build_client(ClientOptions {
+        endpoint: Some(proxy.endpoint().to_owned()),
+        counter: None,
+        attempt_timeout: Duration::from_secs(5),
+        operation_timeout: Duration::from_secs(10),
+    })
+    .await;
+    let a = Authorizer::new(DynamoStore::new(client, db.table.clone()), FailMode::Closed);
+    let decide = |at| a.decide(Some(key.expose_secret()), tollgate_tests::ANY_ROUTE, at);
+    for _ in 0..100 {
+        assert!(decide(t).await.is_allowed());
+    }
+    assert!(a.unsettled() > 0, "hot: a block spent from memory");
+    // The next second's first write carries the block's requests and is refused once.
+    proxy.inject(Rule::on("UpdateItem", Fault::TransactionConflict).times(1));
+    for _ in 0..100 {
+        assert!(decide(t.plus(1)).await.is_allowed());
+    }
+    // The settlement on stop is refused twice, then applied.
+    proxy.inject(Rule::on("UpdateItem", Fault::TransactionConflict).times(2));
+    a.settle_leases(t.plus(2), true).await;
+    assert_eq!(proxy.injected_count(Fault::TransactionConflict), 3);
+    assert_eq!(a.unsettled(), 0);
+    assert_eq!(tollgate_tests::hot::key_counts(&db, &id).await.0, 200, "billed exactly");
 }

@@ -146,10 +146,11 @@ impl AuthorizeStore for DynamoStore {
                         Some(Fault::Throttled) => throttled = Some(err),
                         Some(_) => last_error = Some(err),
                     }
-                    // Applied or not, unknown (a throttled write was not): what earlier blocks
-                    // used and left is not sent again (counted twice would bill twice;
-                    // returned twice would admit more).
-                    if fault != Some(Fault::Throttled) {
+                    // Applied or not, unknown (a throttled write, or one refused for a
+                    // transaction holding the item, was not): what earlier blocks used and left
+                    // is not sent again (counted twice would bill twice; returned twice would
+                    // admit more).
+                    if !fault.is_some_and(Fault::not_applied) {
                         take.used.clear();
                         take.unspent = None;
                     }
@@ -174,7 +175,8 @@ impl AuthorizeStore for DynamoStore {
         // still ahead); a failed condition returns the item, and the next try gives back what
         // still can (possibly nothing) and counts the used requests.
         let mut give_back = unspent.filter(|u| u.tokens > 0 && (u.window_end.is_some() || u.period_end.is_some()));
-        for attempt in 0..3 {
+        let (mut attempt, mut refused) = (0, 0);
+        while attempt < 3 {
             if attempt == 2 {
                 // The ends keep moving: count the used requests, give nothing back.
                 give_back = None;
@@ -243,8 +245,20 @@ impl AuthorizeStore for DynamoStore {
                             period_end: u.period_end.filter(|e| *e == c.period_end && *e > now),
                         })
                         .filter(|u| u.window_end.is_some() || u.period_end.is_some());
+                    attempt += 1;
                 }
-                Err(err) => return Err(sdk_err(err)),
+                Err(err) => {
+                    let err = sdk_err(err);
+                    // Refused, so not applied (throttled, or the rollup's transaction settling
+                    // the key held the item): sent again after a pause, as it was; the caller
+                    // keeps it if every try is refused.
+                    if refused < SETTLE_REFUSALS && err.fault().is_some_and(Fault::not_applied) {
+                        refused += 1;
+                        tokio::time::sleep(Duration::from_millis(20 * refused)).await;
+                        continue;
+                    }
+                    return Err(err);
+                }
             }
         }
         Ok(())
@@ -254,6 +268,9 @@ impl AuthorizeStore for DynamoStore {
         self.count_denial(key_id, day, denial, n).await;
     }
 }
+
+/// Refusals (throttled, or a transaction holding the key item) a settlement is sent again after.
+const SETTLE_REFUSALS: u64 = 4;
 
 impl DynamoStore {
     fn count_request(

@@ -26,10 +26,9 @@ impl DynamoStore {
         }
     }
 
-    /// Every item of table partition `pk` with `lo <= sk <= hi`, strongly consistent.
-    pub(super) async fn query_range(&self, pk: &str, lo: &str, hi: &str) -> StoreResult<Vec<Item>> {
-        let query = self
-            .client
+    /// A strongly consistent Query of table partition `pk` with `lo <= sk <= hi`.
+    pub(super) fn range(&self, pk: &str, lo: &str, hi: &str) -> QueryFluentBuilder {
+        self.client
             .query()
             .table_name(&self.table)
             .key_condition_expression("#pk = :pk AND #sk BETWEEN :lo AND :hi")
@@ -38,8 +37,12 @@ impl DynamoStore {
             .expression_attribute_values(":pk", s(pk))
             .expression_attribute_values(":lo", s(lo))
             .expression_attribute_values(":hi", s(hi))
-            .consistent_read(true);
-        self.query_pages(query).await
+            .consistent_read(true)
+    }
+
+    /// Every item of table partition `pk` with `lo <= sk <= hi`, strongly consistent.
+    pub(super) async fn query_range(&self, pk: &str, lo: &str, hi: &str) -> StoreResult<Vec<Item>> {
+        self.query_pages(self.range(pk, lo, hi)).await
     }
 
     /// A key's usage-day items from `from` on (before `until` if given).

@@ -2,8 +2,11 @@
 //! (docs/data-model.md, "The usage rollup"). Every write is conditioned on what was read, so
 //! a stale or concurrent run writes nothing instead of counting twice.
 
+use super::errors::sdk_err;
 use super::expr::Expr;
-use super::items::{live_days, meter_ledger_from_item, n, plan_id_opt, req_s, s, s_opt, u64_opt, usage_day_from_item};
+use super::items::{
+    live_days, meter_ledger_from_item, n, plan_id_opt, req_s, s, s_opt, time_opt, u64_opt, usage_day_from_item,
+};
 use super::tx::TxError;
 use super::{DynamoStore, Item};
 use crate::domain::api_key::KeyId;
@@ -13,7 +16,7 @@ use crate::domain::stats::{NearQuota, TopCustomer, TopKey};
 use crate::domain::time::{Day, UnixTime};
 use crate::domain::usage::{DayCount, HISTORY_DAYS, MeterDay, MeterLedger, PendingReport};
 use crate::store::schema::*;
-use crate::store::{KeyUsage, QuotaUse, RollupStore, Written};
+use crate::store::{KeyEdit, KeyUsage, QuotaUse, ROLL_DAYS_AT_ONCE, RollupStore, SETTLE_DAYS_AT_ONCE, Written};
 use crate::store::{StoreError, StoreResult};
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 use std::collections::{BTreeMap, HashMap};
@@ -28,10 +31,16 @@ impl RollupStore for DynamoStore {
         Ok(ids)
     }
 
-    async fn key_usage(&self, key_id: &KeyId, from: Day) -> StoreResult<Option<KeyUsage>> {
-        // "DAY#…" sorts before "KEY": one Query reads the key item and its recent days.
+    async fn key_usage(&self, key_id: &KeyId) -> StoreResult<Option<KeyUsage>> {
+        // "DAY#…" sorts before "KEY": one Query, newest first, reads the key item and its most
+        // recent usage-day items. A key settled on a day keeps that day's live counters (the
+        // day was not over) however long it then rests, and they are rolled against the
+        // day's item when it is used again: usually among the most recent, whatever its age.
         let pk = key_pk(key_id.as_str());
-        let items = self.query_range(&pk, &usage_day_sk(&from.compact()), KEY_SK).await?;
+        let newest_first = self.range(&pk, &usage_day_sk(""), KEY_SK).scan_index_forward(false);
+        let out = newest_first.limit(RECENT_USAGE_DAYS + 1).send().await.map_err(sdk_err)?;
+        let every_day_read = out.last_evaluated_key.is_none();
+        let items = out.items.unwrap_or_default();
         let Some(key_item) = items.iter().find(|i| s_opt(i, SK) == Some(KEY_SK)) else { return Ok(None) };
         let live = live_days(key_item)?;
         let mut rolled: BTreeMap<Day, DayCount> = items
@@ -39,11 +48,13 @@ impl RollupStore for DynamoStore {
             .filter(|i| s_opt(i, SK).is_some_and(|sk| sk.starts_with("DAY#")))
             .map(usage_day_from_item)
             .collect::<StoreResult<_>>()?;
-        // Live days older than `from` (the rollup did not run for a while): one more Query.
-        if let Some(&oldest) = live.keys().next()
-            && oldest < from
+        // A live day older than the usage days read (the rollup did not run for weeks): one
+        // more Query, for the days between.
+        if !every_day_read
+            && let (Some(&oldest_live), Some(&oldest_read)) = (live.keys().next(), rolled.keys().next())
+            && oldest_live < oldest_read
         {
-            rolled.extend(self.usage_days(key_id, oldest, Some(from)).await?);
+            rolled.extend(self.usage_days(key_id, oldest_live, Some(oldest_read)).await?);
         }
         let state = KeyState::try_from(key_item)?;
         let quota = state.quota.map(|q| QuotaUse {
@@ -59,121 +70,60 @@ impl RollupStore for DynamoStore {
             plan: plan_id_opt(key_item, "plan")?,
             n_allowed: u64_opt(key_item, "n_allowed")?,
             n_denied: u64_opt(key_item, "n_denied")?,
+            last_used: time_opt(key_item, "last_used")?,
             live,
             rolled,
             quota,
         }))
     }
 
-    async fn roll_key_day(&self, key: &KeyUsage, day: Day, meter: Option<&str>, now: UnixTime) -> StoreResult<Written> {
-        let live = key.live.get(&day).copied().unwrap_or_default();
-        let rolled = key.rolled.get(&day).copied();
-        let Some(delta) = live.since(rolled.unwrap_or_default()) else { return Ok(Written::Stale) };
-        if delta.is_zero() {
-            return Ok(Written::Applied);
-        }
-        let expires = n(day.next().start().plus((HISTORY_DAYS + 1) * 86_400).secs());
-
-        // The usage-day item, if it still holds what was read: it is the key-day's watermark.
-        let mut e = Expr::default();
-        let cond = match rolled {
-            None => format!("attribute_not_exists({})", e.name(PK)),
-            Some(r) => format!(
-                "{} = {} AND {} = {}",
-                e.name("allowed"),
-                e.value(n(r.allowed)),
-                e.name("denied"),
-                e.value(n(r.denied))
-            ),
+    async fn roll_key(
+        &self,
+        key: &KeyUsage,
+        days: &[Day],
+        meter: Option<&str>,
+        edit: KeyEdit<'_>,
+        now: UnixTime,
+    ) -> StoreResult<Written> {
+        let finished = match edit {
+            KeyEdit::Keep => &[][..],
+            KeyEdit::Settle(f) | KeyEdit::RemoveDays(f) => f,
         };
-        let mut item: Item = HashMap::from([
-            (PK.to_owned(), s(key_pk(key.key_id.as_str()))),
-            (SK.to_owned(), s(usage_day_sk(&day.compact()))),
-            ("day".to_owned(), s(day.iso())),
-            ("allowed".to_owned(), n(live.allowed)),
-            ("denied".to_owned(), n(live.denied)),
-            (TTL.to_owned(), expires.clone()),
-        ]);
-        for (code, count) in live.denials_by_code() {
-            item.insert(denied_code_attr(code), n(count));
-        }
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression(cond)
-            .set_expression_attribute_names(Some(e.names))
-            .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
-            .build()
-            .map_err(|e| StoreError::Backend(e.into()))?;
-
-        // The customer's ledger for the day and meter, by the difference. Billable allowed
-        // requests mark it as owing a report.
-        let mut e = Expr::default();
-        let mut set = vec![
-            format!("{} = {}", e.name("day"), e.value(s(day.iso()))),
-            format!("{} = {}", e.name(TTL), e.value(expires)),
-            format!("{} = {}", e.name("updated_at"), e.value(n(now.secs()))),
-        ];
-        if let Some(meter) = meter {
-            set.push(format!("{} = {}", e.name("meter"), e.value(s(meter))));
-            if delta.allowed > 0 {
-                let owed = owed_shard(key.customer_id.as_str());
-                set.push(format!("{} = {}", e.name(ACTIVITY_PK), e.value(s(owed))));
-            }
-        }
-        let update = format!("ADD {} SET {}", add_counts(&mut e, &delta), set.join(", "));
-        let ledger = Update::builder()
-            .table_name(&self.table)
-            .key(PK, s(customer_pk(key.customer_id.as_str())))
-            .key(SK, s(meter_day_sk(&day.compact(), meter)))
-            .update_expression(update)
-            .set_expression_attribute_names(Some(e.names))
-            .set_expression_attribute_values(Some(e.values))
-            .build()
-            .map_err(|e| StoreError::Backend(e.into()))?;
-
-        match self
-            .transact(vec![
-                TransactWriteItem::builder().put(put).build(),
-                TransactWriteItem::builder().update(ledger).build(),
-            ])
-            .await
+        // A day twice would be two operations on one item, which DynamoDB refuses.
+        let ascending = |d: &[Day]| d.windows(2).all(|w| w[0] < w[1]);
+        if days.len() > ROLL_DAYS_AT_ONCE
+            || finished.len() > SETTLE_DAYS_AT_ONCE
+            || !ascending(days)
+            || !ascending(finished)
         {
+            return Err(StoreError::Backend(
+                format!(
+                    "a key roll takes at most {ROLL_DAYS_AT_ONCE} days and {SETTLE_DAYS_AT_ONCE} finished days, each once, in order"
+                )
+                .into(),
+            ));
+        }
+        let pk = key_pk(key.key_id.as_str());
+        let key_item = key_edit(key, edit);
+        let mut items = vec![];
+        for &day in days {
+            items.extend(self.roll_day_items(key, day, meter, now)?.into_iter().flatten());
+        }
+        if items.is_empty() {
+            // Nothing to roll: the key item's edit alone, a plain conditional UpdateItem.
+            return Ok(match key_item {
+                None => Written::Applied,
+                Some((update, cond, e)) => written(self.conditional_update(&pk, KEY_SK, update, cond, e).await?),
+            });
+        }
+        if let Some((update, cond, e)) = key_item {
+            items.push(self.tx_update(pk, KEY_SK, update, cond, e)?);
+        }
+        match self.transact(items).await {
             Ok(()) => Ok(Written::Applied),
             Err(TxError::ConditionFailed(_)) => Ok(Written::Stale),
             Err(TxError::Store(e)) => Err(e),
         }
-    }
-
-    async fn settle_key(&self, key: &KeyUsage, finished: &[Day]) -> StoreResult<Written> {
-        let pk = key_pk(key.key_id.as_str());
-        // A rollup that was down for weeks leaves many finished days: a few at a time keep the
-        // expressions within DynamoDB's 4 KB; the marker stays until the last of them goes.
-        if finished.len() > SETTLE_DAYS_AT_ONCE {
-            self.remove_finished_days(&pk, key, &finished[..SETTLE_DAYS_AT_ONCE]).await?;
-            return Ok(Written::Stale);
-        }
-        // Marker and finished days together, if nothing was counted since the read.
-        let mut e = Expr::default();
-        let mut remove = vec![e.name(ACTIVITY_PK)];
-        for day in finished {
-            for attr in live_day_attrs(*day) {
-                remove.push(e.name(&attr));
-            }
-        }
-        let cond = format!(
-            "attribute_exists({}) AND {} AND {}",
-            e.name(PK),
-            equals_or_absent(&mut e, "n_allowed", key.n_allowed),
-            equals_or_absent(&mut e, "n_denied", key.n_denied)
-        );
-        if self.conditional_update(&pk, KEY_SK, format!("REMOVE {}", remove.join(", ")), cond, e).await? {
-            return Ok(Written::Applied);
-        }
-        // Busy key: it keeps its marker (it has new usage); finished days still go if they hold
-        // exactly what was rolled.
-        self.remove_finished_days(&pk, key, finished).await?;
-        Ok(Written::Stale)
     }
 
     async fn owed_meters(&self) -> StoreResult<Vec<MeterDay>> {
@@ -258,28 +208,77 @@ impl RollupStore for DynamoStore {
 }
 
 impl DynamoStore {
-    /// Removes the live counters of `finished` days if each day's `ua_`/`ud_` still hold what
-    /// was rolled (a day's `dc_` counters move only with its `ud_`, so they need no guard).
-    async fn remove_finished_days(&self, pk: &str, key: &KeyUsage, finished: &[Day]) -> StoreResult<()> {
-        if finished.is_empty() {
-            return Ok(());
-        }
+    /// One key-day's roll as two transaction items: the usage-day item, written if it still
+    /// holds what was read (it is the key-day's watermark), and the customer's ledger for the
+    /// day and meter, by the difference (billable allowed requests mark it as owing a report).
+    /// None when the day holds nothing new, or less than was rolled (never rolled backwards).
+    fn roll_day_items(
+        &self,
+        key: &KeyUsage,
+        day: Day,
+        meter: Option<&str>,
+        now: UnixTime,
+    ) -> StoreResult<Option<[TransactWriteItem; 2]>> {
+        let live = key.live.get(&day).copied().unwrap_or_default();
+        let rolled = key.rolled.get(&day).copied();
+        let Some(delta) = live.since(rolled.unwrap_or_default()).filter(|d| !d.is_zero()) else { return Ok(None) };
+        let expires = n(day.next().start().plus((HISTORY_DAYS + 1) * 86_400).secs());
+
         let mut e = Expr::default();
-        let mut remove = vec![];
-        let mut cond = vec![];
-        for day in finished {
-            let live = key.live.get(day).copied().unwrap_or_default();
-            let guarded =
-                [(allowed_day_attr(&day.compact()), live.allowed), (denied_day_attr(&day.compact()), live.denied)];
-            for (attr, v) in guarded {
-                cond.push(equals_or_absent(&mut e, &attr, (v > 0).then_some(v)));
-            }
-            for attr in live_day_attrs(*day) {
-                remove.push(e.name(&attr));
+        let cond = match rolled {
+            None => format!("attribute_not_exists({})", e.name(PK)),
+            Some(r) => format!(
+                "{} = {} AND {} = {}",
+                e.name("allowed"),
+                e.value(n(r.allowed)),
+                e.name("denied"),
+                e.value(n(r.denied))
+            ),
+        };
+        let mut item: Item = HashMap::from([
+            (PK.to_owned(), s(key_pk(key.key_id.as_str()))),
+            (SK.to_owned(), s(usage_day_sk(&day.compact()))),
+            ("day".to_owned(), s(day.iso())),
+            ("allowed".to_owned(), n(live.allowed)),
+            ("denied".to_owned(), n(live.denied)),
+            (TTL.to_owned(), expires.clone()),
+        ]);
+        for (code, count) in live.denials_by_code() {
+            item.insert(denied_code_attr(code), n(count));
+        }
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(cond)
+            .set_expression_attribute_names(Some(e.names))
+            .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
+            .build()
+            .map_err(|e| StoreError::Backend(e.into()))?;
+
+        let mut e = Expr::default();
+        let mut set = vec![
+            format!("{} = {}", e.name("day"), e.value(s(day.iso()))),
+            format!("{} = {}", e.name(TTL), e.value(expires)),
+            format!("{} = {}", e.name("updated_at"), e.value(n(now.secs()))),
+        ];
+        if let Some(meter) = meter {
+            set.push(format!("{} = {}", e.name("meter"), e.value(s(meter))));
+            if delta.allowed > 0 {
+                let owed = owed_shard(key.customer_id.as_str());
+                set.push(format!("{} = {}", e.name(ACTIVITY_PK), e.value(s(owed))));
             }
         }
-        self.conditional_update(pk, KEY_SK, format!("REMOVE {}", remove.join(", ")), cond.join(" AND "), e).await?;
-        Ok(())
+        let update = format!("ADD {} SET {}", add_counts(&mut e, &delta), set.join(", "));
+        let ledger = Update::builder()
+            .table_name(&self.table)
+            .key(PK, s(customer_pk(key.customer_id.as_str())))
+            .key(SK, s(meter_day_sk(&day.compact(), meter)))
+            .update_expression(update)
+            .set_expression_attribute_names(Some(e.names))
+            .set_expression_attribute_values(Some(e.values))
+            .build()
+            .map_err(|e| StoreError::Backend(e.into()))?;
+        Ok(Some([TransactWriteItem::builder().put(put).build(), TransactWriteItem::builder().update(ledger).build()]))
     }
 
     /// Adds a pending report's value to `into` (`reported` or `unbilled`) and clears it, if it
@@ -304,13 +303,55 @@ impl DynamoStore {
     }
 }
 
-/// Finished days settled in one write: with 9 attributes each, far inside DynamoDB's 4 KB
-/// expression limit.
-const SETTLE_DAYS_AT_ONCE: usize = 14;
+/// Usage-day items the rollup's read of a key takes, newest first, beside the key item: a key's
+/// live days are almost always among them (about 2 KB, one read unit).
+const RECENT_USAGE_DAYS: i32 = 15;
 
 /// The pending report's attributes on a ledger item, in `PendingReport` field order: value,
 /// to, identifier, timestamp, Stripe customer (read back by `meter_ledger_from_item`).
 const PENDING_ATTRS: [&str; 5] = ["pend_value", "pend_to", "pend_id", "pend_ts", "pend_cus"];
+
+/// The key item's part of a roll (update, condition, names and values), or None for
+/// [`KeyEdit::Keep`].
+fn key_edit(key: &KeyUsage, edit: KeyEdit<'_>) -> Option<(String, String, Expr)> {
+    let mut e = Expr::default();
+    let (finished, mut remove, cond) = match edit {
+        KeyEdit::Keep => return None,
+        // Marker and finished days together, if nothing was counted since the read.
+        KeyEdit::Settle(finished) => {
+            let cond = format!(
+                "attribute_exists({}) AND {} AND {}",
+                e.name(PK),
+                equals_or_absent(&mut e, "n_allowed", key.n_allowed),
+                equals_or_absent(&mut e, "n_denied", key.n_denied)
+            );
+            (finished, vec![e.name(ACTIVITY_PK)], cond)
+        }
+        // Each day's `ua_`/`ud_` as read (a day's `dc_` counters move only with its `ud_`, so
+        // they need no guard).
+        KeyEdit::RemoveDays(finished) => {
+            let mut cond = vec![format!("attribute_exists({})", e.name(PK))];
+            for day in finished {
+                let live = key.live.get(day).copied().unwrap_or_default();
+                let guarded =
+                    [(allowed_day_attr(&day.compact()), live.allowed), (denied_day_attr(&day.compact()), live.denied)];
+                for (attr, v) in guarded {
+                    cond.push(equals_or_absent(&mut e, &attr, (v > 0).then_some(v)));
+                }
+            }
+            (finished, vec![], cond.join(" AND "))
+        }
+    };
+    for day in finished {
+        for attr in live_day_attrs(*day) {
+            remove.push(e.name(&attr));
+        }
+    }
+    if remove.is_empty() {
+        return None;
+    }
+    Some((format!("REMOVE {}", remove.join(", ")), cond, e))
+}
 
 fn written(applied: bool) -> Written {
     if applied { Written::Applied } else { Written::Stale }
