@@ -47,6 +47,9 @@ pub enum Error {
     /// An answer that is not what the API documents.
     #[error("unexpected answer (HTTP {status}): {reason}")]
     Decode { status: u16, reason: String },
+    /// The endpoint is not an http(s) URL with a host.
+    #[error("invalid endpoint `{endpoint}`: {reason}")]
+    Endpoint { endpoint: String, reason: String },
     /// SigV4: no AWS credentials could be found, or the request could not be signed.
     #[error("AWS credentials: {reason}")]
     Credentials { reason: String },
@@ -80,6 +83,17 @@ impl Client {
     /// `endpoint`: the API's base URL, e.g. `http://127.0.0.1:3000`; with `/v1/` at its end as
     /// the stack's outputs print it (ManagementApiUrl, TokenApiUrl) is the same.
     pub fn new(endpoint: &str, auth: Auth) -> Result<Self> {
+        let invalid = |reason: &str| Error::Endpoint { endpoint: endpoint.to_owned(), reason: reason.to_owned() };
+        let uri: http::Uri = endpoint.parse().map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(invalid("it must start with http:// or https://"));
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(invalid("it has no host"));
+        }
+        if uri.query().is_some() {
+            return Err(invalid("it must not have a query string"));
+        }
         let endpoint = endpoint.trim_end_matches('/');
         let endpoint = endpoint.strip_suffix("/v1").unwrap_or(endpoint).to_owned();
         let http = HttpClient::new(Duration::from_secs(30))
@@ -520,6 +534,22 @@ mod tests {
         for (method, path) in OPERATIONS {
             let op = &spec["paths"][*path][method.to_ascii_lowercase()];
             assert!(op.is_mapping(), "{method} {path} is not in docs/openapi.yaml");
+        }
+    }
+
+    #[test]
+    fn an_endpoint_must_be_an_http_url_with_a_host() {
+        for bad in ["not a url", "127.0.0.1:3000", "ftp://example.com", "http://", "https://x.test/?a=1", ""] {
+            match Client::new(bad, Auth::None) {
+                Err(Error::Endpoint { endpoint, .. }) => assert_eq!(endpoint, bad),
+                other => panic!("{bad:?}: {:?}", other.map(|c| c.endpoint().to_owned())),
+            }
+        }
+        for (good, base) in [
+            ("http://127.0.0.1:3000", "http://127.0.0.1:3000"),
+            ("https://abc.execute-api.eu-west-1.amazonaws.com/v1/", "https://abc.execute-api.eu-west-1.amazonaws.com"),
+        ] {
+            assert_eq!(Client::new(good, Auth::None).map(|c| c.endpoint().to_owned()).ok().as_deref(), Some(base));
         }
     }
 

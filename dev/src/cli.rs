@@ -282,7 +282,7 @@ fn fail(e: &Error) -> ExitCode {
             eprintln!("error: {e}");
             exit::SERVER
         }
-        Error::Credentials { .. } => {
+        Error::Credentials { .. } | Error::Endpoint { .. } => {
             eprintln!("error: {e}");
             exit::USAGE
         }

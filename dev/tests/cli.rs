@@ -141,6 +141,10 @@ async fn the_cli_manages_plans_and_keys_and_reads_usage_and_statistics() {
         tollgate(u, Some(TOKEN), &["plans", "create", "--id", "x", "--name", "X", "--quota", "5/week"]).await;
     assert_eq!(code, 2);
     assert!(err.contains("day or month"), "{err}");
+    // So is an endpoint that is not a URL: exit 2, not "unreachable".
+    let (code, _, err) = tollgate(u, Some(TOKEN), &["--endpoint", "localhost:3000", "plans", "list"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("invalid endpoint `localhost:3000`"), "{err}");
     stack.stop().await;
 
     // Nothing listening there any more: exit 4.
