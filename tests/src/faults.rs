@@ -36,6 +36,8 @@ pub enum Fault {
     ServerError,
     /// 400 `TransactionConflictException` (not forwarded): a transaction holds the item.
     TransactionConflict,
+    /// 400 `ValidationException` (not forwarded): refused as malformed, never worth a retry.
+    Validation,
     /// Waits this long, then forwards: past the client's timeout the request may still be
     /// applied after the client gave up.
     Latency(Duration),
@@ -86,6 +88,20 @@ struct Shared {
     /// Every request forwarded: (operation, JSON body).
     seen: Mutex<Vec<(String, Bytes)>>,
     capacity: Mutex<Option<ItemCapacity>>,
+    transactions: Mutex<Option<Transactions>>,
+}
+
+/// DynamoDB's transaction isolation: an item in a TransactWriteItems in flight refuses every
+/// other write to it (another transaction is cancelled with `TransactionConflict`, a single
+/// write answered `TransactionConflictException`), neither forwarded.
+struct Transactions {
+    /// How long a transaction holds its items before it is forwarded (real transactions take
+    /// milliseconds; the emulators answer in microseconds).
+    hold: Duration,
+    /// Items held, with how many transactions in flight hold them.
+    held: HashMap<String, usize>,
+    /// Writes refused for a conflict.
+    conflicts: u64,
 }
 
 /// Per-item write capacity: writes per second per item, on `clock` (epoch seconds).
@@ -183,6 +199,17 @@ impl FaultProxy {
         &self.endpoint
     }
 
+    /// A client of the store's own build that talks through this proxy, with these timeouts.
+    pub async fn client(&self, attempt_timeout: Duration, operation_timeout: Duration) -> aws_sdk_dynamodb::Client {
+        shared::store::dynamo::build_client(shared::store::dynamo::ClientOptions {
+            endpoint: Some(self.endpoint.clone()),
+            counter: None,
+            attempt_timeout,
+            operation_timeout,
+        })
+        .await
+    }
+
     pub fn inject(&self, rule: Rule) {
         self.shared.rules.lock().unwrap().push(rule);
     }
@@ -218,6 +245,17 @@ impl FaultProxy {
     pub fn limit_item_writes(&self, per_second: u64, clock: Arc<dyn Fn() -> i64 + Send + Sync>) {
         *self.shared.capacity.lock().unwrap() =
             Some(ItemCapacity { per_second, clock, spent: HashMap::new(), writes: HashMap::new() });
+    }
+
+    /// Simulates transaction isolation from now on ([`Transactions`]): each TransactWriteItems
+    /// holds its items for `hold` before it is forwarded, and until it is answered.
+    pub fn simulate_transactions(&self, hold: Duration) {
+        *self.shared.transactions.lock().unwrap() = Some(Transactions { hold, held: HashMap::new(), conflicts: 0 });
+    }
+
+    /// Writes refused because a transaction in flight held an item they write.
+    pub fn transaction_conflicts(&self) -> u64 {
+        self.shared.transactions.lock().unwrap().as_ref().map_or(0, |t| t.conflicts)
     }
 
     /// Under [`FaultProxy::limit_item_writes`]: per item whose key (as the request's JSON, e.g.
@@ -283,6 +321,52 @@ impl Shared {
         !full
     }
 
+    /// Under [`FaultProxy::simulate_transactions`]: `Err` with the answer when a transaction in
+    /// flight holds an item the request writes; else, for a transaction, the items it now
+    /// holds (released by the guard) and how long to hold them before forwarding.
+    fn isolate(self: &Arc<Self>, op: &str, body: &[u8]) -> Result<Option<(Held, Duration)>, Box<Response>> {
+        let mut transactions = self.transactions.lock().unwrap();
+        let Some(t) = transactions.as_mut() else { return Ok(None) };
+        let items = written_items(op, body);
+        let conflicting: Vec<bool> = items.iter().map(|k| t.held.get(k).is_some_and(|n| *n > 0)).collect();
+        if conflicting.iter().any(|c| *c) {
+            t.conflicts += 1;
+            if op != "TransactWriteItems" {
+                return Err(Box::new(error(
+                    400,
+                    "com.amazonaws.dynamodb.v20120810#TransactionConflictException",
+                    "Transaction is ongoing for the item",
+                )));
+            }
+            let reasons: Vec<serde_json::Value> = conflicting
+                .iter()
+                .map(|c| match c {
+                    true => serde_json::json!({ "Code": "TransactionConflict", "Message": "Transaction is ongoing for the item" }),
+                    false => serde_json::json!({ "Code": "None" }),
+                })
+                .collect();
+            let body = serde_json::json!({
+                "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+                "Message": "Transaction cancelled, please refer cancellation reasons for specific reasons",
+                "CancellationReasons": reasons,
+            });
+            return Err(Box::new(
+                http::Response::builder()
+                    .status(400)
+                    .header("content-type", "application/x-amz-json-1.0")
+                    .body(Full::new(Bytes::from(body.to_string())))
+                    .expect("response"),
+            ));
+        }
+        if op != "TransactWriteItems" {
+            return Ok(None);
+        }
+        for k in &items {
+            *t.held.entry(k.clone()).or_default() += 1;
+        }
+        Ok(Some((Held { shared: self.clone(), items }, t.hold)))
+    }
+
     /// xorshift64*: a repeatable fraction in [0, 1).
     fn next_unit(&self) -> f64 {
         let mut x = self.rng.lock().unwrap();
@@ -290,6 +374,24 @@ impl Shared {
         *x ^= *x << 25;
         *x ^= *x >> 27;
         (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A transaction's items, held until it is answered (or its connection dropped).
+struct Held {
+    shared: Arc<Shared>,
+    items: Vec<String>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(t) = self.shared.transactions.lock().unwrap().as_mut() {
+            for k in &self.items {
+                if let Some(n) = t.held.get_mut(k) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
     }
 }
 
@@ -326,6 +428,14 @@ async fn forward(proxy: Proxy, req: http::Request<Incoming>, cut: Arc<Notify>) -
             "The level of configured provisioned throughput for the table was exceeded.",
         );
     }
+    let _held = match proxy.shared.isolate(&op, &body) {
+        Err(conflict) => return *conflict,
+        Ok(Some((held, hold))) => {
+            tokio::time::sleep(hold).await;
+            Some(held)
+        }
+        Ok(None) => None,
+    };
     let fault = proxy.shared.pick(&op);
     match fault {
         Some(Fault::ProvisionedThroughputExceeded) => {
@@ -344,6 +454,13 @@ async fn forward(proxy: Proxy, req: http::Request<Incoming>, cut: Arc<Notify>) -
         }
         Some(Fault::ServerError) => {
             return error(500, "com.amazonaws.dynamodb.v20120810#InternalServerError", "Internal server error");
+        }
+        Some(Fault::Validation) => {
+            return error(
+                400,
+                "com.amazon.coral.validate#ValidationException",
+                "One or more parameter values were invalid",
+            );
         }
         Some(Fault::TransactionConflict) => {
             return error(

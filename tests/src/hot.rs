@@ -18,7 +18,7 @@ use shared::domain::customers::CustomerId;
 use shared::domain::limits::window_end;
 use shared::domain::plans::{Period, PlanId, Quota, RateLimit};
 use shared::domain::time::UnixTime;
-use shared::store::dynamo::{ClientOptions, DynamoStore, build_client};
+use shared::store::dynamo::DynamoStore;
 use shared::store::schema::{KEY_SK, PK, SK, key_pk};
 use shared::store::{KeyStore, NewKey, PlanStore};
 use std::collections::BTreeMap;
@@ -153,15 +153,9 @@ pub async fn run(db: &TestDb, config: &HotConfig) -> HotReport {
     let proxy = FaultProxy::start(&db.endpoint, 7).await;
     let c = clock.clone();
     proxy.limit_item_writes(ITEM_WRITES_PER_S, Arc::new(move || c.load(Ordering::SeqCst)));
-    let client = build_client(ClientOptions {
-        endpoint: Some(proxy.endpoint().to_owned()),
-        counter: None,
-        // Patient: a slow server (moto, single-threaded, behind 50 containers) must not turn
-        // into timeouts, whose ambiguous retries would blur what is measured.
-        attempt_timeout: Duration::from_secs(30),
-        operation_timeout: Duration::from_secs(60),
-    })
-    .await;
+    // Patient: a slow server (moto, single-threaded, behind 50 containers) must not turn into
+    // timeouts, whose ambiguous retries would blur what is measured.
+    let client = proxy.client(Duration::from_secs(30), Duration::from_secs(60)).await;
     let store = DynamoStore::new(client, db.table.clone()).with_decision_budget(Duration::from_secs(60));
     let containers: Vec<Authorizer<DynamoStore>> =
         (0..config.containers).map(|_| Authorizer::new(store.clone(), FailMode::Closed)).collect();

@@ -4,11 +4,12 @@
 //!
 //! One run, under a lease (one run at a time; a crashed run's lease expires):
 //!
-//! 1. **Keys.** For every key marked active (docs/data-model.md, "The usage rollup"): each
-//!    day whose live counters moved since the last roll is written to the key's usage-day
-//!    item and added to the customer's meter ledger for that day, in one transaction
-//!    conditioned on the usage-day item as read; then the marker (and the live counters of
-//!    days that ended over an hour ago) is removed if nothing was counted meanwhile.
+//! 1. **Keys.** For every key marked active (docs/data-model.md, "The usage rollup"), read in
+//!    one Query: each day whose live counters moved since the last roll is written to the
+//!    key's usage-day item, conditioned on it as read, and added to the customer's meter
+//!    ledger for that day; an idle key's marker (and the live counters of days that ended over
+//!    an hour ago) is removed if nothing was counted meanwhile. One customer's keys go
+//!    together, in transactions of up to 100 items with one ledger update per day and meter.
 //! 2. **Reports.** For every ledger marked as owing: the unsettled amount is recorded on the
 //!    ledger as a pending report (identifier, value, timestamp, Stripe customer) *before* it is
 //!    sent; Stripe's accept (or its "already exists" answer to a resend) then moves `reported`
@@ -40,8 +41,8 @@ use crate::domain::time::{Day, UnixTime};
 use crate::domain::usage::{DayCount, MeterDay, PendingReport};
 use crate::store::schema::ROLLUP_LEASE_ID;
 use crate::store::{
-    CustomerStore, IdempotencyStore, KeyEdit, KeyUsage, PlanStore, ROLL_DAYS_AT_ONCE, RollupStore, SETTLE_DAYS_AT_ONCE,
-    StoreError, StoreResult, UsageStore, Written,
+    CustomerStore, IdempotencyStore, KeyEdit, KeyRoll, KeyUsage, PlanStore, ROLL_DAYS_AT_ONCE, ROLL_ITEMS_AT_ONCE,
+    Rolled, RollupStore, SETTLE_DAYS_AT_ONCE, StoreError, StoreResult, UsageStore, Written,
 };
 use crate::stripe::api::{MeterEvent, MeterEventOutcome, MeterEvents, StripeApi, StripeError};
 use futures_util::StreamExt as _;
@@ -205,28 +206,46 @@ where
         let tally = Tally::default();
         let out_of_time = AtomicBool::new(false);
 
-        // 1. Keys.
+        // 1. Keys: a chunk at a time, read (one Query each, concurrently), then written
+        // customer by customer (customers concurrently; one customer's keys together, in as few
+        // transactions as fit, so they never contend for their ledger).
         let meters = Mutex::new(
             self.store.list_plans().await?.into_iter().map(|p| (p.id, p.meter_event_name)).collect::<HashMap<_, _>>(),
         );
-        let keys = self.store.active_keys().await?;
+        let mut keys = self.store.active_keys().await?;
+        // Once each: a key twice in one transaction would be two operations on one item.
+        keys.sort_unstable();
+        keys.dedup();
         tally.add(|r| r.keys_active = keys.len() as u64);
         let stats = Mutex::new(RunStats::default());
-        stream::iter(keys)
-            .for_each_concurrent(self.options.concurrency, |key_id| {
-                let (tally, out_of_time, meters, stats) = (&tally, &out_of_time, &meters, &stats);
-                async move {
-                    if Instant::now() >= deadline {
-                        out_of_time.store(true, Ordering::Relaxed);
-                        return;
-                    }
-                    if let Err(e) = self.roll_key(&key_id, meters, now, tally, stats).await {
-                        tracing::warn!(key_id = %key_id, error = %e, "could not roll a key up; it stays marked");
-                        tally.add(|r| r.keys_deferred += 1);
-                    }
-                }
-            })
-            .await;
+        let run = KeysRun { now, deadline, tally: &tally, stats: &stats, meters: &meters, out_of_time: &out_of_time };
+        for chunk in keys.chunks(KEYS_AT_ONCE) {
+            if Instant::now() >= deadline {
+                out_of_time.store(true, Ordering::Relaxed);
+                break;
+            }
+            let read = self.read_keys(chunk, run).await;
+            // A key with no day to roll and no settle writes alone: a busy key's finished days,
+            // a plain UpdateItem (never a transaction holding its item), or nothing at all.
+            let (alone, together): (Vec<_>, Vec<_>) =
+                read.into_iter().partition(|(_, plan)| plan.days.is_empty() && !plan.settle);
+            // The futures are made first: with a closure in the stream's type, the compiler
+            // cannot prove the run's future Send for every lifetime.
+            let writes: Vec<_> = alone
+                .iter()
+                .map(|(key, plan)| {
+                    let roll = KeyRoll { key, days: &[], meter: None, edit: plan.edit() };
+                    self.send_rolls(vec![roll], run)
+                })
+                .collect();
+            stream::iter(writes).for_each_concurrent(self.options.concurrency, |write| write).await;
+            let mut by_customer: BTreeMap<CustomerId, Vec<(KeyUsage, KeyPlan)>> = BTreeMap::new();
+            for (key, plan) in together {
+                by_customer.entry(key.customer_id.clone()).or_default().push((key, plan));
+            }
+            let writes: Vec<_> = by_customer.values().map(|keys| self.roll_customer(keys, run)).collect();
+            stream::iter(writes).for_each_concurrent(self.options.concurrency, |write| write).await;
+        }
 
         // 2. Reports.
         let reporting = match &self.stripe {
@@ -254,51 +273,165 @@ where
         Ok(report)
     }
 
-    /// One key: its Query, then one write (docs/data-model.md, "The usage rollup"):
-    ///
-    /// - an idle key (no allowed request for [`BUSY_S`], no new denials): its changed days
-    ///   rolled and the key settled (marker and finished days removed, guarded by its lifetime
-    ///   totals) in one transaction;
-    /// - a busy key, which would fail that guard: its changed days rolled, the marker kept (it
-    ///   is looked at again next run, as it must be). Once a day its finished days are removed
-    ///   instead (they are rolled already; guarded by their own counters, which its traffic
-    ///   does not move), and its changes wait for the next run.
-    ///
-    /// A rollup that was down for weeks catches up [`ROLL_DAYS_AT_ONCE`] days a run.
-    async fn roll_key(
-        &self,
-        key_id: &KeyId,
-        meters: &Mutex<HashMap<PlanId, Option<String>>>,
-        now: UnixTime,
-        tally: &Tally,
-        stats: &Mutex<RunStats>,
-    ) -> StoreResult<()> {
-        let Some(key) = self.store.key_usage(key_id).await? else { return Ok(()) };
-        stats.lock().expect("stats lock").key(&key, now);
-        let meter = match &key.plan {
-            Some(plan) => self.meter_of(plan, meters).await?,
-            None => None,
+    /// Reads a chunk of active keys, one Query each, concurrently, and decides each one's
+    /// write ([`plan_key`]). A key that cannot be read stays marked for the next run.
+    async fn read_keys(&self, chunk: &[KeyId], run: KeysRun<'_>) -> Vec<(KeyUsage, KeyPlan)> {
+        let KeysRun { now, stats, .. } = run;
+        let reads: Vec<_> = chunk.iter().map(|key_id| self.read_key(key_id, run)).collect();
+        let reads = stream::iter(reads)
+            .buffer_unordered(self.options.concurrency)
+            .filter_map(std::future::ready)
+            .collect::<Vec<KeyUsage>>()
+            .await;
+        let mut stats = stats.lock().expect("stats lock");
+        reads
+            .into_iter()
+            .map(|key| {
+                stats.key(&key, now);
+                let plan = plan_key(&key, now);
+                (key, plan)
+            })
+            .collect()
+    }
+
+    async fn read_key(&self, key_id: &KeyId, run: KeysRun<'_>) -> Option<KeyUsage> {
+        if Instant::now() >= run.deadline {
+            run.out_of_time.store(true, Ordering::Relaxed);
+            return None;
+        }
+        match self.store.key_usage(key_id).await {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::warn!(key_id = %key_id, error = %e, "could not read a key's usage; it stays marked");
+                run.tally.add(|r| r.keys_deferred += 1);
+                None
+            }
+        }
+    }
+
+    /// One customer's keys, as read, together: their days and settles in transactions of at
+    /// most [`ROLL_ITEMS_AT_ONCE`] items with one ledger update per day and meter, one after
+    /// the other, so that they never contend for the customer's ledger.
+    async fn roll_customer(&self, keys: &[(KeyUsage, KeyPlan)], run: KeysRun<'_>) {
+        let KeysRun { tally, meters, .. } = run;
+        let mut key_meters = Vec::with_capacity(keys.len());
+        for (key, _) in keys {
+            let meter = match &key.plan {
+                Some(plan) => self.meter_of(plan, meters).await,
+                None => Ok(None),
+            };
+            key_meters.push(meter);
+        }
+        let mut batches: Vec<Vec<KeyRoll<'_>>> = vec![vec![]];
+        let mut size = (0, BTreeSet::new());
+        for ((key, plan), meter) in keys.iter().zip(&key_meters) {
+            let meter = match meter {
+                Ok(m) => m.as_deref(),
+                Err(e) => {
+                    tracing::warn!(key_id = %key.key_id, error = %e, "could not read the key's plan; it stays marked");
+                    tally.add(|r| r.keys_deferred += 1);
+                    continue;
+                }
+            };
+            let roll = KeyRoll { key, days: &plan.days, meter, edit: plan.edit() };
+            // Its items, and the ledgers the batch does not update yet.
+            let cost = |ledgers: &BTreeSet<_>| roll.items() + roll.ledgers().filter(|l| !ledgers.contains(l)).count();
+            if batches.last().is_some_and(|b| !b.is_empty()) && size.0 + cost(&size.1) > ROLL_ITEMS_AT_ONCE {
+                batches.push(vec![]);
+                size = (0, BTreeSet::new());
+            }
+            size.0 += cost(&size.1);
+            size.1.extend(roll.ledgers());
+            batches.last_mut().expect("a batch").push(roll);
+        }
+        for batch in batches {
+            if !batch.is_empty() {
+                self.send_rolls(batch, run).await;
+            }
+        }
+    }
+
+    /// Sends one write of `rolls` (one customer's) and counts what each came to. A write that
+    /// fails outright (not a cancellation) is tried again one key at a time, so that one bad
+    /// key does not hold its customer's others back run after run.
+    async fn send_rolls(&self, rolls: Vec<KeyRoll<'_>>, run: KeysRun<'_>) {
+        if Instant::now() >= run.deadline {
+            tracing::info!(keys = rolls.len(), "out of time; the next run rolls the rest");
+            run.tally.add(|r| r.keys_deferred += rolls.len() as u64);
+            run.out_of_time.store(true, Ordering::Relaxed);
+            return;
+        }
+        let results = match self.write_batch(&rolls, run).await {
+            Err(e) if rolls.len() > 1 => {
+                tracing::warn!(keys = rolls.len(), error = %e, "a rollup write failed; its keys go one at a time");
+                let mut each = Vec::with_capacity(rolls.len());
+                for roll in &rolls {
+                    each.push(self.write_batch(std::slice::from_ref(roll), run).await.map(|o| o[0]));
+                }
+                each
+            }
+            Err(e) => vec![Err(e)],
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
         };
-        let plan = plan_key(&key, now);
-        let written = self.roll_key_once(&key, &plan.days, meter.as_deref(), plan.edit(), now).await?;
-        match written {
-            Written::Applied => {
-                tally.add(|r| r.key_days_rolled += plan.days.len() as u64);
-                let mut stats = stats.lock().expect("stats lock");
-                for (&day, &delta) in plan.days.iter().zip(&plan.deltas) {
-                    stats.rolled(&key, day, delta);
+        for (roll, result) in rolls.iter().zip(results) {
+            match result {
+                Ok(outcome) => count_roll(roll, outcome, run),
+                Err(e) => {
+                    tracing::warn!(key_id = %roll.key.key_id, error = %e, "could not roll a key up; it stays marked");
+                    run.tally.add(|r| r.keys_deferred += 1);
                 }
             }
-            // Counted meanwhile (or read by another run): nothing was written; the marker stays
-            // and the next run rolls it.
-            Written::Stale => {}
         }
-        if written == Written::Applied && matches!(plan.edit(), KeyEdit::Settle(_)) {
-            tally.add(|r| r.keys_settled += 1);
-        } else {
-            tally.add(|r| r.keys_deferred += 1);
+    }
+
+    /// One rollup write, sent again: without the rolls whose items changed since they were
+    /// read (a key that settled finds itself counted meanwhile: again without the settle), and
+    /// after a cancellation by conflict or throttling. Safe to repeat: the usage-day items
+    /// guard it. What each roll came to.
+    async fn write_batch(&self, rolls: &[KeyRoll<'_>], run: KeysRun<'_>) -> StoreResult<Vec<RollOutcome>> {
+        let mut out = vec![RollOutcome::Written; rolls.len()];
+        let mut current: Vec<KeyRoll<'_>> = rolls.to_vec();
+        let mut index: Vec<usize> = (0..rolls.len()).collect();
+        let mut attempt = 1;
+        let mut first = true;
+        while !current.is_empty() {
+            if !std::mem::take(&mut first) && Instant::now() >= run.deadline {
+                // Not written: the next run rolls them.
+                index.iter().for_each(|&i| out[i] = RollOutcome::Stale);
+                run.out_of_time.store(true, Ordering::Relaxed);
+                break;
+            }
+            match self.store.roll_keys(&current, run.now).await {
+                Ok(Rolled::Applied) => break,
+                Ok(Rolled::Stale(failed)) if failed.is_empty() => {
+                    index.iter().for_each(|&i| out[i] = RollOutcome::Stale);
+                    break;
+                }
+                Ok(Rolled::Stale(failed)) => {
+                    let mut keep = vec![];
+                    for (j, (roll, i)) in current.iter().zip(&index).enumerate() {
+                        if !failed.contains(&j) {
+                            keep.push((*roll, *i));
+                        } else if matches!(roll.edit, KeyEdit::Settle(_)) && !roll.days.is_empty() {
+                            // Counted since the read: its days are still to roll, its marker stays.
+                            out[*i] = RollOutcome::Busy;
+                            keep.push((KeyRoll { edit: KeyEdit::Keep, ..*roll }, *i));
+                        } else {
+                            out[*i] = RollOutcome::Stale;
+                        }
+                    }
+                    (current, index) = keep.into_iter().unzip();
+                }
+                Err(StoreError::Unavailable(e)) if attempt < ROLL_ATTEMPTS => {
+                    tracing::debug!(error = %e, attempt, keys = current.len(), "rollup write cancelled; retrying");
+                    let jitter = u64::from(rand::random::<u8>() % 50);
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt) + jitter)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Adds what the run rolled to the statistics: per day, the totals by the differences, and
@@ -362,31 +495,6 @@ where
         let meter = self.store.get_plan(plan).await?.and_then(|p| p.meter_event_name);
         meters.lock().expect("meters lock").insert(plan.clone(), meter.clone());
         Ok(meter)
-    }
-
-    /// One key's write, retrying a cancelled transaction (a conflict on the shared ledger
-    /// item: keys of one customer are rolled side by side); safe to repeat, the usage-day
-    /// items guard it.
-    async fn roll_key_once(
-        &self,
-        key: &KeyUsage,
-        days: &[Day],
-        meter: Option<&str>,
-        edit: KeyEdit<'_>,
-        now: UnixTime,
-    ) -> StoreResult<Written> {
-        let mut attempt = 1;
-        loop {
-            match self.store.roll_key(key, days, meter, edit, now).await {
-                Err(StoreError::Unavailable(e)) if attempt < ROLL_ATTEMPTS => {
-                    tracing::debug!(key_id = %key.key_id, error = %e, attempt, "key roll cancelled; retrying");
-                    let jitter = u64::from(rand::random::<u8>() % 50);
-                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt) + jitter)).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
     }
 
     async fn report_owed(
@@ -554,6 +662,55 @@ where
             attempt += 1;
         }
     }
+}
+
+/// Keys read before they are written: enough that a customer's keys mostly meet in one
+/// transaction, few enough that a run holds little and the reads stay fresh.
+const KEYS_AT_ONCE: usize = 5_000;
+
+/// What the keys' part of a run shares.
+#[derive(Clone, Copy)]
+struct KeysRun<'r> {
+    now: UnixTime,
+    deadline: Instant,
+    tally: &'r Tally,
+    stats: &'r Mutex<RunStats>,
+    meters: &'r Mutex<HashMap<PlanId, Option<String>>>,
+    out_of_time: &'r AtomicBool,
+}
+
+/// Counts a key's roll in the run's report and statistics.
+fn count_roll(roll: &KeyRoll<'_>, outcome: RollOutcome, run: KeysRun<'_>) {
+    let KeysRun { tally, stats, .. } = run;
+    if outcome != RollOutcome::Stale {
+        let mut stats = stats.lock().expect("stats lock");
+        let mut rolled = 0;
+        for &day in roll.days {
+            if let Some(delta) = roll.delta(day) {
+                stats.rolled(roll.key, day, delta);
+                rolled += 1;
+            }
+        }
+        tally.add(|r| r.key_days_rolled += rolled);
+    }
+    if outcome == RollOutcome::Written && matches!(roll.edit, KeyEdit::Settle(_)) {
+        tally.add(|r| r.keys_settled += 1);
+    } else {
+        // Busy, or changed since it was read: the marker stays and the next run looks again.
+        tally.add(|r| r.keys_deferred += 1);
+    }
+}
+
+/// What a key's roll came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RollOutcome {
+    /// As planned.
+    Written,
+    /// Its days rolled, its settle left out: counted since it was read.
+    Busy,
+    /// Nothing: its usage days changed since they were read (another run), or its guard failed
+    /// with nothing to roll. The next run looks again.
+    Stale,
 }
 
 /// A key is busy while it allowed a request this recently: settling it in the same write as

@@ -472,6 +472,76 @@ pub enum KeyEdit<'a> {
     RemoveDays(&'a [Day]),
 }
 
+/// Items in one rollup transaction: DynamoDB's limit.
+pub const ROLL_ITEMS_AT_ONCE: usize = 100;
+
+/// One key's part of a rollup write.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRoll<'a> {
+    pub key: &'a KeyUsage,
+    /// Days to roll, in order, at most [`ROLL_DAYS_AT_ONCE`].
+    pub days: &'a [Day],
+    /// Where its allowed requests are billed (its plan's meter).
+    pub meter: Option<&'a str>,
+    pub edit: KeyEdit<'a>,
+}
+
+impl<'a> KeyRoll<'a> {
+    /// What `day` adds, if anything (never less than was rolled).
+    pub fn delta(&self, day: Day) -> Option<DayCount> {
+        let live = self.key.live.get(&day).copied().unwrap_or_default();
+        live.since(self.key.rolled.get(&day).copied().unwrap_or_default()).filter(|d| !d.is_zero())
+    }
+
+    /// Transaction items it takes besides the ledgers: a usage-day item per day that adds
+    /// something, and the key item when it is edited.
+    pub fn items(&self) -> usize {
+        let edited = match self.edit {
+            KeyEdit::Keep => false,
+            KeyEdit::Settle(_) => true,
+            KeyEdit::RemoveDays(days) => !days.is_empty(),
+        };
+        self.days.iter().filter(|d| self.delta(**d).is_some()).count() + usize::from(edited)
+    }
+
+    /// The ledgers (day, meter) it adds to.
+    pub fn ledgers(&self) -> impl Iterator<Item = (Day, Option<&'a str>)> + '_ {
+        self.days.iter().filter(|d| self.delta(**d).is_some()).map(|d| (*d, self.meter))
+    }
+
+    /// At most [`ROLL_DAYS_AT_ONCE`] days and [`SETTLE_DAYS_AT_ONCE`] finished days, each once
+    /// and in order (a day twice would be two operations on one item, which DynamoDB refuses).
+    pub fn check(&self) -> StoreResult<()> {
+        let finished = match self.edit {
+            KeyEdit::Keep => &[][..],
+            KeyEdit::Settle(f) | KeyEdit::RemoveDays(f) => f,
+        };
+        let ascending = |d: &[Day]| d.windows(2).all(|w| w[0] < w[1]);
+        if self.days.len() > ROLL_DAYS_AT_ONCE
+            || finished.len() > SETTLE_DAYS_AT_ONCE
+            || !ascending(self.days)
+            || !ascending(finished)
+        {
+            return Err(StoreError::Backend(
+                format!(
+                    "a key roll takes at most {ROLL_DAYS_AT_ONCE} days and {SETTLE_DAYS_AT_ONCE} finished days, each once, in order"
+                )
+                .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How a rollup write went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rolled {
+    Applied,
+    /// Nothing was written: these rolls (by index) found their items changed since they were
+    /// read; the others can be sent again without them.
+    Stale(Vec<usize>),
+}
+
 /// The usage rollup's storage (docs/data-model.md, "The usage rollup").
 pub trait RollupStore: Send + Sync {
     /// Keys marked active (a counted request since they were last settled).
@@ -479,12 +549,14 @@ pub trait RollupStore: Send + Sync {
     /// The key's live counters and what has been rolled of each of their days (its most recent
     /// usage-day items, in one Query; one more only for a live day older than those).
     fn key_usage(&self, key_id: &KeyId) -> impl Future<Output = StoreResult<Option<KeyUsage>>> + Send;
-    /// One request for the key: rolls `days` (each day's usage-day item, if it still holds
-    /// `rolled`, and the customer's meter ledger for the day, by the difference) and edits the
-    /// key item as `edit` says, all in one transaction; with no days, the key item's edit alone
-    /// (one conditional UpdateItem, or nothing). `Stale` (nothing written) when anything it is
-    /// conditioned on changed since `key` was read. At most [`ROLL_DAYS_AT_ONCE`] days and
-    /// [`SETTLE_DAYS_AT_ONCE`] finished days.
+    /// One request for keys of one customer: rolls each key's `days` (its usage-day items, if
+    /// they still hold what was read) and edits each key item as its roll says, with one ADD per
+    /// ledger (day and meter) of the differences, all in one transaction; one key with nothing
+    /// to roll is its item's edit alone (one conditional UpdateItem, or nothing). If anything it
+    /// is conditioned on changed since the keys were read, nothing is written and `Stale` names
+    /// the rolls that changed. At most [`ROLL_ITEMS_AT_ONCE`] items (see [`KeyRoll::items`]).
+    fn roll_keys(&self, rolls: &[KeyRoll<'_>], now: UnixTime) -> impl Future<Output = StoreResult<Rolled>> + Send;
+    /// [`RollupStore::roll_keys`] for one key.
     fn roll_key(
         &self,
         key: &KeyUsage,
@@ -492,7 +564,14 @@ pub trait RollupStore: Send + Sync {
         meter: Option<&str>,
         edit: KeyEdit<'_>,
         now: UnixTime,
-    ) -> impl Future<Output = StoreResult<Written>> + Send;
+    ) -> impl Future<Output = StoreResult<Written>> + Send {
+        async move {
+            Ok(match self.roll_keys(&[KeyRoll { key, days, meter, edit }], now).await? {
+                Rolled::Applied => Written::Applied,
+                Rolled::Stale(_) => Written::Stale,
+            })
+        }
+    }
     /// Meter ledgers marked as owing a report.
     fn owed_meters(&self) -> impl Future<Output = StoreResult<Vec<MeterDay>>> + Send;
     fn meter_ledger(&self, meter: &MeterDay) -> impl Future<Output = StoreResult<Option<MeterLedger>>> + Send;

@@ -151,16 +151,16 @@ async fn a_run_reports_each_customers_increase_once_and_a_rerun_sends_nothing() 
     assert_eq!(acme["identifier"], identifier(NAMESPACE, &acme_day, METER, 0, 12));
     assert!(f.stripe.requests().iter().all(|r| r.authorization.as_deref() == Some(&format!("Bearer {API_KEY}"))));
 
-    // No new usage and idle a minute: each key is settled (its Query and one UpdateItem);
-    // Stripe hears nothing.
+    // No new usage and idle a minute: each key is settled, one write per customer (acme's two
+    // keys in one transaction, beta's one key an UpdateItem); Stripe hears nothing.
     let before = f.meter_requests();
     f.db.requests.reset();
     let rerun = f.run(NOW.plus(60)).await;
     assert_eq!((rerun.keys_active, rerun.keys_settled, rerun.key_days_rolled), (3, 3, 0));
     assert_eq!((rerun.meters_owed, rerun.events_accepted), (0, 0));
     assert_eq!(f.meter_requests(), before);
-    assert_eq!(f.db.requests.get("TransactWriteItems"), 0);
-    assert_eq!(f.db.requests.get("UpdateItem"), 3, "{:?}", f.db.requests.snapshot());
+    let writes = (f.db.requests.get("TransactWriteItems"), f.db.requests.get("UpdateItem"));
+    assert_eq!(writes, (1, 1), "{:?}", f.db.requests.snapshot());
     // Then no key is touched at all.
     f.db.requests.reset();
     let quiet = f.run(NOW.plus(90)).await;
@@ -505,7 +505,7 @@ async fn a_pending_report_too_old_for_stripe_is_written_off_and_the_customer_goe
 }
 
 /// 10,000 keys of 100 customers, one or two requests each: one run rolls and reports them
-/// all, and its DynamoDB requests stay within 3 per key plus 4 per customer.
+/// all, and its DynamoDB requests stay within one per key (its read) plus a few per customer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_active_keys_in_one_run() {
     const CUSTOMERS: usize = 100;
@@ -545,12 +545,14 @@ async fn ten_thousand_active_keys_in_one_run() {
     assert_eq!((report.keys_active, report.keys_settled), (10_000, 10_000));
     assert_eq!(report.events_accepted, CUSTOMERS as u64);
     assert_eq!(f.billed(), expected);
-    // Per key: its Query, and one transaction rolling its day and settling it. Per customer:
-    // the report's four, and the statistics' read of its day total. Per run: the work lists,
-    // the plans, the lease, and the statistics' Query, day write and near-quota put. (A
-    // transaction cancelled by a conflict on the customer's ledger is sent again: counted.)
-    let per_key = 2 * 10_000;
-    assert!(requests <= per_key + 5 * CUSTOMERS as u64 + 64 + 3, "{requests} requests");
+    // Per key: its Query. Per customer: its keys rolled and settled in transactions of up to
+    // 49 keys (two items each, and the ledger), at most 5,000 keys read at a time (so a
+    // customer's 100 keys meet in at most 2 chunks: at most 4 transactions), the report's four,
+    // and the statistics' read of its day total. Per run: the work lists, the plans, the lease,
+    // and the statistics' Query, day write and near-quota put.
+    let transactions = f.db.requests.get("TransactWriteItems");
+    assert!(transactions <= 4 * CUSTOMERS as u64, "{transactions} transactions");
+    assert!(requests <= 10_000 + (4 + 5) * CUSTOMERS as u64 + 64 + 3, "{requests} requests");
     assert!(f.store().active_keys().await.unwrap().is_empty());
 }
 
@@ -616,12 +618,96 @@ async fn busy_keys_cost_two_requests_a_run_through_midnight_and_settle_when_quie
     assert!(f.store().active_keys().await.unwrap().is_empty());
 }
 
+/// Under DynamoDB's transaction isolation (the fault proxy holding each transaction's items a
+/// few milliseconds, refusing any other write to them meanwhile), a run over many customers'
+/// keys, 16 customers at a time, never contends with itself: one customer's keys are written
+/// together, in turn, and no two customers' writes share an item. The simulator does catch
+/// contention: two writes of one customer's keys side by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_never_contends_with_itself_for_an_item() {
+    use shared::store::KeyEdit;
+    use tollgate_tests::faults::FaultProxy;
+    const CUSTOMERS: usize = 20;
+    const KEYS_PER_CUSTOMER: usize = 30;
+    let f = Fixture::new().await;
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for c in 0..CUSTOMERS {
+        let customer = format!("c{c:02}");
+        f.stripe_customer(&customer).await;
+        for k in 0..KEYS_PER_CUSTOMER {
+            let key = f.key(&customer).await;
+            f.requests(&key, 1 + (k % 2) as u64, NOW).await;
+            *expected.entry(format!("cus_{customer}")).or_default() += 1 + (k % 2) as u64;
+        }
+    }
+    let proxy = FaultProxy::start(&f.db.endpoint, 3).await;
+    let client = proxy.client(Duration::from_secs(5), Duration::from_secs(20)).await;
+    let store = DynamoStore::new(client, f.db.table.clone());
+
+    // The simulator: two keys of one customer rolled side by side contend for its ledger;
+    // the one cancelled is sent again, and both apply.
+    f.stripe_customer("zeta").await;
+    let (z1, z2) = (f.key("zeta").await, f.key("zeta").await);
+    f.requests(&z1, 1, NOW).await;
+    f.requests(&z2, 1, NOW).await;
+    proxy.simulate_transactions(Duration::from_millis(50));
+    let (r1, r2) = (store.key_usage(&z1.0).await.unwrap().unwrap(), store.key_usage(&z2.0).await.unwrap().unwrap());
+    let today = [NOW.day()];
+    // Sent again while cancelled by contention, as the rollup does.
+    let roll = |r| {
+        let store = store.clone();
+        async move {
+            loop {
+                match store.roll_key(r, &today, Some(METER), KeyEdit::Keep, NOW).await {
+                    Err(shared::store::StoreError::Unavailable(_)) => continue,
+                    other => return other.unwrap(),
+                }
+            }
+        }
+    };
+    let (a, b) = futures::join!(roll(&r1), roll(&r2));
+    assert_eq!((a, b), (shared::store::Written::Applied, shared::store::Written::Applied));
+    assert!(proxy.transaction_conflicts() >= 1, "the simulator must catch contention");
+    *expected.entry("cus_zeta".into()).or_default() += 2;
+
+    proxy.simulate_transactions(Duration::from_millis(5));
+    let stripe = StripeApi::new(&f.stripe.base, API_KEY.to_owned().into(), Duration::from_millis(300)).unwrap();
+    let options = RollupOptions { concurrency: 16, ..fast() };
+    let report = Rollup::new(store, Some(stripe), options).run(NOW.plus(120)).await.unwrap();
+    assert_eq!(proxy.transaction_conflicts(), 0, "{report:?}");
+    assert_eq!(report.keys_settled, (CUSTOMERS * KEYS_PER_CUSTOMER + 2) as u64, "{report:?}");
+    assert_eq!(f.billed(), expected);
+}
+
+/// A customer's write that storage refuses outright (not a cancellation) is tried again one key
+/// at a time, so one bad key cannot hold the customer's others back run after run.
+#[tokio::test]
+async fn a_customers_write_refused_outright_goes_again_key_by_key() {
+    use tollgate_tests::faults::{Fault as DbFault, FaultProxy, Rule};
+    let f = Fixture::new().await;
+    f.stripe_customer("acme").await;
+    for n in 1..=3 {
+        let key = f.key("acme").await;
+        f.requests(&key, n, NOW).await;
+    }
+    let proxy = FaultProxy::start(&f.db.endpoint, 9).await;
+    let client = proxy.client(Duration::from_secs(5), Duration::from_secs(20)).await;
+    let stripe = StripeApi::new(&f.stripe.base, API_KEY.to_owned().into(), Duration::from_millis(300)).unwrap();
+    let rollup = Rollup::new(DynamoStore::new(client, f.db.table.clone()), Some(stripe), fast());
+    proxy.inject(Rule::on("TransactWriteItems", DbFault::Validation).times(1));
+    let report = rollup.run(NOW.plus(120)).await.unwrap();
+    assert_eq!(proxy.injected_count(DbFault::Validation), 1);
+    assert_eq!((report.keys_settled, report.key_days_rolled, report.keys_deferred), (3, 3, 0), "{report:?}");
+    let transactions = proxy.seen().iter().filter(|(op, _)| op == "TransactWriteItems").count();
+    assert_eq!(transactions, 3, "one key at a time after the refusal");
+    assert_eq!(f.billed(), billed(&[("acme", 6)]));
+}
+
 /// Storage failing under the rollup in every way (500s, throttling, writes applied whose
 /// answers were lost): runs fail or skip, and later runs resume, until Stripe has been told
 /// exactly the allowed count per customer, each identifier once.
 #[tokio::test]
 async fn storage_faults_mid_run_are_resumed_and_bill_exactly_once() {
-    use shared::store::dynamo::{ClientOptions, build_client};
     use tollgate_tests::faults::{Fault, FaultProxy, Rule};
     let f = Fixture::new().await;
     let customers = ["acme", "beta", "core", "dyna"];
@@ -633,13 +719,7 @@ async fn storage_faults_mid_run_are_resumed_and_bill_exactly_once() {
         }
     }
     let proxy = FaultProxy::start(&f.db.endpoint, 5).await;
-    let client = build_client(ClientOptions {
-        endpoint: Some(proxy.endpoint().to_owned()),
-        counter: None,
-        attempt_timeout: Duration::from_secs(1),
-        operation_timeout: Duration::from_secs(3),
-    })
-    .await;
+    let client = proxy.client(Duration::from_secs(1), Duration::from_secs(3)).await;
     let store = DynamoStore::new(client, f.db.table.clone());
     let stripe = StripeApi::new(&f.stripe.base, API_KEY.to_owned().into(), Duration::from_millis(300)).unwrap();
     let rollup = Rollup::new(store, Some(stripe), fast());

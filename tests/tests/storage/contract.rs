@@ -9,8 +9,9 @@ use shared::domain::plans::{Period, Plan, PlanId, Quota, RateLimit};
 use shared::domain::time::{Day, UnixTime};
 use shared::domain::usage::{DayCount, MeterDay, PendingReport, UsageDay};
 use shared::store::{
-    AuthorizeStore, BillingStore, CustomerStore, IdempotencyStore, KeyEdit, KeyFilter, KeyPatch, KeyStore, NewKey,
-    PlanStore, ROLL_DAYS_AT_ONCE, Reservation, RollupStore, SETTLE_DAYS_AT_ONCE, StoreError, UsageStore, Written,
+    AuthorizeStore, BillingStore, CustomerStore, IdempotencyStore, KeyEdit, KeyFilter, KeyPatch, KeyRoll, KeyStore,
+    NewKey, PlanStore, ROLL_DAYS_AT_ONCE, Reservation, Rolled, RollupStore, SETTLE_DAYS_AT_ONCE, StoreError,
+    UsageStore, Written,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -867,6 +868,48 @@ async fn a_keys_usage_is_read_in_one_query_after_weeks_of_rest() {
     assert_eq!(later.live.keys().copied().collect::<Vec<_>>(), vec![days[19], NOW.day()]);
     assert_eq!(later.rolled.get(&days[19]), Some(&DayCount::new(1, 0)), "the rested day's roll is read");
     assert_eq!(later.live[&days[19]], DayCount::new(1, 0), "so nothing of it is rolled again");
+}
+
+/// Keys of one customer are rolled in one transaction, with one ledger update per day and
+/// meter by the sum of their differences; a key counted since the read fails only its own
+/// guard, which the answer names, and the others go again without it.
+#[tokio::test]
+async fn a_customers_keys_roll_together_and_a_changed_one_is_named() {
+    let db = fresh_db().await;
+    let mut keys = vec![];
+    for _ in 0..3 {
+        let (id, key) = key_with_plan(&db, "acme", plan("pro", None, None)).await;
+        for _ in 0..2 {
+            decide(&db, &id, &key, NOW).await.unwrap();
+        }
+        keys.push((id, key));
+    }
+    let (other, _) = key_with_plan(&db, "beta", plan("pro", None, None)).await;
+    let mut read = vec![];
+    for (id, _) in &keys {
+        read.push(db.store.key_usage(id).await.unwrap().unwrap());
+    }
+    let today = [NOW.day()];
+    let roll = |k| KeyRoll { key: k, days: &today, meter: Some("api_requests"), edit: KeyEdit::Settle(&[]) };
+    let rolls: Vec<KeyRoll<'_>> = read.iter().map(roll).collect();
+    // Keys of two customers never share a write.
+    let beta = db.store.key_usage(&other).await.unwrap();
+    assert!(beta.is_none() || db.store.roll_keys(&[rolls[0], roll(beta.as_ref().unwrap())], NOW).await.is_err());
+    // The second key is used after the read: its settle guard fails, named; nothing written.
+    decide(&db, &keys[1].0, &keys[1].1, NOW.plus(1)).await.unwrap();
+    db.requests.reset();
+    assert_eq!(db.store.roll_keys(&rolls, NOW).await.unwrap(), Rolled::Stale(vec![1]));
+    let meter = MeterDay { customer_id: cid("acme"), day: NOW.day(), meter: Some("api_requests".into()) };
+    assert!(db.store.meter_ledger(&meter).await.unwrap().is_none(), "nothing written");
+    // Again without the settle of the changed key: one transaction, one ledger update of 6.
+    let again = [rolls[0], KeyRoll { edit: KeyEdit::Keep, ..rolls[1] }, rolls[2]];
+    assert_eq!(again.iter().map(KeyRoll::items).sum::<usize>(), 5);
+    assert_eq!(db.store.roll_keys(&again, NOW).await.unwrap(), Rolled::Applied);
+    assert_eq!(db.requests.get("TransactWriteItems"), 2);
+    assert_eq!(db.store.meter_ledger(&meter).await.unwrap().unwrap().usage, DayCount::new(6, 0));
+    assert_eq!(db.store.active_keys().await.unwrap(), vec![keys[1].0.clone()], "two settled, one kept");
+    // The same read again: every usage-day guard fails.
+    assert_eq!(db.store.roll_keys(&again, NOW).await.unwrap(), Rolled::Stale(vec![0, 1, 2]));
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use shared::config::FailMode;
 use shared::domain::api_key::{ApiKey, KeyEnv, KeyId};
 use shared::domain::customers::CustomerId;
 use shared::domain::decision::Decision;
-use shared::store::dynamo::{ClientOptions, DynamoStore, build_client};
+use shared::store::dynamo::DynamoStore;
 use shared::store::schema::{KEY_SK, key_pk};
 use shared::store::{KeyStore, NewKey, PlanStore};
 use std::time::{Duration, Instant};
@@ -43,13 +43,7 @@ async fn setup(limit: u64, seed: u64) -> Setup {
 impl Setup {
     /// A store on the test table through the proxy, with Lambda's kind of timeouts.
     async fn store(&self) -> DynamoStore {
-        let client = build_client(ClientOptions {
-            endpoint: Some(self.proxy.endpoint().to_owned()),
-            counter: None,
-            attempt_timeout: ATTEMPT,
-            operation_timeout: ATTEMPT * 3,
-        })
-        .await;
+        let client = self.proxy.client(ATTEMPT, ATTEMPT * 3).await;
         // The budget keeps Lambda's ratio to the attempt timeout (0.9 s to 0.4 s): a slow
         // attempt leaves time for one more.
         DynamoStore::new(client, self.db.table.clone()).with_decision_budget(ATTEMPT * 9 / 4)

@@ -140,7 +140,7 @@ async fn writes_refused_by_a_transaction_holding_the_key_keep_what_they_carried(
     use shared::config::FailMode;
     use shared::domain::api_key::{ApiKey, KeyEnv};
     use shared::store::PlanStore;
-    use shared::store::dynamo::{ClientOptions, DynamoStore, build_client};
+    use shared::store::dynamo::DynamoStore;
     use std::time::Duration;
     use tollgate_tests::faults::{Fault, FaultProxy, Rule};
 
@@ -151,13 +151,7 @@ async fn writes_refused_by_a_transaction_holding_the_key_keep_what_they_carried(
     let key = ApiKey::generate(KeyEnv::Live).unwrap();
     let id = tollgate_tests::hot::make_key(&db, &key, "acme", &plan.id, t).await;
     let proxy = FaultProxy::start(&db.endpoint, 11).await;
-    let client = build_client(ClientOptions {
-        endpoint: Some(proxy.endpoint().to_owned()),
-        counter: None,
-        attempt_timeout: Duration::from_secs(5),
-        operation_timeout: Duration::from_secs(10),
-    })
-    .await;
+    let client = proxy.client(Duration::from_secs(5), Duration::from_secs(10)).await;
     let a = Authorizer::new(DynamoStore::new(client, db.table.clone()), FailMode::Closed);
     let decide = |at| a.decide(Some(key.expose_secret()), tollgate_tests::ANY_ROUTE, at);
     for _ in 0..100 {

@@ -16,7 +16,7 @@ use crate::domain::stats::{NearQuota, TopCustomer, TopKey};
 use crate::domain::time::{Day, UnixTime};
 use crate::domain::usage::{DayCount, HISTORY_DAYS, MeterDay, MeterLedger, PendingReport};
 use crate::store::schema::*;
-use crate::store::{KeyEdit, KeyUsage, QuotaUse, ROLL_DAYS_AT_ONCE, RollupStore, SETTLE_DAYS_AT_ONCE, Written};
+use crate::store::{KeyEdit, KeyRoll, KeyUsage, QuotaUse, ROLL_ITEMS_AT_ONCE, Rolled, RollupStore, Written};
 use crate::store::{StoreError, StoreResult};
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 use std::collections::{BTreeMap, HashMap};
@@ -77,51 +77,64 @@ impl RollupStore for DynamoStore {
         }))
     }
 
-    async fn roll_key(
-        &self,
-        key: &KeyUsage,
-        days: &[Day],
-        meter: Option<&str>,
-        edit: KeyEdit<'_>,
-        now: UnixTime,
-    ) -> StoreResult<Written> {
-        let finished = match edit {
-            KeyEdit::Keep => &[][..],
-            KeyEdit::Settle(f) | KeyEdit::RemoveDays(f) => f,
-        };
-        // A day twice would be two operations on one item, which DynamoDB refuses.
-        let ascending = |d: &[Day]| d.windows(2).all(|w| w[0] < w[1]);
-        if days.len() > ROLL_DAYS_AT_ONCE
-            || finished.len() > SETTLE_DAYS_AT_ONCE
-            || !ascending(days)
-            || !ascending(finished)
-        {
-            return Err(StoreError::Backend(
-                format!(
-                    "a key roll takes at most {ROLL_DAYS_AT_ONCE} days and {SETTLE_DAYS_AT_ONCE} finished days, each once, in order"
-                )
-                .into(),
-            ));
+    async fn roll_keys(&self, rolls: &[KeyRoll<'_>], now: UnixTime) -> StoreResult<Rolled> {
+        let Some(first) = rolls.first() else { return Ok(Rolled::Applied) };
+        let customer = &first.key.customer_id;
+        if rolls.iter().any(|r| &r.key.customer_id != customer) {
+            return Err(StoreError::Backend("a rollup write holds the keys of one customer".into()));
         }
-        let pk = key_pk(key.key_id.as_str());
-        let key_item = key_edit(key, edit);
+        for r in rolls {
+            r.check()?;
+        }
+        let mut ids: Vec<&KeyId> = rolls.iter().map(|r| &r.key.key_id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err(StoreError::Backend("a rollup write holds each key once".into()));
+        }
+        // One key with nothing to roll: its item's edit alone, a plain conditional UpdateItem
+        // (never a transaction, which would hold a busy key's item).
+        if let [one] = rolls
+            && one.days.iter().all(|d| one.delta(*d).is_none())
+        {
+            let Some((update, cond, e)) = key_edit(one.key, one.edit) else { return Ok(Rolled::Applied) };
+            let pk = key_pk(one.key.key_id.as_str());
+            let applied = self.conditional_update(&pk, KEY_SK, update, cond, e).await?;
+            return Ok(if applied { Rolled::Applied } else { Rolled::Stale(vec![0]) });
+        }
+        // Each transaction item's roll (None: a ledger, which has no condition).
+        let mut owner: Vec<Option<usize>> = vec![];
         let mut items = vec![];
-        for &day in days {
-            items.extend(self.roll_day_items(key, day, meter, now)?.into_iter().flatten());
+        let mut ledgers: BTreeMap<(Day, Option<&str>), DayCount> = BTreeMap::new();
+        for (i, r) in rolls.iter().enumerate() {
+            for &day in r.days {
+                let Some(delta) = r.delta(day) else { continue };
+                items.push(self.usage_day_put(r.key, day)?);
+                owner.push(Some(i));
+                ledgers.entry((day, r.meter)).or_default().add(delta);
+            }
+            if let Some((update, cond, e)) = key_edit(r.key, r.edit) {
+                items.push(self.tx_update(key_pk(r.key.key_id.as_str()), KEY_SK, update, cond, e)?);
+                owner.push(Some(i));
+            }
+        }
+        for ((day, meter), delta) in &ledgers {
+            items.push(self.ledger_update(customer, *day, *meter, delta, now)?);
+            owner.push(None);
+        }
+        if items.len() > ROLL_ITEMS_AT_ONCE {
+            return Err(StoreError::Backend(format!("a rollup write takes at most {ROLL_ITEMS_AT_ONCE} items").into()));
         }
         if items.is_empty() {
-            // Nothing to roll: the key item's edit alone, a plain conditional UpdateItem.
-            return Ok(match key_item {
-                None => Written::Applied,
-                Some((update, cond, e)) => written(self.conditional_update(&pk, KEY_SK, update, cond, e).await?),
-            });
-        }
-        if let Some((update, cond, e)) = key_item {
-            items.push(self.tx_update(pk, KEY_SK, update, cond, e)?);
+            return Ok(Rolled::Applied);
         }
         match self.transact(items).await {
-            Ok(()) => Ok(Written::Applied),
-            Err(TxError::ConditionFailed(_)) => Ok(Written::Stale),
+            Ok(()) => Ok(Rolled::Applied),
+            Err(TxError::ConditionFailed(failed)) => {
+                let mut stale: Vec<usize> =
+                    failed.iter().zip(&owner).filter(|(f, _)| **f).filter_map(|(_, o)| *o).collect();
+                stale.dedup();
+                Ok(Rolled::Stale(stale))
+            }
             Err(TxError::Store(e)) => Err(e),
         }
     }
@@ -208,24 +221,12 @@ impl RollupStore for DynamoStore {
 }
 
 impl DynamoStore {
-    /// One key-day's roll as two transaction items: the usage-day item, written if it still
-    /// holds what was read (it is the key-day's watermark), and the customer's ledger for the
-    /// day and meter, by the difference (billable allowed requests mark it as owing a report).
-    /// None when the day holds nothing new, or less than was rolled (never rolled backwards).
-    fn roll_day_items(
-        &self,
-        key: &KeyUsage,
-        day: Day,
-        meter: Option<&str>,
-        now: UnixTime,
-    ) -> StoreResult<Option<[TransactWriteItem; 2]>> {
+    /// A key-day's usage-day item with the day's live totals, written if it still holds what
+    /// was read: it is the key-day's watermark, so a difference is never added twice.
+    fn usage_day_put(&self, key: &KeyUsage, day: Day) -> StoreResult<TransactWriteItem> {
         let live = key.live.get(&day).copied().unwrap_or_default();
-        let rolled = key.rolled.get(&day).copied();
-        let Some(delta) = live.since(rolled.unwrap_or_default()).filter(|d| !d.is_zero()) else { return Ok(None) };
-        let expires = n(day.next().start().plus((HISTORY_DAYS + 1) * 86_400).secs());
-
         let mut e = Expr::default();
-        let cond = match rolled {
+        let cond = match key.rolled.get(&day) {
             None => format!("attribute_not_exists({})", e.name(PK)),
             Some(r) => format!(
                 "{} = {} AND {} = {}",
@@ -241,7 +242,7 @@ impl DynamoStore {
             ("day".to_owned(), s(day.iso())),
             ("allowed".to_owned(), n(live.allowed)),
             ("denied".to_owned(), n(live.denied)),
-            (TTL.to_owned(), expires.clone()),
+            (TTL.to_owned(), history_expiry(day)),
         ]);
         for (code, count) in live.denials_by_code() {
             item.insert(denied_code_attr(code), n(count));
@@ -254,31 +255,42 @@ impl DynamoStore {
             .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
             .build()
             .map_err(|e| StoreError::Backend(e.into()))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
 
+    /// The customer's ledger for the day and meter, by the differences of the keys rolled;
+    /// billable allowed requests mark it as owing a report.
+    fn ledger_update(
+        &self,
+        customer: &CustomerId,
+        day: Day,
+        meter: Option<&str>,
+        delta: &DayCount,
+        now: UnixTime,
+    ) -> StoreResult<TransactWriteItem> {
         let mut e = Expr::default();
         let mut set = vec![
             format!("{} = {}", e.name("day"), e.value(s(day.iso()))),
-            format!("{} = {}", e.name(TTL), e.value(expires)),
+            format!("{} = {}", e.name(TTL), e.value(history_expiry(day))),
             format!("{} = {}", e.name("updated_at"), e.value(n(now.secs()))),
         ];
         if let Some(meter) = meter {
             set.push(format!("{} = {}", e.name("meter"), e.value(s(meter))));
             if delta.allowed > 0 {
-                let owed = owed_shard(key.customer_id.as_str());
-                set.push(format!("{} = {}", e.name(ACTIVITY_PK), e.value(s(owed))));
+                set.push(format!("{} = {}", e.name(ACTIVITY_PK), e.value(s(owed_shard(customer.as_str())))));
             }
         }
-        let update = format!("ADD {} SET {}", add_counts(&mut e, &delta), set.join(", "));
+        let update = format!("ADD {} SET {}", add_counts(&mut e, delta), set.join(", "));
         let ledger = Update::builder()
             .table_name(&self.table)
-            .key(PK, s(customer_pk(key.customer_id.as_str())))
+            .key(PK, s(customer_pk(customer.as_str())))
             .key(SK, s(meter_day_sk(&day.compact(), meter)))
             .update_expression(update)
             .set_expression_attribute_names(Some(e.names))
             .set_expression_attribute_values(Some(e.values))
             .build()
             .map_err(|e| StoreError::Backend(e.into()))?;
-        Ok(Some([TransactWriteItem::builder().put(put).build(), TransactWriteItem::builder().update(ledger).build()]))
+        Ok(TransactWriteItem::builder().update(ledger).build())
     }
 
     /// Adds a pending report's value to `into` (`reported` or `unbilled`) and clears it, if it
@@ -351,6 +363,11 @@ fn key_edit(key: &KeyUsage, edit: KeyEdit<'_>) -> Option<(String, String, Expr)>
         return None;
     }
     Some((format!("REMOVE {}", remove.join(", ")), cond, e))
+}
+
+/// When a day's usage-day item and ledger expire: the history's length after the day.
+fn history_expiry(day: Day) -> aws_sdk_dynamodb::types::AttributeValue {
+    n(day.next().start().plus((HISTORY_DAYS + 1) * 86_400).secs())
 }
 
 fn written(applied: bool) -> Written {
