@@ -59,8 +59,8 @@ pub const FINISHED_AFTER_S: i64 = 3_600;
 // A hot key's late count is moved to the day it is written on before this removal can lose it.
 const _: () = assert!(crate::domain::lease::LATE_AFTER_S < FINISHED_AFTER_S);
 
-/// Attempts of one key-day transaction that was cancelled by a conflict (keys of one customer
-/// rolled at once update the same ledger item); safe to repeat, the usage-day item guards it.
+/// Attempts of one rollup write that met an outage (5xx, timeout, throttling, a conflict with a
+/// management write); safe to repeat, the usage-day items guard it.
 const ROLL_ATTEMPTS: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
@@ -717,7 +717,7 @@ enum RollOutcome {
 /// its roll would most likely fail the settle's guard (its lifetime totals) and so the roll.
 pub const BUSY_S: i64 = 60;
 
-/// What one run writes for a key (see `Rollup::roll_key`).
+/// What one run writes for a key (see [`plan_key`] and `Rollup::roll_customer`).
 #[derive(Debug, PartialEq, Eq)]
 struct KeyPlan {
     /// Days to roll, oldest first, with what each adds.
