@@ -703,6 +703,101 @@ async fn a_customers_write_refused_outright_goes_again_key_by_key() {
     assert_eq!(f.billed(), billed(&[("acme", 6)]));
 }
 
+/// Every order, seeded: containers deciding keys (single requests, and bursts that make them hot
+/// and spend blocks from memory), keys disabled and enabled (denials), containers settling
+/// their blocks, and rollup runs (some side by side with a burst), at random times across
+/// midnight and the hour after. However the writes interleave, each customer is billed in
+/// Stripe exactly what was allowed, each key's history adds up to its allowed requests, and
+/// once quiet every key is settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn billing_is_exact_in_every_seeded_order_of_decisions_blocks_and_runs() {
+    use shared::app::authorize::Authorizer;
+    use shared::config::FailMode;
+    use shared::domain::key_records::KeyStatus;
+    use shared::store::{KeyPatch, UsageStore};
+    for seed in [3_u64, 17, 2026] {
+        let mut rng = seed;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let f = Fixture::new().await;
+        let mut keys = vec![];
+        for c in ["acme", "beta", "core"] {
+            f.stripe_customer(c).await;
+            for _ in 0..3 {
+                keys.push((c, f.key(c).await));
+            }
+        }
+        let containers: Vec<_> = (0..3).map(|_| Authorizer::new(f.store().clone(), FailMode::Closed)).collect();
+        let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+        let mut per_key = vec![0_u64; keys.len()];
+        let mut disabled = vec![false; keys.len()];
+        let mut t = NOW.day().next().start().plus(-2 * 3_600);
+        let (mut runs, mut hot_bursts) = (0, 0);
+        for _ in 0..120 {
+            t = t.plus(next(240) as i64);
+            let k = next(keys.len() as u64) as usize;
+            let a = &containers[next(3) as usize];
+            let burst = |n: u64| {
+                let secret = keys[k].1.1.expose_secret().to_owned();
+                async move {
+                    let mut allowed = 0;
+                    for _ in 0..n {
+                        allowed += u64::from(a.decide(Some(&secret), tollgate_tests::ANY_ROUTE, t).await.is_allowed());
+                    }
+                    allowed
+                }
+            };
+            let allowed = match next(10) {
+                0..=5 => {
+                    let n = 1 + next(40);
+                    hot_bursts += u64::from(n >= 10);
+                    burst(n).await
+                }
+                6 | 7 => {
+                    runs += 1;
+                    let rollup = f.rollup(fast());
+                    let (allowed, report) = futures::join!(burst(1 + next(20)), rollup.run(t));
+                    report.unwrap();
+                    allowed
+                }
+                8 => {
+                    a.settle_leases(t, false).await;
+                    0
+                }
+                _ => {
+                    disabled[k] = !disabled[k];
+                    let status = if disabled[k] { KeyStatus::Disabled } else { KeyStatus::Active };
+                    let patch = KeyPatch { status: Some(status), ..Default::default() };
+                    f.store().update_key(&keys[k].1.0, patch, t).await.unwrap();
+                    0
+                }
+            };
+            per_key[k] += allowed;
+            *expected.entry(format!("cus_{}", keys[k].0)).or_default() += allowed;
+        }
+        // Quiet: the containers stop (settling their blocks), and the runs after a while
+        // settle every key.
+        for a in &containers {
+            a.settle_leases(t, true).await;
+        }
+        for later in [3_600, 3_720, 3_840] {
+            f.run(t.plus(later)).await;
+        }
+        assert!(runs > 5 && hot_bursts > 10, "seed {seed}: {runs} runs, {hot_bursts} hot bursts");
+        assert_eq!(f.billed(), expected, "seed {seed}");
+        for (i, (_, (id, _))) in keys.iter().enumerate() {
+            let history = f.store().usage_history(id, NOW.day().minus(2)).await.unwrap();
+            let allowed: u64 = history.iter().map(|d| d.count.allowed).sum();
+            assert_eq!(allowed, per_key[i], "seed {seed}: key {i}'s history");
+        }
+        assert!(f.store().active_keys().await.unwrap().is_empty(), "seed {seed}: every key settled");
+    }
+}
+
 /// Storage failing under the rollup in every way (500s, throttling, writes applied whose
 /// answers were lost): runs fail or skip, and later runs resume, until Stripe has been told
 /// exactly the allowed count per customer, each identifier once.
