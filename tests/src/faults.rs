@@ -128,7 +128,7 @@ fn written_items(op: &str, body: &[u8]) -> Vec<String> {
     };
     match op {
         "UpdateItem" | "PutItem" | "DeleteItem" => one(&v).into_iter().collect(),
-        "TransactWriteItems" | "BatchWriteItem" => {
+        "TransactWriteItems" => {
             let mut out = vec![];
             for item in v["TransactItems"].as_array().into_iter().flatten() {
                 for kind in ["Put", "Update", "Delete", "ConditionCheck"] {
