@@ -800,7 +800,9 @@ async fn billing_is_exact_in_every_seeded_order_of_decisions_blocks_and_runs() {
         }
         assert!(runs > 5 && hot_bursts > 10, "seed {seed}: {runs} runs, {hot_bursts} hot bursts");
         let billed = f.billed();
-        eprintln!("seed {seed}: {runs} runs, {hot_bursts} hot bursts, {crashed} held by crashed containers, {billed:?}");
+        eprintln!(
+            "seed {seed}: {runs} runs, {hot_bursts} hot bursts, {crashed} held by crashed containers, {billed:?}"
+        );
         for (customer, allowed) in &expected {
             assert!(billed.get(customer).copied().unwrap_or(0) <= *allowed, "seed {seed}: {customer} billed more");
         }
