@@ -581,7 +581,7 @@ export interface components {
             rate_limited?: number;
             quota_exceeded?: number;
         };
-        /** @description As of the last rollup run (every minute by default). */
+        /** @description As of the last rollup run (every 5 minutes by default in AWS, every minute on the local stack). */
         Stats: {
             /** Format: date */
             from: string;
