@@ -47,6 +47,35 @@ pub enum Fault {
     DropBeforeApply,
 }
 
+impl Fault {
+    /// The error DynamoDB would answer, for the faults that answer one (not forwarded).
+    fn refusal(self) -> Option<Response> {
+        let (status, kind, message) = match self {
+            Self::ProvisionedThroughputExceeded => (
+                400,
+                "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+                "The level of configured provisioned throughput for the table was exceeded.",
+            ),
+            Self::Throttling => (
+                400,
+                "com.amazon.coral.availability#ThrottlingException",
+                "Rate of requests exceeds the allowed throughput.",
+            ),
+            Self::ServerError => (500, "com.amazonaws.dynamodb.v20120810#InternalServerError", "Internal server error"),
+            Self::Validation => {
+                (400, "com.amazon.coral.validate#ValidationException", "One or more parameter values were invalid")
+            }
+            Self::TransactionConflict => (
+                400,
+                "com.amazonaws.dynamodb.v20120810#TransactionConflictException",
+                "Transaction is ongoing for the item",
+            ),
+            Self::Latency(_) | Self::DropAfterApply | Self::DropBeforeApply => return None,
+        };
+        Some(error(status, kind, message))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Rule {
     op: Option<String>,
@@ -332,11 +361,7 @@ impl Shared {
         if conflicting.iter().any(|c| *c) {
             t.conflicts += 1;
             if op != "TransactWriteItems" {
-                return Err(Box::new(error(
-                    400,
-                    "com.amazonaws.dynamodb.v20120810#TransactionConflictException",
-                    "Transaction is ongoing for the item",
-                )));
+                return Err(Box::new(Fault::TransactionConflict.refusal().expect("an error answer")));
             }
             let reasons: Vec<serde_json::Value> = conflicting
                 .iter()
@@ -422,11 +447,7 @@ async fn forward(proxy: Proxy, req: http::Request<Incoming>, cut: Arc<Notify>) -
         .unwrap_or("")
         .to_owned();
     if !proxy.shared.admit_writes(&op, &body) {
-        return error(
-            400,
-            "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
-            "The level of configured provisioned throughput for the table was exceeded.",
-        );
+        return Fault::ProvisionedThroughputExceeded.refusal().expect("an error answer");
     }
     let _held = match proxy.shared.isolate(&op, &body) {
         Err(conflict) => return *conflict,
@@ -437,41 +458,13 @@ async fn forward(proxy: Proxy, req: http::Request<Incoming>, cut: Arc<Notify>) -
         Ok(None) => None,
     };
     let fault = proxy.shared.pick(&op);
+    if let Some(answer) = fault.and_then(Fault::refusal) {
+        return answer;
+    }
     match fault {
-        Some(Fault::ProvisionedThroughputExceeded) => {
-            return error(
-                400,
-                "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
-                "The level of configured provisioned throughput for the table was exceeded.",
-            );
-        }
-        Some(Fault::Throttling) => {
-            return error(
-                400,
-                "com.amazon.coral.availability#ThrottlingException",
-                "Rate of requests exceeds the allowed throughput.",
-            );
-        }
-        Some(Fault::ServerError) => {
-            return error(500, "com.amazonaws.dynamodb.v20120810#InternalServerError", "Internal server error");
-        }
-        Some(Fault::Validation) => {
-            return error(
-                400,
-                "com.amazon.coral.validate#ValidationException",
-                "One or more parameter values were invalid",
-            );
-        }
-        Some(Fault::TransactionConflict) => {
-            return error(
-                400,
-                "com.amazonaws.dynamodb.v20120810#TransactionConflictException",
-                "Transaction is ongoing for the item",
-            );
-        }
         Some(Fault::DropBeforeApply) => return dropped(&cut).await,
         Some(Fault::Latency(d)) => tokio::time::sleep(d).await,
-        Some(Fault::DropAfterApply) | None => {}
+        _ => {}
     }
     let mut out = http::Request::builder().method(parts.method).uri(format!("{}{}", proxy.upstream, parts.uri));
     for (name, value) in &parts.headers {

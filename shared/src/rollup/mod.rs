@@ -720,9 +720,8 @@ pub const BUSY_S: i64 = 60;
 /// What one run writes for a key (see [`plan_key`] and `Rollup::roll_customer`).
 #[derive(Debug, PartialEq, Eq)]
 struct KeyPlan {
-    /// Days to roll, oldest first, with what each adds.
+    /// Days to roll, oldest first.
     days: Vec<Day>,
-    deltas: Vec<DayCount>,
     /// Finished days to remove from the key item.
     finished: Vec<Day>,
     /// The activity marker goes too.
@@ -744,9 +743,8 @@ fn plan_key(key: &KeyUsage, now: UnixTime) -> KeyPlan {
     // Finished days (ended over FINISHED_AFTER_S ago): rolled already, or rolled by this write.
     let mut rolled_finished = vec![];
     let mut new_denials = false;
-    for (&day, &live) in &key.live {
-        let rolled = key.rolled.get(&day).copied().unwrap_or_default();
-        let delta = live.since(rolled).unwrap_or_else(|| {
+    for &day in key.live.keys() {
+        let delta = key.since_rolled(day).unwrap_or_else(|| {
             // Cannot happen while live counters outlive their day by FINISHED_AFTER_S (a hot
             // key's count written later goes to the day it is written on).
             tracing::warn!(key_id = %key.key_id, day = %day, "live counters below the rolled history; left as is");
@@ -762,11 +760,10 @@ fn plan_key(key: &KeyUsage, now: UnixTime) -> KeyPlan {
             if finished {
                 rolled_finished.push((day, false));
             }
-            changed.push((day, delta));
+            changed.push(day);
         }
     }
     let busy = new_denials || key.last_used.is_some_and(|t| t.plus(BUSY_S) > now);
-    let take = |days: &[(Day, DayCount)]| -> (Vec<Day>, Vec<DayCount>) { days.iter().copied().unzip() };
     if busy {
         let ready: Vec<Day> = rolled_finished
             .iter()
@@ -775,21 +772,20 @@ fn plan_key(key: &KeyUsage, now: UnixTime) -> KeyPlan {
             .take(SETTLE_DAYS_AT_ONCE)
             .collect();
         if !ready.is_empty() {
-            return KeyPlan { days: vec![], deltas: vec![], finished: ready, settle: false };
+            return KeyPlan { days: vec![], finished: ready, settle: false };
         }
-        let (days, deltas) = take(&changed[..changed.len().min(ROLL_DAYS_AT_ONCE)]);
-        return KeyPlan { days, deltas, finished: vec![], settle: false };
+        changed.truncate(ROLL_DAYS_AT_ONCE);
+        return KeyPlan { days: changed, finished: vec![], settle: false };
     }
-    let rolling = &changed[..changed.len().min(ROLL_DAYS_AT_ONCE)];
-    let (days, deltas) = take(rolling);
+    let all_rolled = changed.len() <= ROLL_DAYS_AT_ONCE;
+    changed.truncate(ROLL_DAYS_AT_ONCE);
+    let days = changed;
     // Removable now: finished days rolled before, or in this write.
     let removable: Vec<Day> =
         rolled_finished.iter().filter(|(d, was_rolled)| *was_rolled || days.contains(d)).map(|(d, _)| *d).collect();
-    let settle = rolling.len() == changed.len()
-        && removable.len() <= SETTLE_DAYS_AT_ONCE
-        && removable.len() == rolled_finished.len();
+    let settle = all_rolled && removable.len() <= SETTLE_DAYS_AT_ONCE && removable.len() == rolled_finished.len();
     let finished = removable.into_iter().take(SETTLE_DAYS_AT_ONCE).collect();
-    KeyPlan { days, deltas, finished, settle }
+    KeyPlan { days, finished, settle }
 }
 
 enum CustomerOutcome {
@@ -828,6 +824,12 @@ mod tests {
 
     const NOW: &str = "2026-12-06T12:00:00Z";
 
+    /// What each day the plan rolls adds.
+    fn deltas(key: &KeyUsage, plan: &KeyPlan) -> Vec<DayCount> {
+        let roll = KeyRoll { key, days: &plan.days, meter: None, edit: plan.edit() };
+        plan.days.iter().filter_map(|d| roll.delta(*d)).collect()
+    }
+
     #[test]
     fn an_idle_key_is_rolled_and_settled_in_one_write() {
         let k = key(
@@ -837,7 +839,7 @@ mod tests {
         );
         let plan = plan_key(&k, at(NOW));
         assert_eq!(plan.days, vec![day("2026-12-05"), day("2026-12-06")]);
-        assert_eq!(plan.deltas, vec![DayCount::new(1, 0), DayCount::new(3, 0)]);
+        assert_eq!(deltas(&k, &plan), vec![DayCount::new(1, 0), DayCount::new(3, 0)]);
         // Yesterday ended over an hour ago and is rolled by this same write: it goes with it.
         assert_eq!(plan.edit(), KeyEdit::Settle(&[day("2026-12-05")]));
         // Never used, nothing new: the marker alone.
@@ -858,7 +860,7 @@ mod tests {
         let hammered =
             key(&[("2026-12-06", denied)], &[("2026-12-06", DayCount::new(3, 0))], Some("2026-12-01T00:00:00Z"));
         let plan = plan_key(&hammered, at(NOW));
-        assert_eq!(plan.deltas, vec![DayCount::new(0, 2).with(Denial::RateLimited, 2)]);
+        assert_eq!(deltas(&hammered, &plan), vec![DayCount::new(0, 2).with(Denial::RateLimited, 2)]);
         assert_eq!(plan.edit(), KeyEdit::Keep);
     }
 

@@ -432,6 +432,15 @@ pub struct KeyUsage {
     pub quota: Option<QuotaUse>,
 }
 
+impl KeyUsage {
+    /// What `day`'s live counters hold beyond what was rolled of it; `None` if they hold less
+    /// (never rolled backwards).
+    pub fn since_rolled(&self, day: Day) -> Option<DayCount> {
+        let live = self.live.get(&day).copied().unwrap_or_default();
+        live.since(self.rolled.get(&day).copied().unwrap_or_default())
+    }
+}
+
 /// A key's use of its quota in the current period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaUse {
@@ -489,8 +498,7 @@ pub struct KeyRoll<'a> {
 impl<'a> KeyRoll<'a> {
     /// What `day` adds, if anything (never less than was rolled).
     pub fn delta(&self, day: Day) -> Option<DayCount> {
-        let live = self.key.live.get(&day).copied().unwrap_or_default();
-        live.since(self.key.rolled.get(&day).copied().unwrap_or_default()).filter(|d| !d.is_zero())
+        self.key.since_rolled(day).filter(|d| !d.is_zero())
     }
 
     /// Transaction items it takes besides the ledgers: a usage-day item per day that adds

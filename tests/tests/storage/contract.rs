@@ -794,17 +794,23 @@ async fn statistics_days_add_up_and_their_lists_are_replaced() {
 
 // ----- the usage rollup's storage -----------------------------------------------------------
 
+/// A key on a plan without limits, allowed one request a day for `days` days from `first`.
+async fn key_used_daily(db: &TestDb, first: UnixTime, days: i64) -> (KeyId, ApiKey) {
+    let (id, key) = key_with_plan(db, "acme", plan("free", None, None)).await;
+    for d in 0..days {
+        assert_eq!(decide(db, &id, &key, first.plus(d * 86_400)).await, Ok(()));
+    }
+    (id, key)
+}
+
 /// After weeks without a rollup a key holds many finished days: they are rolled and removed a
 /// few at a time (a transaction holds 100 items, an expression 4 KB), the marker kept until
 /// the last of them goes.
 #[tokio::test]
 async fn many_finished_days_are_rolled_and_settled_a_few_at_a_time() {
     let db = fresh_db().await;
-    let (id, key) = key_with_plan(&db, "acme", plan("free", None, None)).await;
     let first = NOW.plus(-30 * 86_400);
-    for d in 0..20 {
-        assert_eq!(decide(&db, &id, &key, first.plus(d * 86_400)).await, Ok(()));
-    }
+    let (id, _) = key_used_daily(&db, first, 20).await;
     db.store.record_denials(&id, first.day(), Denial::KeyDisabled, 1).await;
     let read = db.store.key_usage(&id).await.unwrap().unwrap();
     assert_eq!(read.live.len(), 20);
@@ -840,11 +846,7 @@ async fn many_finished_days_are_rolled_and_settled_a_few_at_a_time() {
 #[tokio::test]
 async fn a_keys_usage_is_read_in_one_query_after_weeks_of_rest() {
     let db = fresh_db().await;
-    let (id, key) = key_with_plan(&db, "acme", plan("free", None, None)).await;
-    let first = NOW.plus(-60 * 86_400);
-    for d in 0..20 {
-        assert_eq!(decide(&db, &id, &key, first.plus(d * 86_400)).await, Ok(()));
-    }
+    let (id, key) = key_used_daily(&db, NOW.plus(-60 * 86_400), 20).await;
     // Rolled, and its finished days kept (as a busy key's are until their own run).
     let read = db.store.key_usage(&id).await.unwrap().unwrap();
     let days: Vec<Day> = read.live.keys().copied().collect();
