@@ -10,7 +10,6 @@ pub mod envelope;
 pub mod http_client;
 pub mod identity;
 pub mod metrics;
-pub mod rollup;
 pub mod secrets;
 pub mod store;
 pub mod stripe;

@@ -1,5 +1,5 @@
 //! The usage rollup Lambda's event handling: EventBridge Scheduler invokes it with an explicit
-//! input, `{"mode":"scheduled"}`; the work itself is [`shared::rollup::Rollup`].
+//! input, `{"mode":"scheduled"}`; the work itself is [`shared::app::rollup::Rollup`].
 
 use serde::Deserialize;
 use std::time::Duration;

@@ -3,9 +3,9 @@
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
+use shared::app::rollup::{Rollup, RollupOptions, RunReport};
 use shared::config::Config;
 use shared::domain::time::UnixTime;
-use shared::rollup::{Rollup, RollupOptions, RunReport};
 use shared::store::dynamo::DynamoStore;
 use shared::stripe::api::StripeApi;
 use std::time::{Duration, SystemTime};

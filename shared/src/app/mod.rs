@@ -6,3 +6,4 @@ pub mod billing;
 pub mod checkout;
 pub mod claim;
 pub mod idempotent;
+pub mod rollup;

@@ -6,12 +6,12 @@
 
 use http::Method;
 use issue_key::api::{ApiRequest, ManagementApi};
+use shared::app::rollup::{Backoff, Reporting, Rollup, RollupOptions, RunReport, RunStatus, identifier};
 use shared::domain::api_key::{ApiKey, KeyEnv, KeyId};
 use shared::domain::customers::{CustomerId, SubscriptionStatus};
 use shared::domain::plans::{Plan, PlanId};
 use shared::domain::time::UnixTime;
 use shared::domain::usage::MeterDay;
-use shared::rollup::{Backoff, Reporting, Rollup, RollupOptions, RunReport, RunStatus, identifier};
 use shared::store::dynamo::DynamoStore;
 use shared::store::{AuthorizeStore, KeyStore, NewKey, PlanStore, RollupStore};
 use shared::stripe::api::StripeApi;

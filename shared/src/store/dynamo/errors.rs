@@ -36,7 +36,7 @@ where
     };
     let described = format!("{}", DisplayErr(&err));
     match fault {
-        Some(fault) => StoreError::Unavailable(Outage { detail: described, ..Outage::caused_by(fault, err) }),
+        Some(fault) => StoreError::Unavailable(Outage::caused_by(fault, err).with_detail(described)),
         None => StoreError::Backend(Box::new(Described { described, source: Box::new(err) })),
     }
 }
