@@ -238,7 +238,7 @@ impl LocalStack {
         let mut api = ManagementApi::new(store.clone(), Some(settings.admin_token.clone()))
             .with_key_env(settings.authorizer.key_env);
         let stripe = match &settings.stripe {
-            Some((base, key)) => Some(StripeApi::new(base, key.clone(), Duration::from_secs(10))?),
+            Some((base, key)) => StripeApi::configured(base, Some(key))?,
             None => None,
         };
         if let Some(stripe) = &stripe {

@@ -10,7 +10,6 @@ use shared::config::Config;
 use shared::identity::jwt::JwtVerifier;
 use shared::store::dynamo::DynamoStore;
 use shared::stripe::api::StripeApi;
-use std::time::Duration;
 use tower::ServiceExt;
 
 #[tokio::main(flavor = "current_thread")]
@@ -22,8 +21,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let mut api =
         ManagementApi::new(store, config.admin_token.clone()).with_routes(routes).with_key_env(config.key_env);
     // Optional: without a Stripe key the management API works and the claim answers 501.
-    if let Some(key) = &config.stripe_api_key {
-        let stripe = StripeApi::new(&config.stripe_api_base, key.clone(), Duration::from_secs(10))?;
+    if let Some(stripe) = StripeApi::configured(&config.stripe_api_base, config.stripe_api_key.as_ref())? {
         api = api.with_stripe(stripe, config.past_due_grace_s);
     }
     // Optional: sign-in with the seller's identity provider (role-based; README, "Roles").

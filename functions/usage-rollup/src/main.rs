@@ -19,13 +19,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
     let config = Config::load().await?;
     let store = DynamoStore::connect_warm(&config).await;
-    let stripe = match &config.stripe_api_key {
-        Some(key) => Some(StripeApi::new(&config.stripe_api_base, key.clone(), Duration::from_secs(10))?),
-        None => {
-            tracing::warn!("STRIPE_API_KEY is not set: the rollup keeps usage history but reports nothing to Stripe");
-            None
-        }
-    };
+    let stripe = StripeApi::configured(&config.stripe_api_base, config.stripe_api_key.as_ref())?;
+    if stripe.is_none() {
+        tracing::warn!("STRIPE_API_KEY is not set: the rollup keeps usage history but reports nothing to Stripe");
+    }
     let (store, stripe, table) = (&store, &stripe, &config.table);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         usage_rollup::parse_input(event.payload)?;

@@ -3,7 +3,7 @@
 //! that need it; their differences are data in [`Scope`].
 
 use crate::domain::time::UnixTime;
-use crate::store::{IdempotencyStore, Reservation, StoreError};
+use crate::store::{IdempotencyStore, Reservation, Reserve, StoreError};
 use std::future::Future;
 
 /// What is done once, and how long its record is kept.
@@ -78,7 +78,8 @@ where
     let Job { scope, id, fingerprint, lease_s, now } = job;
     let owner = uuid::Uuid::new_v4().simple().to_string();
     let expires = now.plus(scope.record_ttl_s().unwrap_or(lease_s as i64));
-    match store.reserve(scope.as_str(), id, &owner, fingerprint, lease_s, expires, now).await? {
+    let reserve = Reserve { scope: scope.as_str(), id, owner: &owner, fingerprint, lease_s, expires_at: expires, now };
+    match store.reserve(reserve).await? {
         Reservation::Fresh => {}
         Reservation::InProgress { .. } => return Ok(Once::InProgress),
         Reservation::Done { fingerprint, result } => return Ok(Once::Done { fingerprint, result }),
@@ -108,112 +109,5 @@ where
             }
             Err(e)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::StoreResult;
-    use crate::store::memory::MemoryStore;
-
-    /// The in-memory store, but recording a result fails (storage gone after the work).
-    #[derive(Default)]
-    struct FinishFails(MemoryStore);
-
-    impl IdempotencyStore for FinishFails {
-        #[allow(clippy::too_many_arguments)]
-        async fn reserve(
-            &self,
-            scope: &str,
-            id: &str,
-            owner: &str,
-            fingerprint: &str,
-            lease_s: u64,
-            expires_at: UnixTime,
-            now: UnixTime,
-        ) -> StoreResult<Reservation> {
-            self.0.reserve(scope, id, owner, fingerprint, lease_s, expires_at, now).await
-        }
-
-        async fn finish(&self, _: &str, _: &str, _: &str, _: &str, _: UnixTime) -> StoreResult<()> {
-            Err(StoreError::Corrupt("injected".into()))
-        }
-
-        async fn release(&self, scope: &str, id: &str, owner: &str) -> StoreResult<()> {
-            self.0.release(scope, id, owner).await
-        }
-    }
-
-    const NOW: UnixTime = UnixTime(1_800_000_000);
-
-    fn job(scope: Scope, id: &str) -> Job<'_> {
-        Job { scope, id, fingerprint: "f1", lease_s: 30, now: NOW }
-    }
-
-    async fn run(store: &impl IdempotencyStore, job: Job<'_>, ok: bool) -> Result<Once<u32>, StoreError> {
-        once(store, job, || async move {
-            if ok { Ok((7, "key_1".to_owned())) } else { Err(StoreError::Conflict("work failed".into())) }
-        })
-        .await
-    }
-
-    #[tokio::test]
-    async fn done_once_then_answered_from_the_record() {
-        let store = MemoryStore::default();
-        assert!(matches!(
-            run(&store, job(Scope::CreateKey, "a"), true).await,
-            Ok(Once::Ran { value: 7, unrecorded: None })
-        ));
-        match run(&store, job(Scope::CreateKey, "a"), true).await {
-            Ok(Once::Done { fingerprint, result }) => {
-                assert_eq!((fingerprint.as_str(), result.as_str()), ("f1", "key_1"))
-            }
-            other => panic!("{other:?}"),
-        }
-        // Another scope with the same id is other work.
-        assert!(matches!(run(&store, job(Scope::StripeEvent, "a"), true).await, Ok(Once::Ran { .. })));
-    }
-
-    #[tokio::test]
-    async fn a_failure_gives_the_reservation_back_for_a_retry() {
-        let store = MemoryStore::default();
-        assert!(run(&store, job(Scope::CheckoutClaim, "cs_1"), false).await.is_err());
-        assert!(matches!(run(&store, job(Scope::CheckoutClaim, "cs_1"), true).await, Ok(Once::Ran { .. })));
-    }
-
-    #[tokio::test]
-    async fn work_in_flight_holds_the_id_until_its_lease_ends() {
-        let store = MemoryStore::default();
-        let held = once(&store, job(Scope::StripeEvent, "evt_1"), || async {
-            // While this attempt works, a second one is refused.
-            let second = run(&store, job(Scope::StripeEvent, "evt_1"), true).await;
-            assert!(matches!(second, Ok(Once::InProgress)), "{second:?}");
-            // After the lease, a retry may take over.
-            let later = Job { now: NOW.plus(31), ..job(Scope::StripeEvent, "evt_1") };
-            assert!(matches!(run(&store, later, true).await, Ok(Once::Ran { .. })));
-            Ok::<_, StoreError>((1, "applied".to_owned()))
-        })
-        .await;
-        // The first attempt no longer holds it: its result is not recorded, and it says so.
-        assert!(matches!(held, Ok(Once::Ran { value: 1, unrecorded: Some(StoreError::Conflict(_)) })), "{held:?}");
-    }
-
-    #[tokio::test]
-    async fn a_lease_is_given_back_after_success_too() {
-        let store = MemoryStore::default();
-        let lease = |now| Job { scope: Scope::RollupLease, id: "usage-rollup", fingerprint: "", lease_s: 300, now };
-        assert!(matches!(run(&store, lease(NOW), true).await, Ok(Once::Ran { unrecorded: None, .. })));
-        // The next run, a second later, takes it at once.
-        assert!(matches!(run(&store, lease(NOW.plus(1)), true).await, Ok(Once::Ran { .. })));
-    }
-
-    #[tokio::test]
-    async fn an_unrecorded_result_is_reported_with_the_value() {
-        let store = FinishFails::default();
-        assert!(matches!(
-            run(&store, job(Scope::CreateKey, "b"), true).await,
-            Ok(Once::Ran { value: 7, unrecorded: Some(StoreError::Corrupt(_)) })
-        ));
     }
 }

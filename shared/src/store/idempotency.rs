@@ -39,20 +39,23 @@ pub enum Reservation {
     Done { fingerprint: String, result: String },
 }
 
+/// A reservation asked for: `scope`/`id` for `lease_s` seconds from `now` on behalf of `owner`
+/// (a token unique to this attempt), for the work `fingerprint` describes; the record lives
+/// until `expires_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reserve<'a> {
+    pub scope: &'a str,
+    pub id: &'a str,
+    pub owner: &'a str,
+    pub fingerprint: &'a str,
+    pub lease_s: u64,
+    pub expires_at: UnixTime,
+    pub now: UnixTime,
+}
+
 pub trait IdempotencyStore: Send + Sync {
-    /// Reserves `scope`/`id` for `lease_s` seconds on behalf of `owner` (a token unique to this
-    /// attempt); the record lives until `expires_at`.
-    #[allow(clippy::too_many_arguments)]
-    fn reserve(
-        &self,
-        scope: &str,
-        id: &str,
-        owner: &str,
-        fingerprint: &str,
-        lease_s: u64,
-        expires_at: UnixTime,
-        now: UnixTime,
-    ) -> impl Future<Output = StoreResult<Reservation>> + Send;
+    /// Takes the reservation if it is free: absent, expired, or pending past its holder's lease.
+    fn reserve(&self, req: Reserve<'_>) -> impl Future<Output = StoreResult<Reservation>> + Send;
     /// Records the result. `Conflict` if `owner` no longer holds the reservation (its lease ran out
     /// and another attempt took over).
     fn finish(

@@ -1,14 +1,12 @@
 //! Storage: narrow traits for what each function needs, and their one implementation over
-//! DynamoDB ([`dynamo::DynamoStore`]). Callers are generic over the traits so handlers can be
-//! exercised in unit tests without a database, while every integration and contract test runs
-//! the real SDK code path against a DynamoDB-protocol server.
+//! DynamoDB ([`dynamo::DynamoStore`]). Callers are generic over the traits; a handler's unit
+//! test may fake one narrow trait, while everything that needs storage runs the real SDK code
+//! path against a DynamoDB-protocol server (Dynoxide in-process, or moto).
 
 pub mod dynamo;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 mod key_edits;
-#[cfg(any(test, feature = "memory"))]
-pub mod memory;
 pub mod metrics;
 pub mod schema;
 
@@ -25,7 +23,7 @@ mod usage;
 pub use authorize::{AuthorizeStore, Taken};
 pub use billing::{BillingStore, StripeAccount};
 pub use error::{Fault, Outage, StoreError, StoreResult};
-pub use idempotency::{Attempt, AttemptStore, IdempotencyStore, Reservation};
+pub use idempotency::{Attempt, AttemptStore, IdempotencyStore, Reservation, Reserve};
 pub use management::{CustomerStore, FanOut, KeyFilter, KeyStore, Page, PlanStore};
 pub use rollup::{
     KeyEdit, KeyRoll, KeyUsage, QuotaUse, ROLL_DAYS_AT_ONCE, ROLL_ITEMS_AT_ONCE, Rolled, RollupStore,

@@ -94,6 +94,9 @@ impl From<HttpError> for StripeError {
     }
 }
 
+/// How long one call to Stripe's API may take, retries included.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Clone)]
 pub struct StripeApi {
     http: HttpClient,
@@ -131,6 +134,12 @@ impl MeterEvents for StripeApi {
 impl StripeApi {
     pub fn new(base: &str, api_key: SecretString, timeout: Duration) -> Result<Self, HttpError> {
         Ok(Self { http: HttpClient::new(timeout)?, base: base.trim_end_matches('/').to_owned(), api_key })
+    }
+
+    /// The client every function builds: at `base` with the configured API key and
+    /// [`TIMEOUT`]; `None` when no key is configured (Stripe is optional).
+    pub fn configured(base: &str, api_key: Option<&SecretString>) -> Result<Option<Self>, HttpError> {
+        api_key.map(|key| Self::new(base, key.clone(), TIMEOUT)).transpose()
     }
 
     /// `GET /v1/checkout/sessions/{id}?expand[]=subscription`: the session and, in the same

@@ -7,6 +7,8 @@ use http::{HeaderMap, Method};
 use issue_key::api::{ApiRequest, ManagementApi};
 use serde_json::Value;
 use shared::app::authorize::Authorizer;
+use shared::app::billing::Billing;
+use shared::app::claim::{CLAIM_ATTEMPTS_PER_SESSION, CheckoutClaim, ClaimError};
 use shared::config::FailMode;
 use shared::domain::api_key::{ApiKey, KeyEnv};
 use shared::domain::customers::{CustomerId, SubscriptionStatus};
@@ -14,6 +16,7 @@ use shared::domain::plans::{Plan, PlanId, RateLimit};
 use shared::store::dynamo::DynamoStore;
 use shared::store::{CustomerStore, KeyFilter, KeyStore, NewKey, PlanStore};
 use shared::stripe::api::StripeApi;
+use shared::stripe::memory::MemoryStripe;
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_tests::stripe::{API_KEY, StripeStandIn, checkout_session, subscription};
@@ -419,4 +422,82 @@ async fn the_claim_functions_role_allows_every_request_a_claim_makes() {
         }
     }
     assert!(checked > 20, "only {checked} requests seen");
+}
+
+// The claim's own rules (`app::claim`) with Stripe's session lookup faked: one key per paid
+// session, nothing written otherwise, attempts bounded before Stripe is asked.
+
+async fn key_count(db: &TestDb) -> usize {
+    db.store.list_keys(&KeyFilter::default(), 100, None).await.unwrap().items.len()
+}
+
+fn unit_paid_session(id: &str, reference: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": id, "object": "checkout.session", "status": "complete", "payment_status": "paid",
+        "mode": "subscription", "customer": "cus_1", "client_reference_id": reference,
+        "livemode": false, "created": NOW.secs() - 60,
+        "subscription": {
+            "id": "sub_1", "object": "subscription", "status": "active", "created": NOW.secs() - 60,
+            "items": {"data": [{"price": {"id": "price_pro"}, "current_period_end": NOW.secs() + 86_400}]}
+        }
+    })
+}
+
+/// The claim over a fresh table and a fake of Stripe's session lookup holding `sessions`.
+async fn claim_with(
+    sessions: Vec<serde_json::Value>,
+) -> (CheckoutClaim<DynamoStore, MemoryStripe>, TestDb, MemoryStripe) {
+    let db = fresh_db().await;
+    let store = db.store.clone();
+    let plan = Plan {
+        id: PlanId::parse("pro").unwrap(),
+        name: "Pro".into(),
+        rate_limit: None,
+        quota: None,
+        stripe_price_ids: vec!["price_pro".into()],
+        meter_event_name: None,
+        max_keys: None,
+        created_at: NOW,
+        updated_at: NOW,
+    };
+    store.create_plan(&plan).await.unwrap();
+    let stripe = MemoryStripe::with_sessions(sessions);
+    let billing = Billing::new(store.clone(), 0, Duration::from_secs(5));
+    (CheckoutClaim::new(store.clone(), stripe.clone(), billing), db, stripe)
+}
+
+#[tokio::test]
+async fn a_paid_session_issues_one_key_once() {
+    let (claims, db, _) = claim_with(vec![unit_paid_session("cs_test_1", "acme")]).await;
+    let (key, record) = claims.claim("cs_test_1", Some("203.0.113.7"), NOW).await.unwrap();
+    assert_eq!(record.customer_id.as_str(), "acme");
+    assert_eq!(record.limits.governing_plan_id.as_ref().map(PlanId::as_str), Some("pro"));
+    assert_eq!(key.hash(), record.hash);
+    // The same session again: the key is not shown twice, and no second key exists.
+    match claims.claim("cs_test_1", Some("203.0.113.7"), NOW.plus(5)).await {
+        Err(ClaimError::AlreadyClaimed(again)) => assert_eq!(again.key_id, record.key_id),
+        other => panic!("expected AlreadyClaimed, got {:?}", other.map(|(_, r)| r.key_id)),
+    }
+    assert_eq!(key_count(&db).await, 1);
+}
+
+#[tokio::test]
+async fn an_unknown_or_unpaid_session_writes_no_key() {
+    let mut unpaid = unit_paid_session("cs_test_2", "acme");
+    unpaid["payment_status"] = "unpaid".into();
+    let (claims, db, _) = claim_with(vec![unpaid]).await;
+    assert!(matches!(claims.claim("cs_test_nope", None, NOW).await, Err(ClaimError::UnknownSession)));
+    assert!(matches!(claims.claim("cs_test_2", None, NOW).await, Err(ClaimError::Refused(_))));
+    assert_eq!(key_count(&db).await, 0);
+}
+
+#[tokio::test]
+async fn attempts_past_the_bound_never_reach_stripe() {
+    let (claims, _db, stripe) = claim_with(vec![]).await;
+    for _ in 0..CLAIM_ATTEMPTS_PER_SESSION {
+        assert!(matches!(claims.claim("cs_test_guess", None, NOW).await, Err(ClaimError::UnknownSession)));
+    }
+    let refused = claims.claim("cs_test_guess", None, NOW).await;
+    assert!(matches!(refused, Err(ClaimError::TooManyAttempts { .. })));
+    assert_eq!(stripe.sessions_asked(), CLAIM_ATTEMPTS_PER_SESSION as usize);
 }

@@ -9,5 +9,6 @@ mod local_stack;
 mod management;
 mod openapi;
 mod rollup;
+mod router;
 mod stripe_api;
 mod webhook;

@@ -10,7 +10,7 @@ use shared::domain::time::{Day, UnixTime};
 use shared::domain::usage::{DayCount, MeterDay, PendingReport, UsageDay};
 use shared::store::{
     AuthorizeStore, BillingStore, CustomerStore, IdempotencyStore, KeyEdit, KeyFilter, KeyPatch, KeyRoll, KeyStore,
-    NewKey, PlanStore, ROLL_DAYS_AT_ONCE, Reservation, Rolled, RollupStore, SETTLE_DAYS_AT_ONCE, StoreError,
+    NewKey, PlanStore, ROLL_DAYS_AT_ONCE, Reservation, Reserve, Rolled, RollupStore, SETTLE_DAYS_AT_ONCE, StoreError,
     UsageStore, Written,
 };
 use std::collections::BTreeMap;
@@ -615,49 +615,200 @@ async fn idempotency_claims_leases_and_expiry() {
     let db = fresh_db().await;
     let exp = NOW.plus(86_400);
     let s = &db.store;
-    assert_eq!(s.reserve("keys", "abc", "w1", "fp1", 30, exp, NOW).await.unwrap(), Reservation::Fresh);
     assert_eq!(
-        s.reserve("keys", "abc", "w2", "fp1", 30, exp, NOW).await.unwrap(),
+        s.reserve(Reserve {
+            scope: "keys",
+            id: "abc",
+            owner: "w1",
+            fingerprint: "fp1",
+            lease_s: 30,
+            expires_at: exp,
+            now: NOW
+        })
+        .await
+        .unwrap(),
+        Reservation::Fresh
+    );
+    assert_eq!(
+        s.reserve(Reserve {
+            scope: "keys",
+            id: "abc",
+            owner: "w2",
+            fingerprint: "fp1",
+            lease_s: 30,
+            expires_at: exp,
+            now: NOW
+        })
+        .await
+        .unwrap(),
         Reservation::InProgress { fingerprint: "fp1".into() }
     );
     // The same attempt again (the SDK resending a put whose answer was lost): still ours.
-    assert_eq!(s.reserve("keys", "abc", "w1", "fp1", 30, exp, NOW).await.unwrap(), Reservation::Fresh);
+    assert_eq!(
+        s.reserve(Reserve {
+            scope: "keys",
+            id: "abc",
+            owner: "w1",
+            fingerprint: "fp1",
+            lease_s: 30,
+            expires_at: exp,
+            now: NOW
+        })
+        .await
+        .unwrap(),
+        Reservation::Fresh
+    );
     // Other scopes are independent.
-    assert_eq!(s.reserve("stripe", "abc", "w9", "fp9", 30, exp, NOW).await.unwrap(), Reservation::Fresh);
+    assert_eq!(
+        s.reserve(Reserve {
+            scope: "stripe",
+            id: "abc",
+            owner: "w9",
+            fingerprint: "fp9",
+            lease_s: 30,
+            expires_at: exp,
+            now: NOW
+        })
+        .await
+        .unwrap(),
+        Reservation::Fresh
+    );
     s.finish("keys", "abc", "w1", "{\"key_id\":\"k\"}", exp).await.unwrap();
     assert_eq!(
-        s.reserve("keys", "abc", "w2", "fp2", 30, exp, NOW.plus(60)).await.unwrap(),
+        s.reserve(Reserve {
+            scope: "keys",
+            id: "abc",
+            owner: "w2",
+            fingerprint: "fp2",
+            lease_s: 30,
+            expires_at: exp,
+            now: NOW.plus(60)
+        })
+        .await
+        .unwrap(),
         Reservation::Done { fingerprint: "fp1".into(), result: "{\"key_id\":\"k\"}".into() }
     );
     // Finished records are not taken over when a lease would have run out...
     assert!(matches!(
-        s.reserve("keys", "abc", "w3", "fp1", 30, exp, NOW.plus(3600)).await.unwrap(),
+        s.reserve(Reserve {
+            scope: "keys",
+            id: "abc",
+            owner: "w3",
+            fingerprint: "fp1",
+            lease_s: 30,
+            expires_at: exp,
+            now: NOW.plus(3600)
+        })
+        .await
+        .unwrap(),
         Reservation::Done { .. }
     ));
     // ...but are once the record itself expires (TTL deletion may lag).
-    assert_eq!(s.reserve("keys", "abc", "w4", "fp1", 30, exp, exp).await.unwrap(), Reservation::Fresh);
+    assert_eq!(
+        s.reserve(Reserve {
+            scope: "keys",
+            id: "abc",
+            owner: "w4",
+            fingerprint: "fp1",
+            lease_s: 30,
+            expires_at: exp,
+            now: exp
+        })
+        .await
+        .unwrap(),
+        Reservation::Fresh
+    );
 
     // A crashed holder's lease runs out; a released claim is free at once.
-    assert_eq!(s.reserve("keys", "crash", "a", "fp", 30, exp, NOW).await.unwrap(), Reservation::Fresh);
+    assert_eq!(
+        s.reserve(Reserve {
+            scope: "keys",
+            id: "crash",
+            owner: "a",
+            fingerprint: "fp",
+            lease_s: 30,
+            expires_at: exp,
+            now: NOW
+        })
+        .await
+        .unwrap(),
+        Reservation::Fresh
+    );
     assert!(matches!(
-        s.reserve("keys", "crash", "b", "fp", 30, exp, NOW.plus(29)).await.unwrap(),
+        s.reserve(Reserve {
+            scope: "keys",
+            id: "crash",
+            owner: "b",
+            fingerprint: "fp",
+            lease_s: 30,
+            expires_at: exp,
+            now: NOW.plus(29)
+        })
+        .await
+        .unwrap(),
         Reservation::InProgress { .. }
     ));
-    assert_eq!(s.reserve("keys", "crash", "c", "fp", 30, exp, NOW.plus(30)).await.unwrap(), Reservation::Fresh);
+    assert_eq!(
+        s.reserve(Reserve {
+            scope: "keys",
+            id: "crash",
+            owner: "c",
+            fingerprint: "fp",
+            lease_s: 30,
+            expires_at: exp,
+            now: NOW.plus(30)
+        })
+        .await
+        .unwrap(),
+        Reservation::Fresh
+    );
     // The crashed holder wakes up: it can neither finish nor release what is now c's.
     assert!(matches!(s.finish("keys", "crash", "a", "late", exp).await, Err(StoreError::Conflict(_))));
     s.release("keys", "crash", "a").await.unwrap();
     assert!(matches!(
-        s.reserve("keys", "crash", "d", "fp", 30, exp, NOW.plus(31)).await.unwrap(),
+        s.reserve(Reserve {
+            scope: "keys",
+            id: "crash",
+            owner: "d",
+            fingerprint: "fp",
+            lease_s: 30,
+            expires_at: exp,
+            now: NOW.plus(31)
+        })
+        .await
+        .unwrap(),
         Reservation::InProgress { .. }
     ));
     s.release("keys", "crash", "c").await.unwrap();
-    assert_eq!(s.reserve("keys", "crash", "e", "fp", 30, exp, NOW.plus(31)).await.unwrap(), Reservation::Fresh);
+    assert_eq!(
+        s.reserve(Reserve {
+            scope: "keys",
+            id: "crash",
+            owner: "e",
+            fingerprint: "fp",
+            lease_s: 30,
+            expires_at: exp,
+            now: NOW.plus(31)
+        })
+        .await
+        .unwrap(),
+        Reservation::Fresh
+    );
     // Releasing a finished record does not delete it.
     s.finish("keys", "crash", "e", "r", exp).await.unwrap();
     s.release("keys", "crash", "e").await.unwrap();
     assert!(matches!(
-        s.reserve("keys", "crash", "f", "fp", 30, exp, NOW.plus(40)).await.unwrap(),
+        s.reserve(Reserve {
+            scope: "keys",
+            id: "crash",
+            owner: "f",
+            fingerprint: "fp",
+            lease_s: 30,
+            expires_at: exp,
+            now: NOW.plus(40)
+        })
+        .await
+        .unwrap(),
         Reservation::Done { .. }
     ));
 }
@@ -670,7 +821,18 @@ async fn only_one_concurrent_claim_wins() {
         .map(|i| {
             let store = db.store.clone();
             tokio::spawn(async move {
-                store.reserve("stripe", "evt_1", &format!("w{i}"), &format!("fp{i}"), 30, exp, NOW).await.unwrap()
+                store
+                    .reserve(Reserve {
+                        scope: "stripe",
+                        id: "evt_1",
+                        owner: &format!("w{i}"),
+                        fingerprint: &format!("fp{i}"),
+                        lease_s: 30,
+                        expires_at: exp,
+                        now: NOW,
+                    })
+                    .await
+                    .unwrap()
             })
         })
         .collect();

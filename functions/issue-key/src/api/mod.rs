@@ -9,8 +9,6 @@ mod keys;
 mod me;
 mod plans;
 mod stats;
-#[cfg(test)]
-mod tests;
 
 use crate::error::{ApiError, Failure};
 use crate::extract::RequestContext;

@@ -6,22 +6,14 @@ use super::errors::sdk_err;
 use super::items::{n, s, s_opt};
 use crate::domain::time::UnixTime;
 use crate::store::schema::*;
-use crate::store::{IdempotencyStore, Reservation, StoreError, StoreResult};
+use crate::store::{IdempotencyStore, Reservation, Reserve, StoreError, StoreResult};
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use std::collections::HashMap;
 
 impl IdempotencyStore for DynamoStore {
-    async fn reserve(
-        &self,
-        scope: &str,
-        id: &str,
-        owner: &str,
-        fingerprint: &str,
-        lease_s: u64,
-        expires_at: UnixTime,
-        now: UnixTime,
-    ) -> StoreResult<Reservation> {
+    async fn reserve(&self, req: Reserve<'_>) -> StoreResult<Reservation> {
+        let Reserve { scope, id, owner, fingerprint, lease_s, expires_at, now } = req;
         let item = HashMap::from([
             (PK.to_owned(), s(idempotency_pk(scope, id))),
             (SK.to_owned(), s(IDEMPOTENCY_SK)),

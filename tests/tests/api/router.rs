@@ -1,12 +1,14 @@
-//! The router's own behaviour over the in-memory store: fast, no database, no network. What
-//! needs DynamoDB's semantics (conditional writes racing, pagination over an index, usage) is
-//! the integration suite's (`tests/tests/api/management.rs`).
+//! The management router's own behaviour (authentication, routing, the error envelope, bodies
+//! and idempotency), on a fresh table. What needs more of DynamoDB's semantics (conditional
+//! writes racing, pagination over an index, usage) is in `management.rs`.
 
-use super::{ApiRequest, ManagementApi};
 use http::{HeaderMap, HeaderValue, Method};
+use issue_key::api::{ApiRequest, ManagementApi};
 use serde_json::{Value, json};
 use shared::domain::time::UnixTime;
-use shared::store::memory::MemoryStore;
+use shared::store::dynamo::DynamoStore;
+use shared::store::{KeyFilter, KeyStore};
+use tollgate_tests::{TestDb, fresh_db};
 
 const TOKEN: &str = "unit-admin-token";
 const NOW: UnixTime = UnixTime(1_795_428_030);
@@ -23,11 +25,14 @@ impl Resp {
     }
 }
 
-fn api() -> ManagementApi<MemoryStore> {
-    ManagementApi::new(MemoryStore::default(), Some(TOKEN.to_owned().into()))
+/// The router on a fresh table; the database lives as long as the first value.
+async fn api() -> (TestDb, ManagementApi<DynamoStore>) {
+    let db = fresh_db().await;
+    let api = ManagementApi::new(db.store.clone(), Some(TOKEN.to_owned().into()));
+    (db, api)
 }
 
-async fn send(api: &ManagementApi<MemoryStore>, method: Method, path: &str, body: &str, token: Option<&str>) -> Resp {
+async fn send(api: &ManagementApi<DynamoStore>, method: Method, path: &str, body: &str, token: Option<&str>) -> Resp {
     let req = ApiRequest::new(method, path).bearer(token.unwrap_or("")).body(body).request_id("req-unit");
     let resp = api.handle(req, NOW).await;
     let status = resp.status().as_u16();
@@ -40,14 +45,14 @@ async fn send(api: &ManagementApi<MemoryStore>, method: Method, path: &str, body
     Resp { status, headers, body }
 }
 
-async fn call(api: &ManagementApi<MemoryStore>, method: Method, path: &str, body: Value) -> Resp {
+async fn call(api: &ManagementApi<DynamoStore>, method: Method, path: &str, body: Value) -> Resp {
     let body = if body.is_null() { String::new() } else { body.to_string() };
     send(api, method, path, &body, Some(TOKEN)).await
 }
 
 #[tokio::test]
 async fn the_admin_token_guards_every_route_but_the_claim() {
-    let api = api();
+    let (_db, api) = api().await;
     for token in [None, Some("wrong-token")] {
         let r = send(&api, Method::GET, "/v1/plans", "", token).await;
         assert_eq!((r.status, r.code()), (401, "unauthorized"));
@@ -66,7 +71,7 @@ async fn the_admin_token_guards_every_route_but_the_claim() {
 
 #[tokio::test]
 async fn methods_paths_and_bodies_are_refused_with_their_reason() {
-    let api = api();
+    let (_db, api) = api().await;
     let r = call(&api, Method::DELETE, "/v1/keys", Value::Null).await;
     assert_eq!((r.status, r.code()), (405, "method_not_allowed"));
     assert_eq!(r.headers["allow"], "GET, POST");
@@ -86,7 +91,7 @@ async fn methods_paths_and_bodies_are_refused_with_their_reason() {
 
 #[tokio::test]
 async fn plans_are_created_read_replaced_and_guarded_while_in_use() {
-    let api = api();
+    let (_db, api) = api().await;
     let pro = json!({"id": "pro", "name": "Pro", "rate_limit": {"limit": 100, "window_s": 60}});
     let r = call(&api, Method::POST, "/v1/plans", pro.clone()).await;
     assert_eq!(r.status, 201, "{}", r.body);
@@ -111,7 +116,7 @@ async fn plans_are_created_read_replaced_and_guarded_while_in_use() {
 
 #[tokio::test]
 async fn a_key_shows_its_plaintext_once_and_revocation_is_final() {
-    let api = api();
+    let (_db, api) = api().await;
     let r = call(&api, Method::POST, "/v1/keys", json!({"customer_id": "acme", "env": "test"})).await;
     assert_eq!(r.status, 201, "{}", r.body);
     let plaintext = r.body["key"].as_str().unwrap().to_owned();
@@ -140,7 +145,7 @@ async fn a_key_shows_its_plaintext_once_and_revocation_is_final() {
 
 #[tokio::test]
 async fn keys_are_listed_by_filter_and_cursor() {
-    let api = api();
+    let (_db, api) = api().await;
     for customer in ["acme", "acme", "acme", "globex"] {
         assert_eq!(call(&api, Method::POST, "/v1/keys", json!({"customer_id": customer})).await.status, 201);
     }
@@ -169,7 +174,7 @@ async fn keys_are_listed_by_filter_and_cursor() {
 
 #[tokio::test]
 async fn customers_are_found_by_id_or_not_at_all() {
-    let api = api();
+    let (_db, api) = api().await;
     let r = call(&api, Method::GET, "/v1/customers/nobody", Value::Null).await;
     assert_eq!((r.status, r.code()), (404, "not_found"));
     let r = call(&api, Method::POST, "/v1/keys", json!({"customer_id": "a@b"})).await;
@@ -182,7 +187,7 @@ async fn customers_are_found_by_id_or_not_at_all() {
 
 #[tokio::test]
 async fn an_idempotent_create_issues_one_key() {
-    let api = api();
+    let (_db, api) = api().await;
     let body = json!({"customer_id": "acme"}).to_string();
     let send_with = |key: &'static str, body: String| {
         let api = api.clone();
@@ -200,5 +205,6 @@ async fn an_idempotent_create_issues_one_key() {
     assert!(!again.body().contains("\"key\":"), "the plaintext is not shown again");
     let other = send_with("order-17", json!({"customer_id": "globex"}).to_string()).await;
     assert_eq!(other.status(), 422, "the same key with another body");
-    assert_eq!(api.store().key_count(), 1);
+    let keys = api.store().list_keys(&KeyFilter::default(), 100, None).await.unwrap();
+    assert_eq!(keys.items.len(), 1);
 }
