@@ -1,7 +1,7 @@
 //! API Gateway emulation for `ANY /proxy/{path+}`: the HTTP API payload 2.0 authorizer event a
 //! real gateway would send, the authorizer handler the Lambda runs, and the response a client
-//! would get: DESIGN.md's status and JSON error body on denial, the upstream's answer (or the
-//! built-in echo) on allow, with the rate-limit headers either way.
+//! would get: the status and JSON error body on denial (docs/api.md, "Status codes"), the
+//! upstream's answer (or the built-in echo) on allow, with the rate-limit headers either way.
 
 use authorizer::handler::{self, HandlerError};
 use bytes::Bytes;
@@ -255,7 +255,7 @@ fn echo(req: &ProxyRequest, context: &AuthorizerContext) -> Response<Bytes> {
     json_response(StatusCode::OK, &body, &req.request_id)
 }
 
-/// DESIGN.md's error body (`shared::envelope`), as the gateway's response type.
+/// The error body (`shared::envelope`; docs/api.md, "Errors"), as the gateway's response type.
 pub fn error_response(status: u16, code: &str, message: &str, request_id: &str) -> Response<Bytes> {
     envelope::error_response(status, code, message, request_id).map(Bytes::from)
 }

@@ -17,7 +17,8 @@ async fn main() -> std::process::ExitCode {
 
 /// Environment: TOLLGATE_ADDR (127.0.0.1:3000), TOLLGATE_DATA_DIR (persist data),
 /// TOLLGATE_DYNAMODB_ENDPOINT and TOLLGATE_TABLE (another DynamoDB), TOLLGATE_ADMIN_TOKEN,
-/// STRIPE_WEBHOOK_SECRET, TOLLGATE_UPSTREAM, TOLLGATE_FAIL_MODE, ... (README, "Configuration").
+/// STRIPE_WEBHOOK_SECRET, TOLLGATE_UPSTREAM, TOLLGATE_FAIL_MODE, ...
+/// (docs/configuration.md, "Configuration").
 async fn dev(seed: bool) -> std::process::ExitCode {
     // The embedded emulator logs every failed condition check (each denial) as a warning.
     shared::telemetry::init_with_default("info,dynoxide=error");

@@ -1,6 +1,6 @@
 //! The one JSON envelope of every HTTP surface Tollgate serves (the management API, the
-//! webhook, the local gateway): a JSON body (or none), `x-request-id`, and for errors DESIGN.md's
-//! `{"error":{"code","message",...},"request_id"}`.
+//! webhook, the local gateway): a JSON body (or none), `x-request-id`, and for errors
+//! `{"error":{"code","message",...},"request_id"}` (docs/api.md, "Errors").
 
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Map, Value, json};

@@ -24,7 +24,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     if let Some(stripe) = StripeApi::configured(&config.stripe_api_base, config.stripe_api_key.as_ref())? {
         api = api.with_stripe(stripe, config.past_due_grace_s);
     }
-    // Optional: sign-in with the seller's identity provider (role-based; README, "Roles").
+    // Optional: sign-in with the seller's identity provider (role-based;
+    // docs/api.md, "Roles and sign-in").
     if let Some(jwt) = &config.jwt {
         api = api.with_jwt(std::sync::Arc::new(JwtVerifier::new(jwt.clone())?));
     }

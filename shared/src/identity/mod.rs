@@ -6,7 +6,7 @@ pub mod jwt;
 
 use crate::domain::customers::CustomerId;
 
-/// What a caller may do (README, "Roles").
+/// What a caller may do (docs/api.md, "Roles and sign-in").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
     /// Their own customer's record, keys and usage (`/v1/me/...`), nothing else.

@@ -306,7 +306,7 @@ async fn subscription_events_before_the_checkout_are_carried_over() {
     assert_eq!(f.decide(NOW).await, Err("subscription_inactive"));
 }
 
-/// The README's "subscription status → access" table, row by row.
+/// The table of docs/billing.md, "Subscription status → access", row by row.
 #[tokio::test]
 async fn every_subscription_status_has_the_access_the_readme_promises() {
     let table = [

@@ -2,7 +2,9 @@
 //! their logs at trace), the SAM template against the code's table, and the fuzz corpus
 //! replayed.
 
+mod docs;
 mod fuzz_corpus;
 mod logs;
 mod shutdown;
+mod sizes;
 mod template;

@@ -1,8 +1,8 @@
 //! The authorizer through the fault-injecting DynamoDB proxy (tests/src/faults.rs): the real
 //! store and SDK, with throttling, 500s, latency and dropped connections arriving the way
 //! DynamoDB's would. What must hold: never an over-admission, never a request counted twice
-//! (the `last_req` guard on an applied-then-dropped write), the fail-mode matrix (README, "Fail
-//! modes"), and an answer within the decision budget however slow storage is.
+//! (the `last_req` guard on an applied-then-dropped write), the fail-mode matrix
+//! (docs/authorizer.md, "Fail modes"), and an answer within the decision budget however slow storage is.
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use shared::app::authorize::Authorizer;
@@ -162,7 +162,7 @@ async fn faults_never_let_more_than_the_limit_through() {
     // Counted but not allowed is bounded by the ambiguous failures: a write applied whose
     // every answer was lost (counted, refused), and a write applied whose answer was lost
     // while another container wrote the same key, so that the retry no longer finds its own
-    // request id in `last_req` and counts again (README, "Fail modes": a known limit).
+    // request id in `last_req` and counts again (docs/authorizer.md, "Ambiguous writes": a known limit).
     let lost = s.proxy.injected_count(Fault::DropAfterApply) as u64
         + s.proxy.injected().iter().filter(|(_, f)| matches!(f, Fault::Latency(_))).count() as u64;
     assert!(LIMIT - total <= unavailable + lost, "{total} allowed, {unavailable} unavailable, {lost} lost; {codes:?}");

@@ -1,7 +1,8 @@
-//! `/v1/me`: a signed-in customer's own record, keys and usage (role `customer`, README
-//! "Self-service"). Another customer's key is answered 404, exactly like a key that does not
-//! exist. A customer names, disables, enables, rotates and revokes its own keys and creates
-//! new ones within its plan's `max_keys`; plans, limits, scopes and expiry stay the operator's.
+//! `/v1/me`: a signed-in customer's own record, keys and usage (role `customer`;
+//! docs/api.md, "Self-service"). Another customer's key is answered 404, exactly like a key
+//! that does not exist. A customer names, disables, enables, rotates and revokes its own keys
+//! and creates new ones within its plan's `max_keys`; plans, limits, scopes and expiry stay the
+//! operator's.
 
 use super::keys;
 use super::{Api, ManagementStore, Reply, ok, to_json};

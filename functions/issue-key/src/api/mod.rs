@@ -355,10 +355,10 @@ pub fn with_path<B>(req: &mut http::Request<B>, path: &str) {
     }
 }
 
-/// Who is calling (README, "Roles"): the operator by the admin token or by IAM (API Gateway
-/// authenticated the principal), else a JWT from the identity provider. A deployment with
-/// neither an admin token nor JWTs sits behind IAM on every route: its callers are the
-/// operator. The caller goes on to the handlers, whose extractors say what each role may do.
+/// Who is calling (docs/api.md, "Roles and sign-in"): the operator by the admin token or by
+/// IAM (API Gateway authenticated the principal), else a JWT from the identity provider. A
+/// deployment with neither an admin token nor JWTs sits behind IAM on every route: its callers
+/// are the operator. The caller goes on to the handlers, whose extractors say what each role may do.
 async fn authenticate<S: ManagementStore>(State(api): Api<S>, mut req: Request, next: Next) -> Response {
     let ctx = req.extensions().get::<RequestContext>().cloned().unwrap_or_default();
     let caller = match api.identify(req.headers(), &ctx).await {

@@ -59,7 +59,7 @@ impl<S: AuthorizeStore> Authorizer<S> {
     }
 
     /// Decides one request. Never fails: storage trouble becomes a decision per the
-    /// fail-mode matrix (README, "Fail modes"). Counted in [`crate::metrics`] by outcome code
+    /// fail-mode matrix (docs/authorizer.md, "Fail modes"). Counted in [`crate::metrics`] by outcome code
     /// and plan, with its latency.
     pub async fn decide(&self, presented: Option<&str>, route: Route<'_>, now: UnixTime) -> Decision {
         let started = std::time::Instant::now();
