@@ -57,12 +57,9 @@ struct StubStore {
     state: KeyState,
 }
 
-impl AuthorizeStore for StubStore {
-    async fn key_id_for_hash(&self, _hash: &KeyHash) -> StoreResult<Option<KeyId>> {
-        Ok(Some(self.state.key_id.clone()))
-    }
-
-    async fn authorize_and_count(
+impl StubStore {
+    /// The decision storage would answer: allowed, with a mid-window count.
+    async fn decide(
         &self,
         _key_id: &KeyId,
         _hash: &KeyHash,
@@ -71,6 +68,12 @@ impl AuthorizeStore for StubStore {
     ) -> StoreResult<Decision> {
         let counters = Counters { window_count: 37, ..self.state.counters };
         Ok(Decision::for_key(&self.state, Ok(()), &counters, now))
+    }
+}
+
+impl AuthorizeStore for StubStore {
+    async fn key_id_for_hash(&self, _hash: &KeyHash) -> StoreResult<Option<KeyId>> {
+        Ok(Some(self.state.key_id.clone()))
     }
 
     /// Always the ordinary write (one token): the handler row measures the exact path.
@@ -82,7 +85,7 @@ impl AuthorizeStore for StubStore {
         now: UnixTime,
         _take: &mut shared::domain::lease::Take,
     ) -> StoreResult<shared::store::Taken> {
-        let decision = self.authorize_and_count(key_id, hash, required, now).await?;
+        let decision = self.decide(key_id, hash, required, now).await?;
         Ok(shared::store::Taken { decision, tokens: 1 })
     }
 

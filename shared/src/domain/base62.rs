@@ -59,10 +59,10 @@ pub(crate) fn encode_into(bytes_be: &[u8], out: &mut [u8]) -> Result<(), Base62E
     Ok(())
 }
 
-/// Convenience wrapper over [`encode_into`] for non-secret values.
+/// [`encode_into`] for non-secret values, for tests only (no shipped code needs it).
 ///
 /// Returns `None` if the value needs more than `width` digits.
-#[cfg_attr(not(test), allow(dead_code))]
+#[cfg(test)]
 pub(crate) fn encode_fixed(bytes_be: &[u8], width: usize) -> Option<String> {
     let mut out = vec![0u8; width];
     encode_into(bytes_be, &mut out).ok()?;
@@ -97,8 +97,8 @@ pub(crate) fn decode_into(digits: &[u8], out: &mut [u8]) -> Result<(), Base62Err
     Ok(())
 }
 
-/// Convenience wrapper over [`decode_into`] for non-secret values.
-#[cfg_attr(not(test), allow(dead_code))]
+/// [`decode_into`] for non-secret values, for tests only (no shipped code needs it).
+#[cfg(test)]
 pub(crate) fn decode_fixed(s: &str, out_len: usize) -> Result<Vec<u8>, Base62Error> {
     let mut out = vec![0u8; out_len];
     decode_into(s.as_bytes(), &mut out)?;

@@ -1,5 +1,6 @@
 //! Customers and the subscription state that decides whether their keys authorize.
 
+use super::admission;
 use super::plans::{PlanId, ValidationError};
 use super::time::UnixTime;
 use serde::{Deserialize, Serialize};
@@ -121,10 +122,16 @@ pub struct CustomerAccess {
 }
 
 impl CustomerAccess {
+    /// Whether this access admits a request at `now`: the rule [`admission`] lists (no status,
+    /// an open one, or one in grace before its grace instant), which the store's counting write
+    /// states as its condition too.
     pub fn allows(&self, now: UnixTime) -> bool {
         match self.status {
-            None | Some(SubscriptionStatus::Active | SubscriptionStatus::Trialing) => true,
-            Some(SubscriptionStatus::PastDue) => self.grace_until.is_some_and(|g| now < g),
+            None => true,
+            Some(status) if admission::OPEN_SUBSCRIPTIONS.contains(&status) => true,
+            Some(status) if admission::GRACE_SUBSCRIPTIONS.contains(&status) => {
+                self.grace_until.is_some_and(|g| now < g)
+            }
             Some(_) => false,
         }
     }
@@ -161,6 +168,15 @@ impl Customer {
             created_at: now,
             updated_at: now,
         }
+    }
+
+    /// This customer linked to the Stripe customer `stripe_customer_id`: billed through Stripe
+    /// from now on, and `incomplete` (so without access) until a subscription is known, unless
+    /// it has a status already.
+    pub fn linked_to_stripe(mut self, stripe_customer_id: &str) -> Self {
+        self.stripe_customer_id = Some(stripe_customer_id.to_owned());
+        self.subscription_status.get_or_insert(SubscriptionStatus::Incomplete);
+        self
     }
 
     /// The access this customer's keys get, given the operator's past-due grace. A customer
@@ -226,6 +242,22 @@ mod tests {
         assert!(!c.access(0).allows(UnixTime(1)), "an unknown price buys nothing");
         c.plan_id = Some(PlanId::parse("pro").unwrap());
         assert!(c.access(0).allows(UnixTime(1)));
+    }
+
+    #[test]
+    fn a_customer_just_linked_to_stripe_has_no_access_until_a_subscription_is_known() {
+        let linked = Customer::new(CustomerId::parse("acme").unwrap(), UnixTime(0)).linked_to_stripe("cus_1");
+        assert_eq!(linked.stripe_customer_id.as_deref(), Some("cus_1"));
+        assert_eq!(linked.subscription_status, Some(SubscriptionStatus::Incomplete));
+        assert_eq!(
+            linked.access(0),
+            CustomerAccess { status: Some(SubscriptionStatus::Incomplete), grace_until: None }
+        );
+        assert!(!linked.access(0).allows(UnixTime(1)));
+        // A status the customer has is its own: linking does not reset it.
+        let mut known = Customer::new(CustomerId::parse("acme").unwrap(), UnixTime(0));
+        known.subscription_status = Some(SubscriptionStatus::Active);
+        assert_eq!(known.linked_to_stripe("cus_1").subscription_status, Some(SubscriptionStatus::Active));
     }
 
     #[test]

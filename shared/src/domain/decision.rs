@@ -4,9 +4,11 @@
 //! conditional write. When that condition fails it gets the item back and asks [`next_step`]
 //! why: a denial, or a window/period that has ended and must be rolled over first.
 
+use super::admission;
 use super::api_key::{KeyHash, KeyId};
 use super::customers::{CustomerAccess, CustomerId};
 use super::key_records::KeyStatus;
+use super::lease::Counter;
 use super::limits::{LimitStatus, period_end, window_end};
 use super::plans::{PlanId, Quota, RateLimit};
 use super::time::UnixTime;
@@ -19,6 +21,16 @@ pub struct Counters {
     pub window_count: u64,
     pub period_end: UnixTime,
     pub period_count: u64,
+}
+
+impl Counters {
+    /// When `counter`'s window or period ends.
+    pub fn end(&self, counter: Counter) -> UnixTime {
+        match counter {
+            Counter::Window => self.window_end,
+            Counter::Period => self.period_end,
+        }
+    }
 }
 
 /// Everything about a key that a decision reads.
@@ -142,25 +154,10 @@ pub enum Step {
 }
 
 /// The decision for one request to a route that needs the scopes `required`.
+/// What admission asks of the key comes first ([`admission::ADMISSION`]), then its limits.
 pub fn next_step(state: &KeyState, presented: &KeyHash, required: &[String], now: UnixTime) -> Step {
-    let current = state.current_hash == *presented;
-    let in_grace = state.previous_hash.is_some_and(|(h, until)| h == *presented && now < until);
-    if !current && !in_grace {
-        return Step::Deny(Denial::InvalidKey);
-    }
-    match state.status {
-        KeyStatus::Revoked => return Step::Deny(Denial::KeyRevoked),
-        KeyStatus::Disabled => return Step::Deny(Denial::KeyDisabled),
-        KeyStatus::Active => {}
-    }
-    if state.expires_at.is_some_and(|e| now >= e) {
-        return Step::Deny(Denial::KeyExpired);
-    }
-    if !state.access.allows(now) {
-        return Step::Deny(Denial::SubscriptionInactive);
-    }
-    if required.iter().any(|scope| !state.scopes.contains(scope)) {
-        return Step::Deny(Denial::InsufficientScope);
+    if let Some(denial) = admission::refusal(state, presented, required, now) {
+        return Step::Deny(denial);
     }
     let c = &state.counters;
     let mut roll_window = false;

@@ -1,5 +1,6 @@
 //! Pure domain logic: no I/O, no AWS types.
 
+pub mod admission;
 pub mod api_key;
 mod base62;
 pub mod billing;

@@ -77,7 +77,7 @@ impl ScopeMap {
     }
 }
 
-/// A path whose segments upstreams read differently (README, "Scopes"): no scope decision is
+/// A path whose segments upstreams read differently (docs/authorizer.md, "Scopes"): no scope decision is
 /// made for it, so a key cannot reach a scoped route through it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AmbiguousPath;

@@ -10,22 +10,15 @@ use std::future::Future;
 pub trait AuthorizeStore: Send + Sync {
     fn key_id_for_hash(&self, hash: &KeyHash) -> impl Future<Output = StoreResult<Option<KeyId>>> + Send;
     /// Decides one request to a route needing the scopes `required` for the key and, when
-    /// allowed, counts it against its limits, in one conditional write in steady state.
-    /// Denials are counted separately.
-    fn authorize_and_count(
-        &self,
-        key_id: &KeyId,
-        hash: &KeyHash,
-        required: &[String],
-        now: UnixTime,
-    ) -> impl Future<Output = StoreResult<Decision>> + Send;
-    /// [`AuthorizeStore::authorize_and_count`] for a hot key ([`crate::domain::lease`]): reserves
-    /// up to `take.tokens` requests (what fits) in the same one write, counts the requests
-    /// earlier blocks admitted for billing and gives back their unspent tokens. The decision,
-    /// and how many tokens it reserved (0 when refused); this decision's request is one of them.
-    /// `take.used` and `take.unspent` are emptied once written, or once a write that may have
-    /// been applied failed; what is left in them on return (a throttled write, an error) was
-    /// certainly not written, and the caller keeps it for its next write.
+    /// allowed, counts it against its limits, in one conditional write in steady state
+    /// ([`Take::one`]). Denials are counted separately. For a hot key
+    /// ([`crate::domain::lease`]) the same one write reserves up to `take.tokens` requests
+    /// (what fits), counts the requests earlier blocks admitted for billing and gives back
+    /// their unspent tokens. The decision, and how many tokens it reserved (0 when refused);
+    /// this decision's request is one of them. `take.used` and `take.unspent` are emptied once
+    /// written, or once a write that may have been applied failed; what is left in them on
+    /// return (a throttled write, an error) was certainly not written, and the caller keeps it
+    /// for its next write.
     fn take(
         &self,
         key_id: &KeyId,

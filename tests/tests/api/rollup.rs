@@ -9,6 +9,7 @@ use issue_key::api::{ApiRequest, ManagementApi};
 use shared::app::rollup::{Backoff, Reporting, Rollup, RollupOptions, RunReport, RunStatus, identifier};
 use shared::domain::api_key::{ApiKey, KeyEnv, KeyId};
 use shared::domain::customers::{CustomerId, SubscriptionStatus};
+use shared::domain::lease::Take;
 use shared::domain::plans::{Plan, PlanId};
 use shared::domain::time::UnixTime;
 use shared::domain::usage::MeterDay;
@@ -74,7 +75,7 @@ impl Fixture {
 
     async fn requests(&self, key: &(KeyId, ApiKey), n: u64, at: UnixTime) {
         for _ in 0..n {
-            let d = self.store().authorize_and_count(&key.0, &key.1.hash(), &[], at).await.unwrap();
+            let d = self.store().take(&key.0, &key.1.hash(), &[], at, &mut Take::one()).await.unwrap().decision;
             assert!(d.outcome.is_ok(), "{:?}", d.outcome);
         }
     }
@@ -196,7 +197,7 @@ async fn history_is_kept_per_day_and_shown_by_the_usage_endpoint() {
         )
         .await
         .unwrap();
-    let denied = f.store().authorize_and_count(&key.0, &key.1.hash(), &[], NOW).await.unwrap();
+    let denied = f.store().take(&key.0, &key.1.hash(), &[], NOW, &mut Take::one()).await.unwrap().decision;
     assert!(denied.outcome.is_err());
 
     let report = f.run(NOW).await;
@@ -295,10 +296,10 @@ async fn statistics_count_each_rolled_request_once_by_code_with_top_keys_and_nea
     // Denials of two codes: over gamma's quota, and a scope b1 lacks.
     f.requests(&capped, 2, NOW).await;
     for _ in 0..3 {
-        let d = f.store().authorize_and_count(&capped.0, &capped.1.hash(), &[], NOW).await.unwrap();
+        let d = f.store().take(&capped.0, &capped.1.hash(), &[], NOW, &mut Take::one()).await.unwrap().decision;
         assert_eq!(d.outcome, Err(shared::domain::decision::Denial::QuotaExceeded));
     }
-    let scoped = f.store().authorize_and_count(&b1.0, &b1.1.hash(), &["admin".into()], NOW).await.unwrap();
+    let scoped = f.store().take(&b1.0, &b1.1.hash(), &["admin".into()], NOW, &mut Take::one()).await.unwrap().decision;
     assert_eq!(scoped.outcome, Err(shared::domain::decision::Denial::InsufficientScope));
 
     // Before any run: nothing yet, every day of the range present as zeros.

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use shared::domain::api_key::ApiKey;
 use shared::domain::customers::CustomerId;
+use shared::domain::lease::Take;
 use shared::domain::plans::PlanId;
 use shared::domain::time::UnixTime;
 use shared::store::{AuthorizeStore, KeyStore, NewKey, PlanStore};
@@ -265,7 +266,7 @@ async fn the_rollup_logs_no_stripe_key_at_trace() {
     let new = NewKey::new(&key, CustomerId::parse("acme").unwrap(), Some(PlanId::parse("pro").unwrap()), now);
     let id = db.store.create_key(new).await.unwrap().key_id;
     for _ in 0..3 {
-        assert!(db.store.authorize_and_count(&id, &key.hash(), &[], now).await.unwrap().is_allowed());
+        assert!(db.store.take(&id, &key.hash(), &[], now, &mut Take::one()).await.unwrap().decision.is_allowed());
     }
     let secrets = SecretsStandIn::start().await;
     let arn = secrets.put("tollgate/stripe-api-key", API_KEY);

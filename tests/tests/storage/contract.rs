@@ -5,6 +5,7 @@ use shared::domain::api_key::{ApiKey, KeyEnv, KeyId};
 use shared::domain::customers::{Customer, CustomerId, SubscriptionStatus};
 use shared::domain::decision::Denial;
 use shared::domain::key_records::{Actor, KeyStatus, LimitOverrides};
+use shared::domain::lease::Take;
 use shared::domain::plans::{Period, Plan, PlanId, Quota, RateLimit};
 use shared::domain::time::{Day, UnixTime};
 use shared::domain::usage::{DayCount, MeterDay, PendingReport, UsageDay};
@@ -71,7 +72,7 @@ async fn key_with_plan(db: &TestDb, customer: &str, p: Plan) -> (KeyId, ApiKey) 
 }
 
 async fn decide(db: &TestDb, id: &KeyId, key: &ApiKey, now: UnixTime) -> Result<(), Denial> {
-    db.store.authorize_and_count(id, &key.hash(), &[], now).await.unwrap().outcome
+    db.store.take(id, &key.hash(), &[], now, &mut Take::one()).await.unwrap().decision.outcome
 }
 
 // ----- keys -------------------------------------------------------------------------------
@@ -463,13 +464,13 @@ async fn steady_state_is_one_request_and_a_rollover_at_most_two() {
     let (id, key) = key_with_plan(&db, "acme", plan("pro", Some((100, 60)), Some((1000, Period::Month)))).await;
     // First request ever: the counters' windows start (rollover).
     db.requests.reset();
-    let first = db.store.authorize_and_count(&id, &key.hash(), &[], NOW).await.unwrap();
+    let first = db.store.take(&id, &key.hash(), &[], NOW, &mut Take::one()).await.unwrap().decision;
     assert!(first.is_allowed());
     assert_eq!(db.requests.total(), 2, "{:?}", db.requests.snapshot());
 
     for i in 0..10 {
         db.requests.reset();
-        let d = db.store.authorize_and_count(&id, &key.hash(), &[], NOW).await.unwrap();
+        let d = db.store.take(&id, &key.hash(), &[], NOW, &mut Take::one()).await.unwrap().decision;
         assert!(d.is_allowed());
         assert_eq!(db.requests.snapshot(), BTreeMap::from([("UpdateItem".to_owned(), 1)]), "request {i}");
         assert_eq!(d.rate.unwrap().remaining(), 100 - 2 - i);
@@ -478,12 +479,12 @@ async fn steady_state_is_one_request_and_a_rollover_at_most_two() {
 
     // Next window: one rollover (two requests), then one again.
     db.requests.reset();
-    let d = db.store.authorize_and_count(&id, &key.hash(), &[], NOW.plus(60)).await.unwrap();
+    let d = db.store.take(&id, &key.hash(), &[], NOW.plus(60), &mut Take::one()).await.unwrap().decision;
     assert_eq!(d.rate.unwrap().remaining(), 99);
     assert_eq!(d.quota.unwrap().remaining(), 1000 - 12, "11 before, this one the 12th");
     assert_eq!(db.requests.total(), 2);
     db.requests.reset();
-    db.store.authorize_and_count(&id, &key.hash(), &[], NOW.plus(61)).await.unwrap();
+    db.store.take(&id, &key.hash(), &[], NOW.plus(61), &mut Take::one()).await.unwrap();
     assert_eq!(db.requests.total(), 1);
 }
 
@@ -493,13 +494,13 @@ async fn denials_follow_the_contract_order_and_are_counted_separately() {
     let (id, key) = key_with_plan(&db, "acme", plan("tiny", Some((2, 60)), Some((3, Period::Day)))).await;
     assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()));
     assert_eq!(decide(&db, &id, &key, NOW).await, Ok(()));
-    let limited = db.store.authorize_and_count(&id, &key.hash(), &[], NOW).await.unwrap();
+    let limited = db.store.take(&id, &key.hash(), &[], NOW, &mut Take::one()).await.unwrap().decision;
     assert_eq!(limited.outcome, Err(Denial::RateLimited));
     assert_eq!(limited.retry_after(NOW), Some(30));
     assert_eq!(limited.rate.unwrap().remaining(), 0);
     // Next window: one more fits the daily quota, then the quota stops it.
     assert_eq!(decide(&db, &id, &key, NOW.plus(60)).await, Ok(()));
-    let q = db.store.authorize_and_count(&id, &key.hash(), &[], NOW.plus(60)).await.unwrap();
+    let q = db.store.take(&id, &key.hash(), &[], NOW.plus(60), &mut Take::one()).await.unwrap().decision;
     assert_eq!(q.outcome, Err(Denial::QuotaExceeded));
     let seconds_to_midnight =
         Day::from_days_since_epoch(NOW.day().days_since_epoch() + 1).start().secs() - NOW.plus(60).secs();
@@ -521,7 +522,7 @@ async fn denials_follow_the_contract_order_and_are_counted_separately() {
     let stranger = ApiKey::generate(KeyEnv::Live).unwrap();
     assert_eq!(decide(&db, &id, &stranger, NOW).await, Err(Denial::InvalidKey));
     // A key id with no item.
-    let ghost = db.store.authorize_and_count(&KeyId::generate(1), &key.hash(), &[], NOW).await.unwrap();
+    let ghost = db.store.take(&KeyId::generate(1), &key.hash(), &[], NOW, &mut Take::one()).await.unwrap().decision;
     assert_eq!(ghost.outcome, Err(Denial::InvalidKey));
 }
 
@@ -545,7 +546,7 @@ async fn unlimited_keys_are_allowed_and_still_counted() {
     let id = db.store.create_key(new).await.unwrap().key_id;
     for _ in 0..5 {
         db.requests.reset();
-        let d = db.store.authorize_and_count(&id, &key.hash(), &[], NOW).await.unwrap();
+        let d = db.store.take(&id, &key.hash(), &[], NOW, &mut Take::one()).await.unwrap().decision;
         assert!(d.is_allowed());
         assert_eq!((d.rate, d.quota), (None, None));
         assert_eq!(db.requests.total(), 1);
@@ -570,7 +571,7 @@ async fn concurrent_requests_allow_exactly_the_limit() {
             let (store, id, allowed, limited) = (db.store.clone(), id.clone(), allowed.clone(), limited.clone());
             tokio::spawn(async move {
                 for _ in 0..PER_TASK {
-                    match store.authorize_and_count(&id, &hash, &[], now).await.unwrap().outcome {
+                    match store.take(&id, &hash, &[], now, &mut Take::one()).await.unwrap().decision.outcome {
                         Ok(()) => allowed.fetch_add(1, Ordering::Relaxed),
                         Err(Denial::RateLimited) => limited.fetch_add(1, Ordering::Relaxed),
                         Err(other) => panic!("unexpected {other:?}"),
@@ -600,7 +601,9 @@ async fn concurrent_rollovers_start_one_window() {
     let tasks: Vec<_> = (0..16)
         .map(|_| {
             let (store, id) = (db.store.clone(), id.clone());
-            tokio::spawn(async move { store.authorize_and_count(&id, &hash, &[], NOW).await.unwrap().is_allowed() })
+            tokio::spawn(async move {
+                store.take(&id, &hash, &[], NOW, &mut Take::one()).await.unwrap().decision.is_allowed()
+            })
         })
         .collect();
     let allowed = futures::future::join_all(tasks).await.into_iter().filter(|r| *r.as_ref().unwrap()).count();
@@ -1230,12 +1233,12 @@ async fn a_new_window_length_carries_the_count_over() {
     // A minute window instead of an hour: the hour's 3 stay until the hour ends, so switching
     // the window is no way round the limit.
     db.store.update_plan(&plan("hourly", Some((3, 60)), None), NOW, far()).await.unwrap();
-    let d = db.store.authorize_and_count(&id, &key.hash(), &[], NOW).await.unwrap();
+    let d = db.store.take(&id, &key.hash(), &[], NOW, &mut Take::one()).await.unwrap().decision;
     assert_eq!(d.outcome, Err(Denial::RateLimited));
     let hour_end = UnixTime(NOW.secs() - NOW.secs() % 3600 + 3600);
     assert_eq!(d.rate.unwrap().reset, hour_end);
     // After it, minute windows.
-    let d = db.store.authorize_and_count(&id, &key.hash(), &[], hour_end).await.unwrap();
+    let d = db.store.take(&id, &key.hash(), &[], hour_end, &mut Take::one()).await.unwrap().decision;
     assert!(d.is_allowed());
     assert_eq!(d.rate.unwrap().reset, hour_end.plus(60));
 }

@@ -16,7 +16,7 @@ impl AttemptStore for DynamoStore {
     async fn attempt(&self, bucket: &str, limit: u64, window_s: u64, now: UnixTime) -> StoreResult<Attempt> {
         let end = window_end(now, window_s);
         let mut e = Expr::default();
-        let count = e.name("n");
+        let count = e.name(ATTEMPT_COUNT);
         let (one, max, ttl) = (e.value(n(1)), e.value(n(limit)), e.value(n(end.plus(3_600).secs())));
         let update = format!("ADD {count} {one} SET {} = {ttl}", e.name(TTL));
         let condition = format!("attribute_not_exists({count}) OR {count} < {max}");

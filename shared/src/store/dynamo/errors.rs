@@ -1,5 +1,5 @@
-//! SDK failures as [`StoreError`]s: the outage classes of the fail-mode matrix (README, "Fail
-//! modes"), or a hard error that keeps the SDK error as its source.
+//! SDK failures as [`StoreError`]s: the outage classes of the fail-mode matrix
+//! (docs/authorizer.md, "Fail modes"), or a hard error that keeps the SDK error as its source.
 
 use crate::store::{Fault, Outage, StoreError};
 use aws_sdk_dynamodb::config::http::HttpResponse;

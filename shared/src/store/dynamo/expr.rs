@@ -2,6 +2,7 @@
 //! SET / REMOVE / ADD clauses of an update.
 
 use super::items::n;
+use crate::store::schema::VER;
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
 
@@ -47,7 +48,7 @@ impl Expr {
                 None => a.removes.push(attr),
             }
         }
-        let vn = self.name("ver");
+        let vn = self.name(VER);
         a.sets.push(format!("{vn} = {}", self.value(n(ver + 1))));
         let cond = format!("{vn} = {}", self.value(n(ver)));
         (a, cond)

@@ -25,7 +25,6 @@ const PAGE: i32 = 50;
 const IN_FLIGHT: usize = 8;
 /// Progress items outlive any redelivery (Stripe retries for three days).
 const PROGRESS_TTL_S: i64 = 30 * 86_400;
-const PROGRESS_SK: &str = "FANOUT";
 /// `after` of a finished fan-out.
 const DONE: &str = "~done";
 
@@ -39,8 +38,8 @@ pub(super) enum Governed<'a> {
 impl Governed<'_> {
     fn progress_pk(&self) -> String {
         match self {
-            Self::Plan(p) => format!("FANOUT#plan#{}", p.as_str()),
-            Self::Customer(c) => format!("FANOUT#customer#{}", c.as_str()),
+            Self::Plan(p) => fan_out_pk("plan", p.as_str()),
+            Self::Customer(c) => fan_out_pk("customer", c.as_str()),
         }
     }
 
@@ -64,8 +63,8 @@ impl DynamoStore {
         deadline: Instant,
     ) -> StoreResult<FanOut> {
         let pk = whom.progress_pk();
-        let mut after = match self.get(pk.clone(), PROGRESS_SK).await? {
-            Some(p) if u64_opt(&p, "version")? == Some(version) => s_opt(&p, "after").map(str::to_owned),
+        let mut after = match self.get(pk.clone(), FAN_OUT_SK).await? {
+            Some(p) if u64_opt(&p, FAN_OUT_VERSION)? == Some(version) => s_opt(&p, FAN_OUT_AFTER).map(str::to_owned),
             _ => None,
         };
         let mut out = FanOut::default();
@@ -145,7 +144,7 @@ impl DynamoStore {
             .iter()
             .map(|item| {
                 let pk = req_s(item, PK)?;
-                KeyId::parse(pk.strip_prefix("KEY#").unwrap_or(pk))
+                KeyId::parse(pk.strip_prefix(KEY_PK_PREFIX).unwrap_or(pk))
                     .map_err(|_| StoreError::Corrupt("index entry".into()))
             })
             .collect::<StoreResult<Vec<_>>>()?;
@@ -158,7 +157,7 @@ impl DynamoStore {
             .delete_item()
             .table_name(&self.table)
             .key(PK, s(whom.progress_pk()))
-            .key(SK, s(PROGRESS_SK))
+            .key(SK, s(FAN_OUT_SK))
             .send()
             .await
             .map_err(sdk_err)?;
@@ -172,10 +171,10 @@ impl DynamoStore {
             .put_item()
             .table_name(&self.table)
             .item(PK, s(pk))
-            .item(SK, s(PROGRESS_SK))
-            .item("type", s("fanout"))
-            .item("version", n(version))
-            .item("after", s(after))
+            .item(SK, s(FAN_OUT_SK))
+            .item(ITEM_TYPE, s(ITEM_FAN_OUT))
+            .item(FAN_OUT_VERSION, n(version))
+            .item(FAN_OUT_AFTER, s(after))
             .item(TTL, n(ttl))
             .send()
             .await

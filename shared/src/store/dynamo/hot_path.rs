@@ -6,10 +6,11 @@ use super::DynamoStore;
 use super::errors::sdk_err;
 use super::expr::Expr;
 use super::items::{n, parse_key_id, req_s, s, s_opt};
+use crate::domain::admission::{ADMISSION, ADMITTED_KEY_STATUS, GRACE_SUBSCRIPTIONS, OPEN_SUBSCRIPTIONS, Requirement};
 use crate::domain::api_key::{KeyHash, KeyId};
+use crate::domain::customers::SubscriptionStatus;
 use crate::domain::decision::{Decision, Denial, KeyState, Step, next_step, rolled};
-use crate::domain::lease::{SHARE_OF_REMAINING, Take, Unspent};
-use crate::domain::limits::LimitStatus;
+use crate::domain::lease::{Counter, Take, Unspent, add_used, billed_days, fit};
 use crate::domain::time::{Day, UnixTime};
 use crate::store::schema::*;
 use crate::store::{AuthorizeStore, Fault, Outage, StoreError, StoreResult, Taken};
@@ -28,25 +29,15 @@ impl AuthorizeStore for DynamoStore {
             .table_name(&self.table)
             .key(PK, s(hash_pk(&hash.to_hex())))
             .key(SK, s(HASH_SK))
-            .projection_expression("key_id")
+            .projection_expression(KEY_ID)
             .consistent_read(true)
             .send()
             .await
             .map_err(sdk_err)?;
         match out.item {
-            Some(item) => Ok(Some(parse_key_id(req_s(&item, "key_id")?)?)),
+            Some(item) => Ok(Some(parse_key_id(req_s(&item, KEY_ID)?)?)),
             None => Ok(None),
         }
-    }
-
-    async fn authorize_and_count(
-        &self,
-        key_id: &KeyId,
-        hash: &KeyHash,
-        required: &[String],
-        now: UnixTime,
-    ) -> StoreResult<Decision> {
-        self.take(key_id, hash, required, now, &mut Take::one()).await.map(|t| t.decision)
     }
 
     async fn take(
@@ -107,7 +98,7 @@ impl AuthorizeStore for DynamoStore {
                         return Ok(Taken::refused(Decision::denied(Denial::InvalidKey)));
                     };
                     let state = KeyState::try_from(item)?;
-                    if s_opt(item, "last_req") == Some(request_id.as_str()) {
+                    if s_opt(item, LAST_REQ) == Some(request_id.as_str()) {
                         // An earlier attempt of this very decision was applied.
                         let decision = Decision::for_key(&state, Ok(()), &state.counters, now);
                         return Ok(Taken { decision, tokens: sent });
@@ -174,7 +165,7 @@ impl AuthorizeStore for DynamoStore {
         // Given back to each counter only where the tokens came from (its end unchanged and
         // still ahead); a failed condition returns the item, and the next try gives back what
         // still can (possibly nothing) and counts the used requests.
-        let mut give_back = unspent.filter(|u| u.tokens > 0 && (u.window_end.is_some() || u.period_end.is_some()));
+        let mut give_back = unspent.and_then(Unspent::worth_returning);
         let (mut attempt, mut refused) = (0, 0);
         while attempt < 3 {
             if attempt == 2 {
@@ -185,21 +176,17 @@ impl AuthorizeStore for DynamoStore {
             let mut adds = vec![];
             let total: u64 = used.iter().map(|(_, n)| n).sum();
             if total > 0 {
-                adds.push(format!("{} {}", e.name("n_allowed"), e.value(n(total))));
+                adds.push(format!("{} {}", e.name(N_ALLOWED), e.value(n(total))));
             }
-            let mut per_day: Vec<(Day, u64)> = vec![];
-            for &(d, count) in used {
-                crate::domain::lease::add_used(&mut per_day, crate::domain::lease::billing_day(d, now), count);
-            }
-            for (d, count) in &per_day {
-                adds.push(format!("{} {}", e.name(&allowed_day_attr(&d.compact())), e.value(n(*count))));
+            for (d, count) in billed_days(used, now) {
+                adds.push(format!("{} {}", e.name(&allowed_day_attr(&d.compact())), e.value(n(count))));
             }
             let mut cond = vec![format!("attribute_exists({})", e.name(PK))];
             if let Some(u) = give_back {
-                for (end, count, at) in [("win_end", "win_count", u.window_end), ("q_end", "q_count", u.period_end)] {
-                    if let Some(at) = at {
-                        let end = e.name(end);
-                        adds.push(format!("{} {}", e.name(count), e.value(n(-(u.tokens as i64)))));
+                for (counter, _, end_attr, count_attr) in COUNTERS {
+                    if let Some(at) = u.end(counter) {
+                        let end = e.name(end_attr);
+                        adds.push(format!("{} {}", e.name(count_attr), e.value(n(-(u.tokens as i64)))));
                         cond.push(format!("{end} = {} AND {end} > {}", e.value(n(at.secs())), e.value(n(now.secs()))));
                     }
                 }
@@ -238,13 +225,7 @@ impl AuthorizeStore for DynamoStore {
                     // The key is gone: nothing to count on.
                     let Some(item) = old else { return Ok(()) };
                     let c = KeyState::try_from(item)?.counters;
-                    give_back = give_back
-                        .map(|u| Unspent {
-                            tokens: u.tokens,
-                            window_end: u.window_end.filter(|e| *e == c.window_end && *e > now),
-                            period_end: u.period_end.filter(|e| *e == c.period_end && *e > now),
-                        })
-                        .filter(|u| u.window_end.is_some() || u.period_end.is_some());
+                    give_back = give_back.and_then(|u| u.still_returnable(&c, now));
                     attempt += 1;
                 }
                 Err(err) => {
@@ -316,7 +297,7 @@ impl DynamoStore {
         let one = e.value(n(count));
         let update = format!(
             "ADD {} {one}, {} {one}, {} {one} SET {} = {}",
-            e.name("n_denied"),
+            e.name(N_DENIED),
             e.name(&denied_day_attr(&day.compact())),
             e.name(&denied_code_day_attr(&day.compact(), denial.code())),
             e.name(ACTIVITY_PK),
@@ -367,35 +348,15 @@ fn count_update(rollover: Option<(&KeyState, bool, bool)>, w: &Write<'_>) -> Cou
     let now_v = e.value(n(now.secs()));
     // Values are made where they are used (Expr shares equal ones): DynamoDB refuses an unused
     // value, and a block's write may not use `1`.
-    let active = e.value(s("active"));
-    let h = e.value(s(hash.to_hex()));
-    let rid = e.value(s(request_id));
-    let (cur, prev, prev_until, status, exp) =
-        (e.name("hash"), e.name("prev_hash"), e.name("prev_until"), e.name("status"), e.name("expires_at"));
-    let (sub, sub_grace) = (e.name("sub_status"), e.name("sub_grace_until"));
-    let (trialing, past_due) = (e.value(s("trialing")), e.value(s("past_due")));
-    let last_req = e.name("last_req");
-    let mut cond = vec![
-        format!("({cur} = {h} OR ({prev} = {h} AND {prev_until} > {now_v}))"),
-        format!("{status} = {active}"),
-        format!("(attribute_not_exists({exp}) OR {exp} > {now_v})"),
-        format!(
-            "(attribute_not_exists({sub}) OR {sub} IN ({active}, {trialing}) OR ({sub} = {past_due} AND {sub_grace} > {now_v}))"
-        ),
-        format!("(attribute_not_exists({last_req}) OR {last_req} <> {rid})"),
-    ];
-    if !required.is_empty() {
-        let scopes = e.name("scopes");
-        for scope in required {
-            cond.push(format!("contains({scopes}, {})", e.value(s(scope.clone()))));
-        }
-    }
+    let mut cond = admission_condition(&mut e, hash, required, &now_v);
+    let (last_req, rid) = (e.name(LAST_REQ), e.value(s(request_id)));
+    cond.push(format!("(attribute_not_exists({last_req}) OR {last_req} <> {rid})"));
     // Billing: this request, and what earlier blocks admitted that no write has counted.
     let mut per_day: Vec<(Day, u64)> = vec![(day, 1)];
-    for &(d, count) in &take.used {
-        crate::domain::lease::add_used(&mut per_day, crate::domain::lease::billing_day(d, now), count);
+    for (d, count) in billed_days(&take.used, now) {
+        add_used(&mut per_day, d, count);
     }
-    let mut adds = vec![format!("{} {}", e.name("n_allowed"), e.value(n(1 + take.used_total())))];
+    let mut adds = vec![format!("{} {}", e.name(N_ALLOWED), e.value(n(1 + take.used_total())))];
     for (d, count) in &per_day {
         let v = e.value(n(*count));
         adds.push(format!("{} {v}", e.name(&allowed_day_attr(&d.compact()))));
@@ -403,33 +364,28 @@ fn count_update(rollover: Option<(&KeyState, bool, bool)>, w: &Write<'_>) -> Cou
     // `last_used`: on the key item only (no index projects it), so a decision writes no index.
     let mut sets = vec![
         format!("{last_req} = {rid}"),
-        format!("{} = {now_v}", e.name("last_used")),
+        format!("{} = {now_v}", e.name(LAST_USED)),
         format!("{} = {}", e.name(ACTIVITY_PK), e.value(s(activity_shard(key_id.as_str())))),
     ];
     let tokens = take.tokens.max(1);
-    let counters = [("rl_limit", "win_end", "win_count", 0usize), ("q_limit", "q_end", "q_count", 1)];
-    for (limit_attr, end_attr, count_attr, idx) in counters {
+    for (counter, limit_attr, end_attr, count_attr) in COUNTERS {
         // Names are made where they are used (Expr shares equal ones): DynamoDB refuses an
         // unused one, and a block for a key without this limit needs no end.
         let count = e.name(count_attr);
-        let roll = rollover.map(|(_, w, p)| if idx == 0 { w } else { p }).unwrap_or(false);
-        let known = if idx == 0 { take.rate } else { take.quota };
+        let window = counter == Counter::Window;
+        let roll = rollover.is_some_and(|(_, w, p)| if window { w } else { p });
         match rollover {
             Some((state, _, _)) if roll => {
                 let end = e.name(end_attr);
-                let next = rolled(state, idx == 0, idx == 1, now);
-                let (old_end, new_end) = if idx == 0 {
-                    (state.counters.window_end, next.window_end)
-                } else {
-                    (state.counters.period_end, next.period_end)
-                };
-                cond.push(format!("(attribute_not_exists({end}) OR {end} = {})", e.value(n(old_end.secs()))));
+                let next = rolled(state, window, !window, now);
+                let old_end = e.value(n(state.counters.end(counter).secs()));
+                cond.push(format!("(attribute_not_exists({end}) OR {end} = {old_end})"));
                 if tokens > 1 {
                     // A block restarts the counter at its size: only where all of it fits the
                     // limit as it is now (a plan change since the read shrinks the next try).
                     cond.push(format!("{} >= {}", e.name(limit_attr), e.value(n(tokens))));
                 }
-                sets.push(format!("{end} = {}", e.value(n(new_end.secs()))));
+                sets.push(format!("{end} = {}", e.value(n(next.end(counter).secs()))));
                 let v = e.value(n(tokens));
                 sets.push(format!("{count} = {v}"));
             }
@@ -440,10 +396,10 @@ fn count_update(rollover: Option<(&KeyState, bool, bool)>, w: &Write<'_>) -> Cou
             }
             _ => {
                 let limit = e.name(limit_attr);
-                match known {
+                match take.known(counter) {
                     Some(k) => {
                         let end = e.name(end_attr);
-                        let back = take.unspent.filter(|u| end_of(u, idx) == Some(k.reset)).map_or(0, |u| u.tokens);
+                        let back = take.given_back(counter, k.reset);
                         // fit() sized the block to fit: L - n + r >= count >= 0.
                         let max = (k.limit + back).saturating_sub(tokens);
                         cond.push(format!(
@@ -469,46 +425,53 @@ fn count_update(rollover: Option<(&KeyState, bool, bool)>, w: &Write<'_>) -> Cou
     }
 }
 
-fn end_of(u: &Unspent, idx: usize) -> Option<UnixTime> {
-    if idx == 0 { u.window_end } else { u.period_end }
+/// What admission asks of the key ([`ADMISSION`]), as condition terms on its item: the domain
+/// decides the rule, this only says it in DynamoDB's words.
+fn admission_condition(e: &mut Expr, hash: &KeyHash, required: &[String], now_v: &str) -> Vec<String> {
+    let mut cond = vec![];
+    for requirement in ADMISSION {
+        match requirement {
+            Requirement::Secret => {
+                let h = e.value(s(hash.to_hex()));
+                let (cur, prev, until) = (e.name(HASH), e.name(PREV_HASH), e.name(PREV_UNTIL));
+                cond.push(format!("({cur} = {h} OR ({prev} = {h} AND {until} > {now_v}))"));
+            }
+            Requirement::Status => {
+                cond.push(format!("{} = {}", e.name(STATUS), e.value(s(ADMITTED_KEY_STATUS.as_str()))));
+            }
+            Requirement::NotExpired => {
+                let exp = e.name(EXPIRES_AT);
+                cond.push(format!("(attribute_not_exists({exp}) OR {exp} > {now_v})"));
+            }
+            // No status (not billed through Stripe), an open one, or one in grace until its end.
+            Requirement::Subscription => {
+                let sub = e.name(SUB_STATUS);
+                let mut any = vec![format!("attribute_not_exists({sub})")];
+                any.extend(is_one_of(e, &sub, OPEN_SUBSCRIPTIONS));
+                if let Some(in_grace) = is_one_of(e, &sub, GRACE_SUBSCRIPTIONS) {
+                    any.push(format!("({in_grace} AND {} > {now_v})", e.name(SUB_GRACE_UNTIL)));
+                }
+                cond.push(format!("({})", any.join(" OR ")));
+            }
+            Requirement::Scopes => {
+                if !required.is_empty() {
+                    let scopes = e.name(SCOPES);
+                    for scope in required {
+                        cond.push(format!("contains({scopes}, {})", e.value(s(scope.clone()))));
+                    }
+                }
+            }
+        }
+    }
+    cond
 }
 
-/// `take` sized to what is known of the key: the item a failed condition returned, else what
-/// the container knew. Each limit's current window or period leaves room for `limit - count`
-/// requests plus what the earlier block gives back there; an ended one, for `limit`. At least 1:
-/// a block that cannot fit is the ordinary request, which the condition then refuses.
-fn fit(take: &Take, observed: Option<&KeyState>, now: UnixTime) -> Take {
-    if take.is_one() {
-        return take.clone();
+/// `attr = v` or `attr IN (v, ...)` for `statuses`; `None` for none (DynamoDB has no empty IN).
+fn is_one_of(e: &mut Expr, attr: &str, statuses: &[SubscriptionStatus]) -> Option<String> {
+    let values: Vec<String> = statuses.iter().map(|status| e.value(s(status.as_str()))).collect();
+    match values.as_slice() {
+        [] => None,
+        [one] => Some(format!("{attr} = {one}")),
+        _ => Some(format!("{attr} IN ({})", values.join(", "))),
     }
-    let mut fitted = take.clone();
-    if let Some(state) = observed {
-        let c = &state.counters;
-        // Only a current window or period is conditioned on; an ended one is rolled over.
-        fitted.rate = state
-            .rate_limit
-            .filter(|_| c.window_end > now)
-            .map(|r| LimitStatus::for_rate(&r, c.window_end, c.window_count, now));
-        fitted.quota = state
-            .quota
-            .filter(|_| c.period_end > now)
-            .map(|q| LimitStatus::for_quota(&q, c.period_end, c.period_count, now));
-        let rolled_room = [
-            state.rate_limit.filter(|_| c.window_end <= now).map(|r| r.limit),
-            state.quota.filter(|_| c.period_end <= now).map(|q| q.limit),
-        ];
-        for room in rolled_room.into_iter().flatten() {
-            fitted.tokens = fitted.tokens.min((room / SHARE_OF_REMAINING).max(1));
-        }
-    }
-    // At most a share of the room, as the container sized it: near a limit, single requests.
-    for (idx, known) in [(0, fitted.rate), (1, fitted.quota)] {
-        if let Some(k) = known {
-            let back = fitted.unspent.filter(|u| end_of(u, idx) == Some(k.reset)).map_or(0, |u| u.tokens);
-            let room = (k.limit + back).saturating_sub(k.used);
-            fitted.tokens = fitted.tokens.min((room / SHARE_OF_REMAINING).max(1));
-        }
-    }
-    fitted.tokens = fitted.tokens.max(1);
-    fitted
 }

@@ -17,11 +17,11 @@ impl IdempotencyStore for DynamoStore {
         let item = HashMap::from([
             (PK.to_owned(), s(idempotency_pk(scope, id))),
             (SK.to_owned(), s(IDEMPOTENCY_SK)),
-            ("state".to_owned(), s("pending")),
-            ("owner".to_owned(), s(owner)),
-            ("fingerprint".to_owned(), s(fingerprint)),
-            ("lease_until".to_owned(), n(now.plus(lease_s as i64).secs())),
-            ("expires_at".to_owned(), n(expires_at.secs())),
+            (IDEMPOTENCY_STATE.to_owned(), s(IDEMPOTENCY_PENDING)),
+            (OWNER.to_owned(), s(owner)),
+            (FINGERPRINT.to_owned(), s(fingerprint)),
+            (LEASE_UNTIL.to_owned(), n(now.plus(lease_s as i64).secs())),
+            (EXPIRES_AT.to_owned(), n(expires_at.secs())),
             (TTL.to_owned(), n(expires_at.secs())),
         ]);
         // Free when absent, expired (TTL deletion can lag by days), or a pending reservation whose
@@ -33,11 +33,11 @@ impl IdempotencyStore for DynamoStore {
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(#pk) OR #exp <= :now OR (#st = :pending AND #lease <= :now)")
             .expression_attribute_names("#pk", PK)
-            .expression_attribute_names("#exp", "expires_at")
-            .expression_attribute_names("#st", "state")
-            .expression_attribute_names("#lease", "lease_until")
+            .expression_attribute_names("#exp", EXPIRES_AT)
+            .expression_attribute_names("#st", IDEMPOTENCY_STATE)
+            .expression_attribute_names("#lease", LEASE_UNTIL)
             .expression_attribute_values(":now", n(now.secs()))
-            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":pending", s(IDEMPOTENCY_PENDING))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
@@ -54,15 +54,15 @@ impl IdempotencyStore for DynamoStore {
                     Some(o) => o,
                     None => self.get(idempotency_pk(scope, id), IDEMPOTENCY_SK).await?.unwrap_or_default(),
                 };
-                let fingerprint = s_opt(&old, "fingerprint").unwrap_or_default().to_owned();
-                match s_opt(&old, "state") {
-                    Some("done") => Ok(Reservation::Done {
+                let fingerprint = s_opt(&old, FINGERPRINT).unwrap_or_default().to_owned();
+                match s_opt(&old, IDEMPOTENCY_STATE) {
+                    Some(IDEMPOTENCY_DONE) => Ok(Reservation::Done {
                         fingerprint,
-                        result: s_opt(&old, "result").unwrap_or_default().to_owned(),
+                        result: s_opt(&old, RESULT).unwrap_or_default().to_owned(),
                     }),
                     // Our own put, applied by an attempt whose answer was lost (a timeout the
                     // SDK retried): the reservation is ours.
-                    Some("pending") if s_opt(&old, "owner") == Some(owner) => Ok(Reservation::Fresh),
+                    Some(IDEMPOTENCY_PENDING) if s_opt(&old, OWNER) == Some(owner) => Ok(Reservation::Fresh),
                     _ => Ok(Reservation::InProgress { fingerprint }),
                 }
             }
@@ -79,14 +79,14 @@ impl IdempotencyStore for DynamoStore {
             .key(SK, s(IDEMPOTENCY_SK))
             .update_expression("SET #st = :done, #res = :res, #exp = :exp, #ttl = :exp REMOVE #lease")
             .condition_expression("#st = :pending AND #owner = :owner")
-            .expression_attribute_names("#st", "state")
-            .expression_attribute_names("#res", "result")
-            .expression_attribute_names("#exp", "expires_at")
+            .expression_attribute_names("#st", IDEMPOTENCY_STATE)
+            .expression_attribute_names("#res", RESULT)
+            .expression_attribute_names("#exp", EXPIRES_AT)
             .expression_attribute_names("#ttl", TTL)
-            .expression_attribute_names("#lease", "lease_until")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":done", s("done"))
-            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_names("#lease", LEASE_UNTIL)
+            .expression_attribute_names("#owner", OWNER)
+            .expression_attribute_values(":done", s(IDEMPOTENCY_DONE))
+            .expression_attribute_values(":pending", s(IDEMPOTENCY_PENDING))
             .expression_attribute_values(":owner", s(owner))
             .expression_attribute_values(":res", s(result))
             .expression_attribute_values(":exp", n(expires_at.secs()))
@@ -108,9 +108,9 @@ impl IdempotencyStore for DynamoStore {
             .key(PK, s(idempotency_pk(scope, id)))
             .key(SK, s(IDEMPOTENCY_SK))
             .condition_expression("#st = :pending AND #owner = :owner")
-            .expression_attribute_names("#st", "state")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_names("#st", IDEMPOTENCY_STATE)
+            .expression_attribute_names("#owner", OWNER)
+            .expression_attribute_values(":pending", s(IDEMPOTENCY_PENDING))
             .expression_attribute_values(":owner", s(owner))
             .send()
             .await

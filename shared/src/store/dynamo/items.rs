@@ -94,10 +94,10 @@ impl TryFrom<&Item> for CustomerAccess {
 
     fn try_from(item: &Item) -> StoreResult<Self> {
         Ok(CustomerAccess {
-            status: s_opt(item, "sub_status")
+            status: s_opt(item, SUB_STATUS)
                 .map(|v| SubscriptionStatus::parse(v).ok_or_else(|| StoreError::Corrupt("subscription status".into())))
                 .transpose()?,
-            grace_until: time_opt(item, "sub_grace_until")?,
+            grace_until: time_opt(item, SUB_GRACE_UNTIL)?,
         })
     }
 }
@@ -108,38 +108,38 @@ pub(super) fn key_definition(r: &KeyRecord) -> Vec<(&'static str, Option<Attribu
     let opt_s = |v: Option<&str>| v.map(s);
     let opt_n = |v: Option<i64>| v.map(n);
     vec![
-        ("key_id", Some(s(r.key_id.as_str()))),
-        ("customer_id", Some(s(r.customer_id.as_str()))),
-        ("plan_id", opt_s(r.own_plan_id.as_ref().map(PlanId::as_str))),
-        ("name", opt_s(r.name.as_deref())),
-        ("env", Some(s(r.env.as_str()))),
-        ("status", Some(s(r.status.as_str()))),
-        ("hash", Some(s(r.hash.to_hex()))),
-        ("display", Some(s(r.display.clone()))),
-        ("created_at", Some(n(r.created_at.secs()))),
-        ("updated_at", Some(n(r.updated_at.secs()))),
-        ("expires_at", opt_n(r.expires_at.map(UnixTime::secs))),
-        ("scopes", (!r.scopes.is_empty()).then(|| AttributeValue::L(r.scopes.iter().map(|v| s(v.clone())).collect()))),
+        (KEY_ID, Some(s(r.key_id.as_str()))),
+        (CUSTOMER_ID, Some(s(r.customer_id.as_str()))),
+        (PLAN_ID, opt_s(r.own_plan_id.as_ref().map(PlanId::as_str))),
+        (NAME, opt_s(r.name.as_deref())),
+        (ENV, Some(s(r.env.as_str()))),
+        (STATUS, Some(s(r.status.as_str()))),
+        (HASH, Some(s(r.hash.to_hex()))),
+        (DISPLAY, Some(s(r.display.clone()))),
+        (CREATED_AT, Some(n(r.created_at.secs()))),
+        (UPDATED_AT, Some(n(r.updated_at.secs()))),
+        (EXPIRES_AT, opt_n(r.expires_at.map(UnixTime::secs))),
+        (SCOPES, (!r.scopes.is_empty()).then(|| AttributeValue::L(r.scopes.iter().map(|v| s(v.clone())).collect()))),
         (
-            "metadata",
+            METADATA,
             (!r.metadata.is_empty())
                 .then(|| AttributeValue::M(r.metadata.iter().map(|(k, v)| (k.clone(), s(v.clone()))).collect())),
         ),
-        ("ovr_rl_limit", r.overrides.rate_limit.map(|x| n(x.limit))),
-        ("ovr_rl_window", r.overrides.rate_limit.map(|x| n(x.window_s))),
-        ("ovr_q_limit", r.overrides.quota.map(|x| n(x.limit))),
-        ("ovr_q_period", r.overrides.quota.map(|x| s(x.period.as_str()))),
-        ("prev_hash", r.rotation.map(|x| s(x.previous_hash.to_hex()))),
-        ("prev_until", r.rotation.map(|x| n(x.grace_until.secs()))),
-        ("plan", opt_s(r.limits.governing_plan_id.as_ref().map(PlanId::as_str))),
+        (OVR_RL_LIMIT, r.overrides.rate_limit.map(|x| n(x.limit))),
+        (OVR_RL_WINDOW, r.overrides.rate_limit.map(|x| n(x.window_s))),
+        (OVR_Q_LIMIT, r.overrides.quota.map(|x| n(x.limit))),
+        (OVR_Q_PERIOD, r.overrides.quota.map(|x| s(x.period.as_str()))),
+        (PREV_HASH, r.rotation.map(|x| s(x.previous_hash.to_hex()))),
+        (PREV_UNTIL, r.rotation.map(|x| n(x.grace_until.secs()))),
+        (GOVERNING_PLAN, opt_s(r.limits.governing_plan_id.as_ref().map(PlanId::as_str))),
         (GSI2_PK, r.limits.governing_plan_id.as_ref().map(|p| s(plan_pk(p.as_str())))),
         (GSI2_SK, r.limits.governing_plan_id.as_ref().map(|_| s(r.key_id.as_str()))),
-        ("rl_limit", r.limits.rate_limit.map(|x| n(x.limit))),
-        ("rl_window", r.limits.rate_limit.map(|x| n(x.window_s))),
-        ("q_limit", r.limits.quota.map(|x| n(x.limit))),
-        ("q_period", r.limits.quota.map(|x| s(x.period.as_str()))),
-        ("sub_status", r.access.status.map(|x| s(x.as_str()))),
-        ("sub_grace_until", r.access.grace_until.map(|x| n(x.secs()))),
+        (RL_LIMIT, r.limits.rate_limit.map(|x| n(x.limit))),
+        (RL_WINDOW, r.limits.rate_limit.map(|x| n(x.window_s))),
+        (Q_LIMIT, r.limits.quota.map(|x| n(x.limit))),
+        (Q_PERIOD, r.limits.quota.map(|x| s(x.period.as_str()))),
+        (SUB_STATUS, r.access.status.map(|x| s(x.as_str()))),
+        (SUB_GRACE_UNTIL, r.access.grace_until.map(|x| n(x.secs()))),
     ]
 }
 
@@ -147,7 +147,7 @@ pub(super) fn key_definition(r: &KeyRecord) -> Vec<(&'static str, Option<Attribu
 /// (a projection cannot change on a live index): read from the key item only, written with
 /// its definition.
 pub(super) fn key_unlisted(r: &KeyRecord) -> Vec<(&'static str, Option<AttributeValue>)> {
-    vec![("disabled_by", r.disabled_by.map(|a| s(a.as_str())))]
+    vec![(DISABLED_BY, r.disabled_by.map(|a| s(a.as_str())))]
 }
 
 /// A new key's item: its definition, keys and index keys, at version 1.
@@ -156,8 +156,8 @@ pub(super) fn key_item(r: &KeyRecord) -> Item {
         key_definition(r).into_iter().chain(key_unlisted(r)).filter_map(|(k, v)| Some((k.to_owned(), v?))).collect();
     item.insert(PK.into(), s(key_pk(r.key_id.as_str())));
     item.insert(SK.into(), s(KEY_SK));
-    item.insert("type".into(), s("key"));
-    item.insert("ver".into(), n(1));
+    item.insert(ITEM_TYPE.into(), s(ITEM_KEY));
+    item.insert(VER.into(), n(1));
     item.insert(GSI1_PK.into(), s(customer_pk(r.customer_id.as_str())));
     item.insert(GSI1_SK.into(), s(r.key_id.as_str()));
     item.insert(GSI3_PK.into(), s(TYPE_KEYS));
@@ -170,7 +170,7 @@ pub(super) fn hash_item(hash: &KeyHash, key_id: &KeyId) -> Item {
     HashMap::from([
         (PK.to_owned(), s(hash_pk(&hash.to_hex()))),
         (SK.to_owned(), s(HASH_SK)),
-        ("key_id".to_owned(), s(key_id.as_str())),
+        (KEY_ID.to_owned(), s(key_id.as_str())),
     ])
 }
 
@@ -180,50 +180,50 @@ impl TryFrom<&Item> for KeyRecord {
     fn try_from(item: &Item) -> StoreResult<Self> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("key item: {what}"));
         Ok(KeyRecord {
-            key_id: parse_key_id(req_s(item, "key_id")?)?,
-            customer_id: CustomerId::parse(req_s(item, "customer_id")?).map_err(|_| corrupt("customer_id"))?,
-            own_plan_id: plan_id_opt(item, "plan_id")?,
-            name: s_opt(item, "name").map(str::to_owned),
-            env: req_s(item, "env")?.parse::<KeyEnv>().map_err(|_| corrupt("env"))?,
-            status: KeyStatus::parse(req_s(item, "status")?).ok_or_else(|| corrupt("status"))?,
-            disabled_by: s_opt(item, "disabled_by")
-                .map(|a| Actor::parse(a).ok_or_else(|| corrupt("disabled_by")))
+            key_id: parse_key_id(req_s(item, KEY_ID)?)?,
+            customer_id: CustomerId::parse(req_s(item, CUSTOMER_ID)?).map_err(|_| corrupt(CUSTOMER_ID))?,
+            own_plan_id: plan_id_opt(item, PLAN_ID)?,
+            name: s_opt(item, NAME).map(str::to_owned),
+            env: req_s(item, ENV)?.parse::<KeyEnv>().map_err(|_| corrupt(ENV))?,
+            status: KeyStatus::parse(req_s(item, STATUS)?).ok_or_else(|| corrupt(STATUS))?,
+            disabled_by: s_opt(item, DISABLED_BY)
+                .map(|a| Actor::parse(a).ok_or_else(|| corrupt(DISABLED_BY)))
                 .transpose()?,
-            hash: parse_hash(req_s(item, "hash")?)?,
-            display: req_s(item, "display")?.to_owned(),
-            created_at: time_opt(item, "created_at")?.ok_or_else(|| corrupt("created_at"))?,
-            updated_at: time_opt(item, "updated_at")?.ok_or_else(|| corrupt("updated_at"))?,
-            expires_at: time_opt(item, "expires_at")?,
+            hash: parse_hash(req_s(item, HASH)?)?,
+            display: req_s(item, DISPLAY)?.to_owned(),
+            created_at: time_opt(item, CREATED_AT)?.ok_or_else(|| corrupt(CREATED_AT))?,
+            updated_at: time_opt(item, UPDATED_AT)?.ok_or_else(|| corrupt(UPDATED_AT))?,
+            expires_at: time_opt(item, EXPIRES_AT)?,
             scopes: scopes(item)?,
-            metadata: match item.get("metadata") {
+            metadata: match item.get(METADATA) {
                 Some(AttributeValue::M(m)) => m
                     .iter()
-                    .map(|(k, v)| Ok((k.clone(), v.as_s().map_err(|_| corrupt("metadata"))?.clone())))
+                    .map(|(k, v)| Ok((k.clone(), v.as_s().map_err(|_| corrupt(METADATA))?.clone())))
                     .collect::<StoreResult<_>>()?,
                 _ => BTreeMap::new(),
             },
             overrides: LimitOverrides {
-                rate_limit: rate_opt(item, "ovr_rl_limit", "ovr_rl_window")?,
-                quota: quota_opt(item, "ovr_q_limit", "ovr_q_period")?,
+                rate_limit: rate_opt(item, OVR_RL_LIMIT, OVR_RL_WINDOW)?,
+                quota: quota_opt(item, OVR_Q_LIMIT, OVR_Q_PERIOD)?,
             },
-            rotation: match (s_opt(item, "prev_hash"), time_opt(item, "prev_until")?) {
+            rotation: match (s_opt(item, PREV_HASH), time_opt(item, PREV_UNTIL)?) {
                 (Some(h), Some(until)) => Some(Rotation { previous_hash: parse_hash(h)?, grace_until: until }),
                 _ => None,
             },
             limits: EffectiveLimits {
-                governing_plan_id: plan_id_opt(item, "plan")?,
-                rate_limit: rate_opt(item, "rl_limit", "rl_window")?,
-                quota: quota_opt(item, "q_limit", "q_period")?,
+                governing_plan_id: plan_id_opt(item, GOVERNING_PLAN)?,
+                rate_limit: rate_opt(item, RL_LIMIT, RL_WINDOW)?,
+                quota: quota_opt(item, Q_LIMIT, Q_PERIOD)?,
             },
             access: CustomerAccess::try_from(item)?,
-            last_used_at: time_opt(item, "last_used")?,
+            last_used_at: time_opt(item, LAST_USED)?,
         })
     }
 }
 
 /// A key's scopes (a list of strings; absent: none).
 fn scopes(item: &Item) -> StoreResult<Vec<String>> {
-    match item.get("scopes") {
+    match item.get(SCOPES) {
         Some(AttributeValue::L(l)) => {
             l.iter().map(|v| v.as_s().cloned().map_err(|_| StoreError::Corrupt("key item: scopes".into()))).collect()
         }
@@ -239,25 +239,25 @@ impl TryFrom<&Item> for KeyState {
     fn try_from(item: &Item) -> StoreResult<Self> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("key item: {what}"));
         Ok(KeyState {
-            key_id: parse_key_id(req_s(item, "key_id")?)?,
-            customer_id: CustomerId::parse(req_s(item, "customer_id")?).map_err(|_| corrupt("customer_id"))?,
-            plan_id: plan_id_opt(item, "plan")?,
-            status: KeyStatus::parse(req_s(item, "status")?).ok_or_else(|| corrupt("status"))?,
-            expires_at: time_opt(item, "expires_at")?,
-            current_hash: parse_hash(req_s(item, "hash")?)?,
-            previous_hash: match (s_opt(item, "prev_hash"), time_opt(item, "prev_until")?) {
+            key_id: parse_key_id(req_s(item, KEY_ID)?)?,
+            customer_id: CustomerId::parse(req_s(item, CUSTOMER_ID)?).map_err(|_| corrupt(CUSTOMER_ID))?,
+            plan_id: plan_id_opt(item, GOVERNING_PLAN)?,
+            status: KeyStatus::parse(req_s(item, STATUS)?).ok_or_else(|| corrupt(STATUS))?,
+            expires_at: time_opt(item, EXPIRES_AT)?,
+            current_hash: parse_hash(req_s(item, HASH)?)?,
+            previous_hash: match (s_opt(item, PREV_HASH), time_opt(item, PREV_UNTIL)?) {
                 (Some(h), Some(until)) => Some((parse_hash(h)?, until)),
                 _ => None,
             },
             access: CustomerAccess::try_from(item)?,
             scopes: scopes(item)?,
-            rate_limit: rate_opt(item, "rl_limit", "rl_window")?,
-            quota: quota_opt(item, "q_limit", "q_period")?,
+            rate_limit: rate_opt(item, RL_LIMIT, RL_WINDOW)?,
+            quota: quota_opt(item, Q_LIMIT, Q_PERIOD)?,
             counters: Counters {
-                window_end: time_opt(item, "win_end")?.unwrap_or(UnixTime(0)),
-                window_count: u64_or(item, "win_count", 0)?,
-                period_end: time_opt(item, "q_end")?.unwrap_or(UnixTime(0)),
-                period_count: u64_or(item, "q_count", 0)?,
+                window_end: time_opt(item, WIN_END)?.unwrap_or(UnixTime(0)),
+                window_count: u64_or(item, WIN_COUNT, 0)?,
+                period_end: time_opt(item, Q_END)?.unwrap_or(UnixTime(0)),
+                period_count: u64_or(item, Q_COUNT, 0)?,
             },
         })
     }
@@ -266,21 +266,21 @@ impl TryFrom<&Item> for KeyState {
 /// The attributes that define a plan, each `None` when absent (create and update share it).
 pub(super) fn plan_definition(p: &Plan) -> Vec<(&'static str, Option<AttributeValue>)> {
     vec![
-        ("plan_id", Some(s(p.id.as_str()))),
-        ("name", Some(s(p.name.clone()))),
-        ("created_at", Some(n(p.created_at.secs()))),
-        ("updated_at", Some(n(p.updated_at.secs()))),
-        ("rl_limit", p.rate_limit.map(|r| n(r.limit))),
-        ("rl_window", p.rate_limit.map(|r| n(r.window_s))),
-        ("q_limit", p.quota.map(|q| n(q.limit))),
-        ("q_period", p.quota.map(|q| s(q.period.as_str()))),
+        (PLAN_ID, Some(s(p.id.as_str()))),
+        (NAME, Some(s(p.name.clone()))),
+        (CREATED_AT, Some(n(p.created_at.secs()))),
+        (UPDATED_AT, Some(n(p.updated_at.secs()))),
+        (RL_LIMIT, p.rate_limit.map(|r| n(r.limit))),
+        (RL_WINDOW, p.rate_limit.map(|r| n(r.window_s))),
+        (Q_LIMIT, p.quota.map(|q| n(q.limit))),
+        (Q_PERIOD, p.quota.map(|q| s(q.period.as_str()))),
         (
-            "stripe_price_ids",
+            STRIPE_PRICE_IDS,
             (!p.stripe_price_ids.is_empty())
                 .then(|| AttributeValue::L(p.stripe_price_ids.iter().map(|v| s(v.clone())).collect())),
         ),
-        ("meter_event_name", p.meter_event_name.clone().map(s)),
-        ("max_keys", p.max_keys.map(n)),
+        (METER_EVENT_NAME, p.meter_event_name.clone().map(s)),
+        (MAX_KEYS, p.max_keys.map(n)),
     ]
 }
 
@@ -288,7 +288,7 @@ pub(super) fn plan_item(p: &Plan) -> Item {
     let mut item: Item = plan_definition(p).into_iter().filter_map(|(k, v)| Some((k.to_owned(), v?))).collect();
     item.insert(PK.to_owned(), s(plan_pk(p.id.as_str())));
     item.insert(SK.to_owned(), s(PLAN_SK));
-    item.insert("type".to_owned(), s("plan"));
+    item.insert(ITEM_TYPE.to_owned(), s(ITEM_PLAN));
     item.insert(GSI3_PK.to_owned(), s(TYPE_PLANS));
     item.insert(GSI3_SK.to_owned(), s(p.id.as_str()));
     item
@@ -299,49 +299,51 @@ impl TryFrom<&Item> for Plan {
 
     fn try_from(item: &Item) -> StoreResult<Self> {
         Ok(Plan {
-            id: plan_id_opt(item, "plan_id")?.ok_or_else(|| StoreError::Corrupt("plan item: plan_id".into()))?,
-            name: req_s(item, "name")?.to_owned(),
-            rate_limit: rate_opt(item, "rl_limit", "rl_window")?,
-            quota: quota_opt(item, "q_limit", "q_period")?,
-            stripe_price_ids: match item.get("stripe_price_ids") {
+            id: plan_id_opt(item, PLAN_ID)?.ok_or_else(|| StoreError::Corrupt("plan item: plan_id".into()))?,
+            name: req_s(item, NAME)?.to_owned(),
+            rate_limit: rate_opt(item, RL_LIMIT, RL_WINDOW)?,
+            quota: quota_opt(item, Q_LIMIT, Q_PERIOD)?,
+            stripe_price_ids: match item.get(STRIPE_PRICE_IDS) {
                 Some(AttributeValue::L(l)) => l.iter().filter_map(|v| v.as_s().ok().cloned()).collect(),
                 _ => vec![],
             },
-            meter_event_name: s_opt(item, "meter_event_name").map(str::to_owned),
-            max_keys: u64_opt(item, "max_keys")?,
-            created_at: time_opt(item, "created_at")?.unwrap_or(UnixTime(0)),
-            updated_at: time_opt(item, "updated_at")?.unwrap_or(UnixTime(0)),
+            meter_event_name: s_opt(item, METER_EVENT_NAME).map(str::to_owned),
+            max_keys: u64_opt(item, MAX_KEYS)?,
+            created_at: time_opt(item, CREATED_AT)?.unwrap_or(UnixTime(0)),
+            updated_at: time_opt(item, UPDATED_AT)?.unwrap_or(UnixTime(0)),
         })
     }
 }
 
-pub(super) fn customer_item(c: &Customer, access: Option<CustomerAccess>) -> Item {
+/// A new customer's item, at version 1, holding `access` (what its keys copy).
+pub(super) fn customer_item(c: &Customer, access: CustomerAccess) -> Item {
     let mut item = HashMap::from([
         (PK.to_owned(), s(customer_pk(c.customer_id.as_str()))),
         (SK.to_owned(), s(CUSTOMER_SK)),
-        ("type".to_owned(), s("customer")),
-        ("customer_id".to_owned(), s(c.customer_id.as_str())),
-        ("created_at".to_owned(), n(c.created_at.secs())),
-        ("updated_at".to_owned(), n(c.updated_at.secs())),
-        ("ver".to_owned(), n(1)),
+        (ITEM_TYPE.to_owned(), s(ITEM_CUSTOMER)),
+        (CUSTOMER_ID.to_owned(), s(c.customer_id.as_str())),
+        (CREATED_AT.to_owned(), n(c.created_at.secs())),
+        (VER.to_owned(), n(1)),
     ]);
-    let mut put = |k: &str, v: Option<AttributeValue>| {
-        if let Some(v) = v {
-            item.insert(k.to_owned(), v);
-        }
-    };
-    put("stripe_customer_id", c.stripe_customer_id.clone().map(s));
-    put("stripe_subscription_id", c.stripe_subscription_id.clone().map(s));
-    put("subscription_status", c.subscription_status.map(|v| s(v.as_str())));
-    put("plan_id", c.plan_id.as_ref().map(|p| s(p.as_str())));
-    put("current_period_end", c.current_period_end.map(|t| n(t.secs())));
-    put("past_due_since", c.past_due_since.map(|t| n(t.secs())));
-    put("unknown_price_id", c.unknown_price_id.clone().map(s));
-    if let Some(a) = access {
-        put("sub_status", a.status.map(|v| s(v.as_str())));
-        put("sub_grace_until", a.grace_until.map(|t| n(t.secs())));
-    }
+    item.extend(customer_billing(c, access).into_iter().filter_map(|(k, v)| Some((k.to_owned(), v?))));
     item
+}
+
+/// A customer's billing and the access its keys copy (`Customer::access`), each `None` when
+/// absent: what a new customer item holds, and what a billing write sets or removes.
+pub(super) fn customer_billing(c: &Customer, access: CustomerAccess) -> [(&'static str, Option<AttributeValue>); 10] {
+    [
+        (STRIPE_CUSTOMER_ID, c.stripe_customer_id.clone().map(s)),
+        (STRIPE_SUBSCRIPTION_ID, c.stripe_subscription_id.clone().map(s)),
+        (SUBSCRIPTION_STATUS, c.subscription_status.map(|v| s(v.as_str()))),
+        (PLAN_ID, c.plan_id.as_ref().map(|p| s(p.as_str()))),
+        (CURRENT_PERIOD_END, c.current_period_end.map(|t| n(t.secs()))),
+        (PAST_DUE_SINCE, c.past_due_since.map(|t| n(t.secs()))),
+        (UNKNOWN_PRICE_ID, c.unknown_price_id.clone().map(s)),
+        (UPDATED_AT, Some(n(c.updated_at.secs()))),
+        (SUB_STATUS, access.status.map(|v| s(v.as_str()))),
+        (SUB_GRACE_UNTIL, access.grace_until.map(|t| n(t.secs()))),
+    ]
 }
 
 impl TryFrom<&Item> for Customer {
@@ -350,18 +352,18 @@ impl TryFrom<&Item> for Customer {
     fn try_from(item: &Item) -> StoreResult<Self> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("customer item: {what}"));
         Ok(Customer {
-            customer_id: CustomerId::parse(req_s(item, "customer_id")?).map_err(|_| corrupt("customer_id"))?,
-            stripe_customer_id: s_opt(item, "stripe_customer_id").map(str::to_owned),
-            stripe_subscription_id: s_opt(item, "stripe_subscription_id").map(str::to_owned),
-            subscription_status: s_opt(item, "subscription_status")
-                .map(|v| SubscriptionStatus::parse(v).ok_or_else(|| corrupt("subscription_status")))
+            customer_id: CustomerId::parse(req_s(item, CUSTOMER_ID)?).map_err(|_| corrupt(CUSTOMER_ID))?,
+            stripe_customer_id: s_opt(item, STRIPE_CUSTOMER_ID).map(str::to_owned),
+            stripe_subscription_id: s_opt(item, STRIPE_SUBSCRIPTION_ID).map(str::to_owned),
+            subscription_status: s_opt(item, SUBSCRIPTION_STATUS)
+                .map(|v| SubscriptionStatus::parse(v).ok_or_else(|| corrupt(SUBSCRIPTION_STATUS)))
                 .transpose()?,
-            plan_id: plan_id_opt(item, "plan_id")?,
-            current_period_end: time_opt(item, "current_period_end")?,
-            past_due_since: time_opt(item, "past_due_since")?,
-            unknown_price_id: s_opt(item, "unknown_price_id").map(str::to_owned),
-            created_at: time_opt(item, "created_at")?.unwrap_or(UnixTime(0)),
-            updated_at: time_opt(item, "updated_at")?.unwrap_or(UnixTime(0)),
+            plan_id: plan_id_opt(item, PLAN_ID)?,
+            current_period_end: time_opt(item, CURRENT_PERIOD_END)?,
+            past_due_since: time_opt(item, PAST_DUE_SINCE)?,
+            unknown_price_id: s_opt(item, UNKNOWN_PRICE_ID).map(str::to_owned),
+            created_at: time_opt(item, CREATED_AT)?.unwrap_or(UnixTime(0)),
+            updated_at: time_opt(item, UPDATED_AT)?.unwrap_or(UnixTime(0)),
         })
     }
 }
@@ -369,7 +371,7 @@ impl TryFrom<&Item> for Customer {
 /// A usage-day item (`DAY#YYYYMMDD` in a key's partition).
 pub(super) fn usage_day_from_item(item: &Item) -> StoreResult<(Day, DayCount)> {
     let day = req_s(item, SK)?
-        .strip_prefix("DAY#")
+        .strip_prefix(DAY_SK_PREFIX)
         .and_then(Day::parse_compact)
         .ok_or_else(|| StoreError::Corrupt("usage day".into()))?;
     Ok((day, day_count(item)?))
@@ -377,7 +379,7 @@ pub(super) fn usage_day_from_item(item: &Item) -> StoreResult<(Day, DayCount)> {
 
 /// `allowed`, `denied` and `dc_<code>` of a usage-day, stats-day or ledger item.
 pub(super) fn day_count(item: &Item) -> StoreResult<DayCount> {
-    let mut count = DayCount::new(u64_or(item, "allowed", 0)?, u64_or(item, "denied", 0)?);
+    let mut count = DayCount::new(u64_or(item, ALLOWED, 0)?, u64_or(item, DENIED, 0)?);
     for (i, denial) in Denial::RECORDED.iter().enumerate() {
         count.denied_by[i] = u64_or(item, &denied_code_attr(denial.code()), 0)?;
     }
@@ -392,13 +394,13 @@ pub(super) fn live_days(item: &Item) -> StoreResult<BTreeMap<Day, DayCount>> {
         let (compact, code) = rest.split_once('_').map_or((rest, None), |(d, c)| (d, Some(c)));
         let Some(day) = Day::parse_compact(compact) else { continue };
         let v = match (kind, code) {
-            ("ua" | "ud", None) | ("dc", Some(_)) => parse_u64(value, name)?,
+            (LIVE_ALLOWED_PREFIX | LIVE_DENIED_PREFIX, None) | (DENIED_CODE_PREFIX, Some(_)) => parse_u64(value, name)?,
             _ => continue,
         };
         let entry = days.entry(day).or_default();
         match (kind, code) {
-            ("ua", None) => entry.allowed = v,
-            ("ud", None) => entry.denied = v,
+            (LIVE_ALLOWED_PREFIX, None) => entry.allowed = v,
+            (LIVE_DENIED_PREFIX, None) => entry.denied = v,
             (_, Some(code)) => {
                 if let Some(i) = Denial::RECORDED.iter().position(|d| d.code() == code) {
                     entry.denied_by[i] = v;
@@ -416,20 +418,20 @@ pub(super) fn meter_ledger_from_item(customer_id: &CustomerId, item: &Item) -> S
     let rest = req_s(item, SK)?.strip_prefix(METER_DAY_PREFIX).ok_or_else(corrupt)?;
     let (day, meter) = rest.split_once('#').ok_or_else(corrupt)?;
     let day = Day::parse_compact(day).ok_or_else(corrupt)?;
-    let pending = match (u64_opt(item, "pend_value")?, s_opt(item, "pend_id")) {
+    let pending = match (u64_opt(item, PEND_VALUE)?, s_opt(item, PEND_ID)) {
         (Some(value), Some(identifier)) => Some(PendingReport {
             value,
-            to: u64_or(item, "pend_to", 0)?,
+            to: u64_or(item, PEND_TO, 0)?,
             identifier: identifier.to_owned(),
-            timestamp: u64_or(item, "pend_ts", 0)? as i64,
-            stripe_customer_id: req_s(item, "pend_cus")?.to_owned(),
+            timestamp: u64_or(item, PEND_TS, 0)? as i64,
+            stripe_customer_id: req_s(item, PEND_CUS)?.to_owned(),
         }),
         _ => None,
     };
     let ledger = MeterLedger {
         usage: day_count(item)?,
-        reported: u64_or(item, "reported", 0)?,
-        unbilled: u64_or(item, "unbilled", 0)?,
+        reported: u64_or(item, REPORTED, 0)?,
+        unbilled: u64_or(item, UNBILLED, 0)?,
         pending,
     };
     let meter = (!meter.is_empty()).then(|| meter.to_owned());

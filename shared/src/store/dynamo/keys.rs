@@ -9,7 +9,7 @@ use super::items::{
     u64_or,
 };
 use super::tx::{TxError, retry_on_conflict};
-use super::{DynamoStore, LIVE_KEYS, StoredCustomer, Versioned};
+use super::{DynamoStore, StoredCustomer, Versioned};
 use crate::domain::api_key::{KeyHash, KeyId};
 use crate::domain::customers::{Customer, CustomerId};
 use crate::domain::decision::{CarryOver, Counters, KeyState, carry_over, period_usage_needed};
@@ -75,8 +75,7 @@ impl KeyStore for DynamoStore {
             let last_key = out.last_evaluated_key;
             for raw in out.items.unwrap_or_default() {
                 let record = if index == GSI2 {
-                    match self.get_key(&parse_key_id(req_s(&raw, "key_id").or_else(|_| req_s(&raw, GSI2_SK))?)?).await?
-                    {
+                    match self.get_key(&parse_key_id(req_s(&raw, KEY_ID).or_else(|_| req_s(&raw, GSI2_SK))?)?).await? {
                         Some(r) => r,
                         None => continue,
                     }
@@ -136,11 +135,11 @@ impl DynamoStore {
             .table_name(&self.table)
             .key(PK, s(pk))
             .key(SK, s(KEY_SK))
-            .projection_expression("last_used")
+            .projection_expression(LAST_USED)
             .send()
             .await
             .map_err(sdk_err)?;
-        Ok(out.item.map(|i| time_opt(&i, "last_used")).transpose()?.flatten())
+        Ok(out.item.map(|i| time_opt(&i, LAST_USED)).transpose()?.flatten())
     }
 
     /// The one way a key's definition changes: read it, apply `edit`, re-resolve its limits
@@ -176,7 +175,7 @@ impl DynamoStore {
     ) -> StoreResult<Option<(KeyRecord, bool)>> {
         let item = self.get_key_item(id).await?.ok_or(StoreError::NotFound("key"))?;
         let record = KeyRecord::try_from(&item)?;
-        let ver = u64_or(&item, "ver", 0)?;
+        let ver = u64_or(&item, VER, 0)?;
         let mut next = record.clone();
         if !edit(&mut next)? {
             return Ok(Some((record, false)));
@@ -258,7 +257,7 @@ impl DynamoStore {
             None if new.by == Actor::Customer => return Err(StoreError::NotFound("customer")),
             // A customer's first key creates the customer.
             None => {
-                let mut item = customer_item(&Customer::new(record.customer_id.clone(), new.now), None);
+                let mut item = customer_item(&Customer::new(record.customer_id.clone(), new.now), record.access);
                 item.insert(LIVE_KEYS.into(), n(1));
                 self.put_if_absent(item)?
             }
@@ -284,7 +283,7 @@ impl DynamoStore {
     ) -> StoreResult<Option<KeyRecord>> {
         let item = self.get_key_item(id).await?.ok_or(StoreError::NotFound("key"))?;
         let mut record = KeyRecord::try_from(&item)?;
-        let ver = u64_or(&item, "ver", 0)?;
+        let ver = u64_or(&item, VER, 0)?;
         rotate_edit(&mut record, new_hash, new_display, grace_until, now)?;
         let tx = vec![
             self.key_definition_update(&record, ver, &CarryOver::default(), &Counters::default())?,
@@ -364,10 +363,8 @@ impl DynamoStore {
     ) -> StoreResult<TransactWriteItem> {
         let mut e = Expr::default();
         let (mut assign, mut cond) = e.versioned(key_definition(record).into_iter().chain(key_unlisted(record)), ver);
-        let moves = [
-            ("win_end", "win_count", carry.window, read.window_end),
-            ("q_end", "q_count", carry.period, read.period_end),
-        ];
+        let moves =
+            [(WIN_END, WIN_COUNT, carry.window, read.window_end), (Q_END, Q_COUNT, carry.period, read.period_end)];
         for (end_attr, count_attr, change, read_end) in moves {
             let Some((end, delta)) = change else { continue };
             let end_name = e.name(end_attr);
@@ -394,11 +391,11 @@ impl DynamoStore {
         ver: Option<u64>,
     ) -> StoreResult<TransactWriteItem> {
         let mut e = Expr::default();
-        let r = e.name("refs");
+        let r = e.name(REFS);
         let update = format!("SET {r} = if_not_exists({r}, {}) + {}", e.value(n(0)), e.value(n(delta)));
         let pk = e.name(PK);
         let cond = match ver {
-            Some(v) => format!("attribute_exists({pk}) AND {} = {}", e.name("ver"), e.value(n(v))),
+            Some(v) => format!("attribute_exists({pk}) AND {} = {}", e.name(VER), e.value(n(v))),
             None => format!("attribute_exists({pk})"),
         };
         self.tx_update(plan_pk(plan.as_str()), PLAN_SK, update, cond, e)
@@ -426,7 +423,7 @@ impl DynamoStore {
         count: LiveKeys,
     ) -> StoreResult<TransactWriteItem> {
         let mut e = Expr::default();
-        let (lk, v) = (e.name(LIVE_KEYS), e.name("ver"));
+        let (lk, v) = (e.name(LIVE_KEYS), e.name(VER));
         let ver = e.value(n(customer.ver));
         let (update, cond) = match count {
             LiveKeys::Add(delta) => {
@@ -448,7 +445,7 @@ impl DynamoStore {
     /// customer item written before the count was kept, whose keys are long indexed.
     async fn count_live_keys(&self, id: &CustomerId) -> StoreResult<u64> {
         let items = self.query_all(GSI1, GSI1_PK, &customer_pk(id.as_str())).await?;
-        Ok(items.iter().filter(|i| s_opt(i, "status") != Some(KeyStatus::Revoked.as_str())).count() as u64)
+        Ok(items.iter().filter(|i| s_opt(i, STATUS) != Some(KeyStatus::Revoked.as_str())).count() as u64)
     }
 }
 

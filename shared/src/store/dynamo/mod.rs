@@ -105,8 +105,8 @@ impl DynamoStore {
         self.client
             .get_item()
             .table_name(&self.table)
-            .key(PK, s("WARMUP"))
-            .key(SK, s("WARMUP"))
+            .key(PK, s(WARMUP))
+            .key(SK, s(WARMUP))
             .send()
             .await
             .map(|_| ())
@@ -133,7 +133,7 @@ impl DynamoStore {
 
     async fn get_plan_versioned(&self, id: &PlanId) -> StoreResult<Option<Versioned<Plan>>> {
         match self.get(plan_pk(id.as_str()), PLAN_SK).await? {
-            Some(item) => Ok(Some(Versioned { value: Plan::try_from(&item)?, ver: u64_or(&item, "ver", 0)? })),
+            Some(item) => Ok(Some(Versioned { value: Plan::try_from(&item)?, ver: u64_or(&item, VER, 0)? })),
             None => Ok(None),
         }
     }
@@ -143,7 +143,7 @@ impl DynamoStore {
             Some(item) => Ok(Some(StoredCustomer {
                 customer: Customer::try_from(&item)?,
                 access: CustomerAccess::try_from(&item)?,
-                ver: u64_or(&item, "ver", 0)?,
+                ver: u64_or(&item, VER, 0)?,
                 live_keys: u64_opt(&item, LIVE_KEYS)?,
             })),
             None => Ok(None),
@@ -165,6 +165,3 @@ struct StoredCustomer {
     ver: u64,
     live_keys: Option<u64>,
 }
-
-/// The customer item's count of its keys that are not revoked.
-const LIVE_KEYS: &str = "live_keys";

@@ -19,8 +19,8 @@ impl PlanStore for DynamoStore {
         // (at some version, perhaps finished) must not be taken for this plan's.
         self.forget_fan_out(fanout::Governed::Plan(&plan.id)).await?;
         let mut item = plan_item(plan);
-        item.insert("ver".into(), n(1));
-        item.insert("refs".into(), n(0));
+        item.insert(VER.into(), n(1));
+        item.insert(REFS.into(), n(0));
         let res = self
             .client
             .put_item()
@@ -50,7 +50,7 @@ impl PlanStore for DynamoStore {
             // Only the definition changes: `created_at` and the reference count `refs` (moved by
             // key transactions at any moment) are never written here.
             let mut e = Expr::default();
-            let fields = plan_definition(plan).into_iter().filter(|(name, _)| *name != "created_at");
+            let fields = plan_definition(plan).into_iter().filter(|(name, _)| *name != CREATED_AT);
             let (assign, cond) = e.versioned(fields, ver);
             let update = assign.expression();
             if !self.conditional_update(&plan_pk(plan.id.as_str()), PLAN_SK, update, cond, e).await? {
@@ -69,7 +69,7 @@ impl PlanStore for DynamoStore {
     /// (the index projects only what key listings need, and a plan just made is listed at once).
     async fn list_plans(&self) -> StoreResult<Vec<Plan>> {
         let indexed = self.query_all(GSI3, GSI3_PK, TYPE_PLANS).await?;
-        let ids = indexed.iter().map(|item| plan_id_opt(item, "plan_id")).collect::<StoreResult<Vec<_>>>()?;
+        let ids = indexed.iter().map(|item| plan_id_opt(item, PLAN_ID)).collect::<StoreResult<Vec<_>>>()?;
         let reads = ids.iter().flatten().map(|id| self.get_plan_versioned(id));
         let plans = futures_util::future::try_join_all(reads).await?;
         // A plan deleted between the two reads is simply not listed.
@@ -85,7 +85,7 @@ impl PlanStore for DynamoStore {
             .key(SK, s(PLAN_SK))
             .condition_expression("attribute_exists(#pk) AND (attribute_not_exists(#r) OR #r = :zero)")
             .expression_attribute_names("#pk", PK)
-            .expression_attribute_names("#r", "refs")
+            .expression_attribute_names("#r", REFS)
             .expression_attribute_values(":zero", n(0))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()

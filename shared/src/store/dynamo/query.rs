@@ -59,7 +59,7 @@ impl DynamoStore {
         let items = self.query_range(&key_pk(key_id.as_str()), &usage_day_sk(&from.compact()), &hi).await?;
         items
             .iter()
-            .filter(|i| s_opt(i, SK).is_some_and(|sk| sk.starts_with("DAY#")))
+            .filter(|i| s_opt(i, SK).is_some_and(|sk| sk.starts_with(DAY_SK_PREFIX)))
             .map(usage_day_from_item)
             .collect()
     }
@@ -83,7 +83,9 @@ impl DynamoStore {
             .iter()
             .map(|item| {
                 parse_key_id(
-                    req_s(item, PK)?.strip_prefix("KEY#").ok_or_else(|| StoreError::Corrupt("index entry".into()))?,
+                    req_s(item, PK)?
+                        .strip_prefix(KEY_PK_PREFIX)
+                        .ok_or_else(|| StoreError::Corrupt("index entry".into()))?,
                 )
             })
             .collect()

@@ -45,7 +45,7 @@ impl RollupStore for DynamoStore {
         let live = live_days(key_item)?;
         let mut rolled: BTreeMap<Day, DayCount> = items
             .iter()
-            .filter(|i| s_opt(i, SK).is_some_and(|sk| sk.starts_with("DAY#")))
+            .filter(|i| s_opt(i, SK).is_some_and(|sk| sk.starts_with(DAY_SK_PREFIX)))
             .map(usage_day_from_item)
             .collect::<StoreResult<_>>()?;
         // A live day older than the usage days read (the rollup did not run for weeks): one
@@ -65,12 +65,12 @@ impl RollupStore for DynamoStore {
         });
         Ok(Some(KeyUsage {
             key_id: key_id.clone(),
-            customer_id: CustomerId::parse(req_s(key_item, "customer_id")?)
+            customer_id: CustomerId::parse(req_s(key_item, CUSTOMER_ID)?)
                 .map_err(|_| StoreError::Corrupt("key customer_id".into()))?,
-            plan: plan_id_opt(key_item, "plan")?,
-            n_allowed: u64_opt(key_item, "n_allowed")?,
-            n_denied: u64_opt(key_item, "n_denied")?,
-            last_used: time_opt(key_item, "last_used")?,
+            plan: plan_id_opt(key_item, GOVERNING_PLAN)?,
+            n_allowed: u64_opt(key_item, N_ALLOWED)?,
+            n_denied: u64_opt(key_item, N_DENIED)?,
+            last_used: time_opt(key_item, LAST_USED)?,
             live,
             rolled,
             quota,
@@ -145,7 +145,7 @@ impl RollupStore for DynamoStore {
             let marker = format!("{OWED_ACTIVITY_PREFIX}{shard}");
             for entry in self.query_all(GSI_ACTIVITY, ACTIVITY_PK, &marker).await? {
                 let customer = req_s(&entry, PK)?
-                    .strip_prefix("CUST#")
+                    .strip_prefix(CUSTOMER_PK_PREFIX)
                     .and_then(|c| CustomerId::parse(c).ok())
                     .ok_or_else(|| StoreError::Corrupt("owed marker".into()))?;
                 let (meter_day, _) = meter_ledger_from_item(&customer, &entry)?;
@@ -185,11 +185,11 @@ impl RollupStore for DynamoStore {
     }
 
     async fn commit_report(&self, meter: &MeterDay, pending: &PendingReport) -> StoreResult<Written> {
-        self.settle_pending(meter, pending, "reported").await
+        self.settle_pending(meter, pending, REPORTED).await
     }
 
     async fn abandon_report(&self, meter: &MeterDay, pending: &PendingReport) -> StoreResult<Written> {
-        self.settle_pending(meter, pending, "unbilled").await
+        self.settle_pending(meter, pending, UNBILLED).await
     }
 
     async fn write_off(&self, meter: &MeterDay, read: &MeterLedger) -> StoreResult<Written> {
@@ -197,10 +197,10 @@ impl RollupStore for DynamoStore {
         let unsettled = read.unsettled();
         let mut update = format!("REMOVE {}", e.name(ACTIVITY_PK));
         if unsettled > 0 {
-            update = format!("ADD {} {} {update}", e.name("unbilled"), e.value(n(unsettled)));
+            update = format!("ADD {} {} {update}", e.name(UNBILLED), e.value(n(unsettled)));
         }
         let cond =
-            format!("{} = {} AND {}", e.name("allowed"), e.value(n(read.usage.allowed)), settled_as_read(&mut e, read));
+            format!("{} = {} AND {}", e.name(ALLOWED), e.value(n(read.usage.allowed)), settled_as_read(&mut e, read));
         let (pk, sk) = ledger_key(meter);
         Ok(written(self.conditional_update(&pk, &sk, update, cond, e).await?))
     }
@@ -230,18 +230,18 @@ impl DynamoStore {
             None => format!("attribute_not_exists({})", e.name(PK)),
             Some(r) => format!(
                 "{} = {} AND {} = {}",
-                e.name("allowed"),
+                e.name(ALLOWED),
                 e.value(n(r.allowed)),
-                e.name("denied"),
+                e.name(DENIED),
                 e.value(n(r.denied))
             ),
         };
         let mut item: Item = HashMap::from([
             (PK.to_owned(), s(key_pk(key.key_id.as_str()))),
             (SK.to_owned(), s(usage_day_sk(&day.compact()))),
-            ("day".to_owned(), s(day.iso())),
-            ("allowed".to_owned(), n(live.allowed)),
-            ("denied".to_owned(), n(live.denied)),
+            (DAY.to_owned(), s(day.iso())),
+            (ALLOWED.to_owned(), n(live.allowed)),
+            (DENIED.to_owned(), n(live.denied)),
             (TTL.to_owned(), history_expiry(day)),
         ]);
         for (code, count) in live.denials_by_code() {
@@ -270,12 +270,12 @@ impl DynamoStore {
     ) -> StoreResult<TransactWriteItem> {
         let mut e = Expr::default();
         let mut set = vec![
-            format!("{} = {}", e.name("day"), e.value(s(day.iso()))),
+            format!("{} = {}", e.name(DAY), e.value(s(day.iso()))),
             format!("{} = {}", e.name(TTL), e.value(history_expiry(day))),
-            format!("{} = {}", e.name("updated_at"), e.value(n(now.secs()))),
+            format!("{} = {}", e.name(UPDATED_AT), e.value(n(now.secs()))),
         ];
         if let Some(meter) = meter {
-            set.push(format!("{} = {}", e.name("meter"), e.value(s(meter))));
+            set.push(format!("{} = {}", e.name(METER), e.value(s(meter))));
             if delta.allowed > 0 {
                 set.push(format!("{} = {}", e.name(ACTIVITY_PK), e.value(s(owed_shard(customer.as_str())))));
             }
@@ -300,11 +300,11 @@ impl DynamoStore {
         for settles_all in [true, false] {
             let mut e = Expr::default();
             let mut remove = PENDING_ATTRS.map(|a| e.name(a)).to_vec();
-            let mut cond = format!("{} = {}", e.name("pend_id"), e.value(s(&pending.identifier)));
+            let mut cond = format!("{} = {}", e.name(PEND_ID), e.value(s(&pending.identifier)));
             if settles_all {
                 // Nothing arrived since the report was decided: the ledger no longer owes.
                 remove.push(e.name(ACTIVITY_PK));
-                cond = format!("{cond} AND {} = {}", e.name("allowed"), e.value(n(pending.to)));
+                cond = format!("{cond} AND {} = {}", e.name(ALLOWED), e.value(n(pending.to)));
             }
             let update = format!("ADD {} {} REMOVE {}", e.name(into), e.value(n(pending.value)), remove.join(", "));
             if self.conditional_update(&pk, &sk, update, cond, e).await? {
@@ -319,10 +319,6 @@ impl DynamoStore {
 /// live days are almost always among them (about 2 KB, one read unit).
 const RECENT_USAGE_DAYS: i32 = 15;
 
-/// The pending report's attributes on a ledger item, in `PendingReport` field order: value,
-/// to, identifier, timestamp, Stripe customer (read back by `meter_ledger_from_item`).
-const PENDING_ATTRS: [&str; 5] = ["pend_value", "pend_to", "pend_id", "pend_ts", "pend_cus"];
-
 /// The key item's part of a roll (update, condition, names and values), or None for
 /// [`KeyEdit::Keep`].
 fn key_edit(key: &KeyUsage, edit: KeyEdit<'_>) -> Option<(String, String, Expr)> {
@@ -334,8 +330,8 @@ fn key_edit(key: &KeyUsage, edit: KeyEdit<'_>) -> Option<(String, String, Expr)>
             let cond = format!(
                 "attribute_exists({}) AND {} AND {}",
                 e.name(PK),
-                equals_or_absent(&mut e, "n_allowed", key.n_allowed),
-                equals_or_absent(&mut e, "n_denied", key.n_denied)
+                equals_or_absent(&mut e, N_ALLOWED, key.n_allowed),
+                equals_or_absent(&mut e, N_DENIED, key.n_denied)
             );
             (finished, vec![e.name(ACTIVITY_PK)], cond)
         }
@@ -382,8 +378,8 @@ fn ledger_key(meter: &MeterDay) -> (String, String) {
 /// statistics day's).
 pub(super) fn add_counts(e: &mut Expr, delta: &DayCount) -> String {
     let mut add = vec![
-        format!("{} {}", e.name("allowed"), e.value(n(delta.allowed))),
-        format!("{} {}", e.name("denied"), e.value(n(delta.denied))),
+        format!("{} {}", e.name(ALLOWED), e.value(n(delta.allowed))),
+        format!("{} {}", e.name(DENIED), e.value(n(delta.denied))),
     ];
     for (code, count) in delta.denials_by_code() {
         add.push(format!("{} {}", e.name(&denied_code_attr(code)), e.value(n(count))));
@@ -420,8 +416,8 @@ fn settled_as_read(e: &mut Expr, read: &MeterLedger) -> String {
     };
     format!(
         "{} AND {} AND attribute_not_exists({})",
-        zero_or(e, "reported", read.reported),
-        zero_or(e, "unbilled", read.unbilled),
-        e.name("pend_id")
+        zero_or(e, REPORTED, read.reported),
+        zero_or(e, UNBILLED, read.unbilled),
+        e.name(PEND_ID)
     )
 }

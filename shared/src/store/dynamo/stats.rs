@@ -25,18 +25,18 @@ impl DynamoStore {
         for item in &items {
             let sk = req_s(item, SK)?;
             if sk == STATS_NEAR_SK {
-                stats.near_quota = list(item, "keys", near_from)?;
+                stats.near_quota = list(item, NEAR_KEYS, near_from)?;
                 continue;
             }
             let day = sk
-                .strip_prefix("DAY#")
+                .strip_prefix(DAY_SK_PREFIX)
                 .and_then(Day::parse_compact)
                 .ok_or_else(|| StoreError::Corrupt(format!("stats item {sk}")))?;
             if day > to {
                 continue;
             }
-            let top_keys = list(item, "top_keys", top_key_from)?;
-            let top_customers = list(item, "top_customers", top_customer_from)?;
+            let top_keys = list(item, TOP_KEYS, top_key_from)?;
+            let top_customers = list(item, TOP_CUSTOMERS, top_customer_from)?;
             stats.days.insert(day, StatsDay { count: day_count(item)?, top_keys, top_customers });
         }
         Ok(stats)
@@ -54,9 +54,9 @@ impl DynamoStore {
         let customers = AttributeValue::L(top_customers.iter().map(top_customer_item).collect());
         let expires = day.next().start().plus((HISTORY_DAYS + 1) * 86_400).secs();
         let set = [
-            format!("{} = {}", e.name("top_keys"), e.value(keys)),
-            format!("{} = {}", e.name("top_customers"), e.value(customers)),
-            format!("{} = {}", e.name("day"), e.value(s(day.iso()))),
+            format!("{} = {}", e.name(TOP_KEYS), e.value(keys)),
+            format!("{} = {}", e.name(TOP_CUSTOMERS), e.value(customers)),
+            format!("{} = {}", e.name(DAY), e.value(s(day.iso()))),
             format!("{} = {}", e.name(TTL), e.value(n(expires))),
         ];
         let update = format!("ADD {} SET {}", add_counts(&mut e, &delta), set.join(", "));
@@ -78,7 +78,7 @@ impl DynamoStore {
         let item: Item = HashMap::from([
             (PK.to_owned(), s(STATS_PK)),
             (SK.to_owned(), s(STATS_NEAR_SK)),
-            ("keys".to_owned(), AttributeValue::L(near.iter().map(near_item).collect())),
+            (NEAR_KEYS.to_owned(), AttributeValue::L(near.iter().map(near_item).collect())),
         ]);
         self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(sdk_err)?;
         Ok(())
@@ -101,47 +101,55 @@ fn list<T>(item: &Item, name: &str, from: fn(&Item) -> StoreResult<T>) -> StoreR
 }
 
 fn customer(m: &Item) -> StoreResult<CustomerId> {
-    CustomerId::parse(req_s(m, "c")?).map_err(|_| StoreError::Corrupt("stats customer id".into()))
+    CustomerId::parse(req_s(m, ENTRY_CUSTOMER_ID)?).map_err(|_| StoreError::Corrupt("stats customer id".into()))
 }
 
 fn top_key_item(k: &TopKey) -> AttributeValue {
     AttributeValue::M(HashMap::from([
-        ("k".to_owned(), s(k.key_id.as_str())),
-        ("c".to_owned(), s(k.customer_id.as_str())),
-        ("n".to_owned(), n(k.allowed)),
+        (ENTRY_KEY_ID.to_owned(), s(k.key_id.as_str())),
+        (ENTRY_CUSTOMER_ID.to_owned(), s(k.customer_id.as_str())),
+        (ENTRY_ALLOWED.to_owned(), n(k.allowed)),
     ]))
 }
 
 fn top_key_from(m: &Item) -> StoreResult<TopKey> {
-    Ok(TopKey { key_id: parse_key_id(req_s(m, "k")?)?, customer_id: customer(m)?, allowed: u64_or(m, "n", 0)? })
+    Ok(TopKey {
+        key_id: parse_key_id(req_s(m, ENTRY_KEY_ID)?)?,
+        customer_id: customer(m)?,
+        allowed: u64_or(m, ENTRY_ALLOWED, 0)?,
+    })
 }
 
 fn top_customer_item(c: &TopCustomer) -> AttributeValue {
-    AttributeValue::M(HashMap::from([("c".to_owned(), s(c.customer_id.as_str())), ("n".to_owned(), n(c.allowed))]))
+    AttributeValue::M(HashMap::from([
+        (ENTRY_CUSTOMER_ID.to_owned(), s(c.customer_id.as_str())),
+        (ENTRY_ALLOWED.to_owned(), n(c.allowed)),
+    ]))
 }
 
 fn top_customer_from(m: &Item) -> StoreResult<TopCustomer> {
-    Ok(TopCustomer { customer_id: customer(m)?, allowed: u64_or(m, "n", 0)? })
+    Ok(TopCustomer { customer_id: customer(m)?, allowed: u64_or(m, ENTRY_ALLOWED, 0)? })
 }
 
 fn near_item(q: &NearQuota) -> AttributeValue {
     AttributeValue::M(HashMap::from([
-        ("k".to_owned(), s(q.key_id.as_str())),
-        ("c".to_owned(), s(q.customer_id.as_str())),
-        ("u".to_owned(), n(q.used)),
-        ("l".to_owned(), n(q.limit)),
-        ("p".to_owned(), s(q.period.as_str())),
-        ("r".to_owned(), n(q.reset.secs())),
+        (ENTRY_KEY_ID.to_owned(), s(q.key_id.as_str())),
+        (ENTRY_CUSTOMER_ID.to_owned(), s(q.customer_id.as_str())),
+        (ENTRY_USED.to_owned(), n(q.used)),
+        (ENTRY_LIMIT.to_owned(), n(q.limit)),
+        (ENTRY_PERIOD.to_owned(), s(q.period.as_str())),
+        (ENTRY_RESET.to_owned(), n(q.reset.secs())),
     ]))
 }
 
 fn near_from(m: &Item) -> StoreResult<NearQuota> {
     Ok(NearQuota {
-        key_id: parse_key_id(req_s(m, "k")?)?,
+        key_id: parse_key_id(req_s(m, ENTRY_KEY_ID)?)?,
         customer_id: customer(m)?,
-        used: u64_or(m, "u", 0)?,
-        limit: u64_or(m, "l", 0)?,
-        period: Period::parse(req_s(m, "p")?).ok_or_else(|| StoreError::Corrupt("stats near period".into()))?,
-        reset: UnixTime(u64_or(m, "r", 0)? as i64),
+        used: u64_or(m, ENTRY_USED, 0)?,
+        limit: u64_or(m, ENTRY_LIMIT, 0)?,
+        period: Period::parse(req_s(m, ENTRY_PERIOD)?)
+            .ok_or_else(|| StoreError::Corrupt("stats near period".into()))?,
+        reset: UnixTime(u64_or(m, ENTRY_RESET, 0)? as i64),
     })
 }

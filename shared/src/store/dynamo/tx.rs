@@ -118,17 +118,36 @@ impl DynamoStore {
         Ok(TransactWriteItem::builder().put(p).build())
     }
 
-    pub(super) fn customer_version_check(&self, id: &CustomerId, ver: u64) -> StoreResult<TransactWriteItem> {
+    /// A transaction item that writes nothing and holds only while the item's `attr` is `ver`
+    /// (`None`: while it has no `attr`).
+    pub(super) fn version_check(
+        &self,
+        pk: String,
+        sk: &str,
+        attr: &str,
+        ver: Option<u64>,
+    ) -> StoreResult<TransactWriteItem> {
+        let mut e = Expr::default();
+        let v = e.name(attr);
+        let cond = match ver {
+            Some(ver) => format!("{v} = {}", e.value(n(ver))),
+            None => format!("attribute_not_exists({v})"),
+        };
         let c = ConditionCheck::builder()
             .table_name(&self.table)
-            .key(PK, s(customer_pk(id.as_str())))
-            .key(SK, s(CUSTOMER_SK))
-            .condition_expression("#v = :v")
-            .expression_attribute_names("#v", "ver")
-            .expression_attribute_values(":v", n(ver))
+            .key(PK, s(pk))
+            .key(SK, s(sk))
+            .condition_expression(cond)
+            .set_expression_attribute_names(Some(e.names))
+            .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
             .build()
             .map_err(|e| StoreError::Backend(e.into()))?;
         Ok(TransactWriteItem::builder().condition_check(c).build())
+    }
+
+    /// Holds only while the customer is at version `ver` (what a key copied from it).
+    pub(super) fn customer_version_check(&self, id: &CustomerId, ver: u64) -> StoreResult<TransactWriteItem> {
+        self.version_check(customer_pk(id.as_str()), CUSTOMER_SK, VER, Some(ver))
     }
 
     /// One conditional UpdateItem; false when its condition failed.
