@@ -82,6 +82,11 @@ impl<S: AuthorizeStore> Gateway<S> {
         Self { authorizer, upstream, http }
     }
 
+    /// The authorizer the gateway runs (its sweep and final settlement are the stack's).
+    pub fn authorizer(&self) -> &Authorizer<S> {
+        &self.authorizer
+    }
+
     pub async fn handle(&self, req: ProxyRequest, now: UnixTime) -> Response<Bytes> {
         let event = authorizer_event(&req, now);
         let context = match handler::handle(&self.authorizer, event, now).await {

@@ -199,6 +199,10 @@ pub struct LocalStack {
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
     rollup_timer: Option<JoinHandle<()>>,
+    /// The authorizer's sweep: hot keys' blocks settled within 2 s of their last decision,
+    /// denials answered from memory counted (docs/authorizer.md, "Concurrency").
+    sweeper: JoinHandle<()>,
+    app: Arc<App>,
     embedded: Option<EmbeddedDynamo>,
 }
 
@@ -267,6 +271,10 @@ impl LocalStack {
             admin_token: settings.admin_token.clone(),
             console: settings.console.clone(),
         });
+        let sweeper = tokio::spawn({
+            let app = app.clone();
+            async move { app.gateway.authorizer().sweep_forever().await }
+        });
         let rollup_timer = (settings.rollup_interval_s > 0)
             .then(|| tokio::spawn(rollup_timer(app.clone(), Duration::from_secs(settings.rollup_interval_s))));
         // The management API's own router answers /v1/... and every path the local stack has
@@ -289,7 +297,7 @@ impl LocalStack {
             .route("/console", any(console))
             .route("/console/", any(console))
             .route("/console/{*path}", any(console))
-            .with_state(app)
+            .with_state(app.clone())
             .fallback_service(management);
         let listener = tokio::net::TcpListener::bind(settings.addr)
             .await
@@ -312,6 +320,8 @@ impl LocalStack {
             shutdown: Some(tx),
             server: Some(server),
             rollup_timer,
+            sweeper,
+            app,
             embedded,
         })
     }
@@ -334,7 +344,8 @@ impl LocalStack {
         self.settings.admin_token.expose_secret()
     }
 
-    /// Stops accepting requests, lets those in flight finish, then stops the database.
+    /// Stops accepting requests, lets those in flight finish, settles what the authorizer
+    /// holds (every block and the denials it answered from memory), then stops the database.
     pub async fn stop(mut self) {
         if let Some(timer) = self.rollup_timer.take() {
             // A run cut short leaves its lease to expire; nothing it did is lost (docs/data-model.md).
@@ -350,6 +361,9 @@ impl LocalStack {
                 Ok(Ok(())) => {}
             }
         }
+        self.sweeper.abort();
+        let settled = self.app.gateway.authorizer().settle_leases(UnixTime::now(), true).await;
+        tracing::info!(settled, "stopping: the authorizer's blocks settled");
         if let Some(db) = self.embedded.take() {
             db.stop().await;
         }

@@ -1,7 +1,10 @@
 //! The authorizer Lambda: configuration, client and cache built once per cold start, then
-//! one decision per invocation. Before Lambda shuts the environment down it sends SIGTERM
-//! (the runtime registers an extension so that it does): the container then counts and gives
-//! back what its hot keys' blocks admitted and left (`shared::domain::lease`).
+//! decisions. On classic Lambda one at a time; on Lambda Managed Instances
+//! (`AWS_LAMBDA_MAX_CONCURRENCY` > 1) many at once, on a multi-threaded runtime, with a
+//! background sweep settling hot keys' blocks within 2 s of their last decision. Before Lambda
+//! shuts the environment down it sends SIGTERM (the runtime registers an extension so that it
+//! does): the container then counts and gives back what its hot keys' blocks admitted and left
+//! (`shared::domain::lease`).
 
 use authorizer::handler;
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -11,8 +14,17 @@ use shared::config::Config;
 use shared::domain::time::UnixTime;
 use shared::store::dynamo::DynamoStore;
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), lambda_runtime::Error> {
+fn main() -> Result<(), lambda_runtime::Error> {
+    let concurrent = authorizer::max_concurrency(std::env::var("AWS_LAMBDA_MAX_CONCURRENCY").ok().as_deref()) > 1;
+    let runtime = if concurrent {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    };
+    runtime.block_on(serve(concurrent))
+}
+
+async fn serve(concurrent: bool) -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
     let config = Config::from_env()?;
     // Pay for DNS, TCP and TLS during init, not on the first request.
@@ -26,7 +38,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         shared::metrics::flush_emf(true);
     })
     .await;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+    if concurrent {
+        // The environment keeps running between requests here: blocks settle on their own.
+        tokio::spawn(authorizer.sweep_forever());
+    }
+    // Sequential unless Lambda allows more than one invocation at a time.
+    lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<Value>| async move {
         let result = handler::handle(authorizer, event.payload, UnixTime::now()).await;
         // Decisions counted so far, as EMF lines on stdout, every few seconds at most.
         shared::metrics::flush_emf(false);

@@ -4,7 +4,7 @@
 use super::memory::{Known, Memory};
 use crate::domain::api_key::{KeyHash, KeyId};
 use crate::domain::decision::Decision;
-use crate::domain::lease::{Take, Unspent, add_used, block_size};
+use crate::domain::lease::{Take, Unspent, add_used, queued_block_size};
 use crate::domain::time::{Day, UnixTime};
 
 /// What one key's ended blocks left: its id, the requests admitted and not counted (by day),
@@ -47,9 +47,9 @@ impl Known {
         }
     }
 
-    /// What the next write for the key takes: a block when it runs hot here and no other
-    /// decision for it is in flight, with what earlier blocks used and left (moved out: a
-    /// write carries them once).
+    /// What the next write for the key takes: a block when it runs hot here, or others queued
+    /// on its last write, and no other decision for it is in flight; with what earlier blocks
+    /// used and left (moved out: a write carries them once).
     pub(super) fn next_take(&mut self, pace: u64) -> Take {
         self.in_flight += 1;
         let last = self.active.as_ref();
@@ -57,7 +57,7 @@ impl Known {
         let remaining = [rate, quota].into_iter().flatten().map(|l| l.remaining()).min();
         // Without a recent allowed decision the limits are not known here: the block's first
         // write learns them from the item its condition returns, and the second fits them.
-        let tokens = if self.in_flight > 1 { 1 } else { block_size(pace, remaining) };
+        let tokens = if self.in_flight > 1 { 1 } else { queued_block_size(pace, self.queued.1, remaining) };
         let take =
             Take { tokens, used: std::mem::take(&mut self.uncounted), unspent: self.unspent.take(), rate, quota };
         if take.is_one() { Take::one() } else { take }
@@ -65,14 +65,14 @@ impl Known {
 }
 
 impl Memory {
-    /// What ended blocks left to count and give back, taken out of memory (see
-    /// [`Authorizer::settle_leases`]).
-    pub(super) fn settlements(&mut self, now: UnixTime, all: bool) -> Vec<Settlement> {
+    /// What blocks left to count and give back, taken out of memory: all of them, or those
+    /// ended `grace_s` or more ago (see [`super::Authorizer::settle_leases`]).
+    pub(super) fn settlements(&mut self, now: UnixTime, all: bool, grace_s: i64) -> Vec<Settlement> {
         let mut due = std::mem::take(&mut self.pending);
         let leased = std::mem::take(&mut self.leased);
         for hash in leased {
             let Some(known) = self.usable.peek_mut(&hash) else { continue };
-            let ended = known.lease.as_ref().is_none_or(|l| now >= l.until.plus(2));
+            let ended = known.lease.as_ref().is_none_or(|l| now >= l.until.plus(grace_s));
             if all || ended {
                 known.end_lease();
                 if !known.uncounted.is_empty() || known.unspent.is_some() {

@@ -1,6 +1,7 @@
 //! What one container remembers of the keys it has seen: the key cache, refusals answered from
 //! memory, and what it learns from each decision storage makes.
 
+use super::flight::{FlightGuard, FlightWatch, RoundTrips, Waited, in_flight, take_off};
 use super::leases::{Lease, Settlement};
 use super::options::{HOT_REFUSALS_PER_S, SPENT_RECHECK_S, UNKNOWN_HASH_TTL_S};
 use crate::domain::api_key::{KeyHash, KeyId};
@@ -9,6 +10,8 @@ use crate::domain::lease::{Take, Unspent, lease_until};
 use crate::domain::limits::LimitStatus;
 use crate::domain::time::{Day, UnixTime};
 use lru::LruCache;
+use std::collections::HashSet;
+use std::time::Duration;
 
 /// What one container remembers of the keys it has seen, in two bounded LRU memories so that
 /// a flood of random (well-formed) keys evicts only other unusable hashes, never the keys in
@@ -22,6 +25,10 @@ pub(super) struct Memory {
     /// Settlements for the next sweep: of keys pushed out of `usable`, and ones storage
     /// refused (throttled, or held by a transaction) and so did not apply.
     pub(super) pending: Vec<Settlement>,
+    /// Keys with denials answered from memory that no write has counted yet.
+    pub(super) denied: HashSet<KeyHash>,
+    /// The container's recent decision writes, for how long a decision waits on another.
+    pub(super) round_trips: RoundTrips,
 }
 
 pub(super) struct Known {
@@ -31,8 +38,14 @@ pub(super) struct Known {
     /// refusal remembered for the key is answered for a route only if they cover it.
     pub(super) scopes: Vec<String>,
     pub(super) scopes_seen: UnixTime,
-    /// Refusals for scope answered from memory, recorded at the next decision storage makes.
+    /// Refusals for scope answered from memory, recorded by the next decision storage makes,
+    /// or by the sweep.
     pub(super) scope_unrecorded: Option<Unrecorded>,
+    /// Other refusals answered from memory (a spent window or quota, a hammering refused
+    /// key), recorded by the next decision storage makes for the key, or by the sweep,
+    /// whichever comes first. Kept apart from what is remembered of the refusal, so a
+    /// decision that replaces that never drops them.
+    pub(super) denials: Option<Unrecorded>,
     /// The last decision storage allowed for this key, and when: what `open` may act on. Any
     /// refusal clears it.
     pub(super) active: Option<Active>,
@@ -49,15 +62,26 @@ pub(super) struct Known {
     pub(super) uncounted: Vec<(Day, u64)>,
     /// An ended block's unspent tokens, to give back with the next write.
     pub(super) unspent: Option<Unspent>,
-    /// Decisions for the key waiting on storage in this container. Blocks are for one
-    /// decision at a time (as in Lambda): with others in flight (the local stack serving
-    /// concurrent clients) each write takes one request, so no block sits in memory while
-    /// storage refuses the requests it was reserved for.
+    /// Decisions for the key waiting on storage in this container: the flight's, and those
+    /// that waited past their bound and took their own write. A block is taken only by a
+    /// flight alone in the air; a write beside it takes one request, so no block sits in
+    /// memory while storage refuses the requests it was reserved for.
     pub(super) in_flight: u32,
+    /// The decision whose write is in flight for the key, which others wait on
+    /// ([`super::flight`]).
+    pub(super) flight: Option<FlightWatch>,
+    /// Decisions that waited on the flight in the air, and on the one before: the callers
+    /// asking at once, which the next block covers.
+    pub(super) queued: (u64, u64),
 }
 
 impl Known {
-    pub(super) fn pace(&mut self, now: UnixTime) -> u64 {
+    /// Counts a decision into the key's pace (a decision that waited was counted when it
+    /// first came), and answers the pace.
+    pub(super) fn pace(&mut self, now: UnixTime, waited: Waited) -> u64 {
+        if waited != Waited::No {
+            return self.pace.1.max(self.pace.2);
+        }
         let (second, count, before) = self.pace;
         self.pace = match now.secs() - second {
             0 => (second, count + 1, before),
@@ -78,9 +102,6 @@ pub(super) struct Active {
 pub(super) struct Spent {
     pub(super) until: UnixTime,
     pub(super) decision: Decision,
-    /// Denials answered from memory, added to the key's denial counts at the next decision
-    /// storage makes for the key.
-    pub(super) unrecorded: Option<Unrecorded>,
 }
 
 /// `n` denials with one code on one day, answered from memory and not yet counted.
@@ -114,64 +135,97 @@ pub(super) struct Unusable {
 pub(super) enum Recall {
     /// Answer without storage.
     Answer(Decision),
-    /// Ask storage; the key id when known, denials to record once storage answers, and what
-    /// the write takes.
-    Ask(Option<KeyId>, Option<Unrecorded>, Take),
+    /// Ask storage; the key id when known, denials to record once storage answers, what the
+    /// write takes, and the guard of the flight it is (dropped once its answer is learned).
+    Ask(Option<KeyId>, Option<Unrecorded>, Take, Option<FlightGuard>),
+    /// Another decision's write for the key is in flight: wait for it, at most this long,
+    /// then recall again.
+    Wait(FlightWatch, Duration),
+}
+
+/// Storage is to be asked about a known key: wait for the flight in the air, or take off
+/// (`carry`: the denials the write's decision records, and what the write takes).
+fn ask(
+    known: &mut Known,
+    waited: Waited,
+    round_trips: &RoundTrips,
+    carry: impl FnOnce(&mut Known) -> (Option<Unrecorded>, Take),
+) -> Recall {
+    let guard = match known.flight.as_ref().filter(|w| in_flight(w)) {
+        Some(watch) if waited != Waited::TooLong => {
+            known.queued.0 += 1;
+            return Recall::Wait(watch.clone(), round_trips.wait_bound());
+        }
+        // Waited its bound: its own write beside the flight, of one request.
+        Some(_) => None,
+        None => {
+            let (guard, watch) = take_off();
+            known.flight = Some(watch);
+            known.queued = (0, known.queued.0);
+            Some(guard)
+        }
+    };
+    let (unrecorded, take) = carry(known);
+    Recall::Ask(Some(known.key_id.clone()), unrecorded, take, guard)
 }
 
 impl Memory {
-    pub(super) fn recall(&mut self, hash: &KeyHash, required: &[String], now: UnixTime) -> Recall {
+    pub(super) fn recall(&mut self, hash: &KeyHash, required: &[String], now: UnixTime, waited: Waited) -> Recall {
         if let Some(u) = self.unusable.get(hash) {
             if u.until.is_none_or(|until| now < until) {
                 return Recall::Answer(Decision::denied(u.denial));
             }
             self.unusable.pop(hash);
         }
-        let Some(known) = self.usable.get_mut(hash) else { return Recall::Ask(None, None, Take::one()) };
+        let Some(known) = self.usable.get_mut(hash) else { return Recall::Ask(None, None, Take::one(), None) };
         if required.iter().any(|scope| !known.scopes.contains(scope)) {
             // Not this key's route, as far as storage said lately: refused here until the
             // recheck; what is remembered for the key's other routes stays as it is.
             if now < known.scopes_seen.plus(SPENT_RECHECK_S) {
                 Unrecorded::add(&mut known.scope_unrecorded, Denial::InsufficientScope, now.day(), 1);
+                self.denied.insert(*hash);
                 return Recall::Answer(Decision::denied(Denial::InsufficientScope));
             }
-            known.in_flight += 1;
-            return Recall::Ask(Some(known.key_id.clone()), known.scope_unrecorded.take(), Take::one());
+            return ask(known, waited, &self.round_trips, |known| {
+                known.in_flight += 1;
+                (known.scope_unrecorded.take(), Take::one())
+            });
         }
         match &mut known.spent {
             Some(spent) if now < spent.until => {
                 if let Err(denial) = spent.decision.outcome {
-                    Unrecorded::add(&mut spent.unrecorded, denial, now.day(), 1);
+                    Unrecorded::add(&mut known.denials, denial, now.day(), 1);
+                    self.denied.insert(*hash);
                 }
                 Recall::Answer(spent.decision.clone())
             }
             Some(_) => {
-                let unrecorded = known.spent.take().and_then(|s| s.unrecorded);
-                let pace = known.pace(now);
+                let pace = known.pace(now, waited);
                 known.end_lease();
-                Recall::Ask(Some(known.key_id.clone()), unrecorded, known.next_take(pace))
+                ask(known, waited, &self.round_trips, |known| {
+                    known.spent = None;
+                    (known.denials.take(), known.next_take(pace))
+                })
             }
             None => {
-                let pace = known.pace(now);
+                let pace = known.pace(now, waited);
                 if let Some(decision) = known.spend(now) {
                     return Recall::Answer(decision);
                 }
                 known.end_lease();
-                Recall::Ask(Some(known.key_id.clone()), None, known.next_take(pace))
+                ask(known, waited, &self.round_trips, |known| (known.denials.take(), known.next_take(pace)))
             }
         }
     }
 
     /// Puts back denials that could not be recorded (storage failed), for the next decision.
-    pub(super) fn unrecorded(&mut self, hash: &KeyHash, put_back: Unrecorded, decision: Decision) {
+    pub(super) fn unrecorded(&mut self, hash: &KeyHash, put_back: Unrecorded) {
         if let Some(known) = self.usable.get_mut(hash) {
             let Unrecorded { denial, day, n } = put_back;
-            match &mut known.spent {
-                Some(spent) => Unrecorded::add(&mut spent.unrecorded, denial, day, n),
-                None => {
-                    known.spent = Some(Spent { until: UnixTime(i64::MIN), decision, unrecorded: Some(put_back) });
-                }
-            }
+            let slot =
+                if denial == Denial::InsufficientScope { &mut known.scope_unrecorded } else { &mut known.denials };
+            Unrecorded::add(slot, denial, day, n);
+            self.denied.insert(*hash);
         }
     }
 
@@ -180,6 +234,19 @@ impl Memory {
         if let Some(known) = self.usable.peek_mut(hash) {
             known.in_flight = known.in_flight.saturating_sub(1);
         }
+    }
+
+    /// Denials answered from memory that no write has counted, taken out of memory for the
+    /// sweep to record (one write per key and code).
+    pub(super) fn denials_due(&mut self) -> Vec<(KeyId, Unrecorded)> {
+        let mut due = vec![];
+        for hash in std::mem::take(&mut self.denied) {
+            let Some(known) = self.usable.peek_mut(&hash) else { continue };
+            for unrecorded in [known.scope_unrecorded.take(), known.denials.take()].into_iter().flatten() {
+                due.push((known.key_id.clone(), unrecorded));
+            }
+        }
+        due
     }
 
     pub(super) fn unknown(&mut self, hash: KeyHash, now: UnixTime) {
@@ -213,6 +280,7 @@ impl Memory {
             scopes: vec![],
             scopes_seen: UnixTime(i64::MIN),
             scope_unrecorded: None,
+            denials: None,
             active: None,
             spent: None,
             refusals: (0, 0),
@@ -221,6 +289,8 @@ impl Memory {
             uncounted: vec![],
             unspent: None,
             in_flight: 0,
+            flight: None,
+            queued: (0, 0),
         });
         if let Some(key) = &decision.key {
             known.scopes.clone_from(&key.scopes);
@@ -264,7 +334,7 @@ impl Memory {
             _ => now,
         };
         if now < until {
-            known.spent = Some(Spent { until, decision: decision.clone(), unrecorded: None });
+            known.spent = Some(Spent { until, decision: decision.clone() });
         }
     }
 }

@@ -5,6 +5,7 @@
 mod context;
 mod credentials;
 mod fail_mode;
+mod flight;
 mod leases;
 mod memory;
 mod options;
@@ -13,6 +14,7 @@ mod tests;
 
 pub use context::AuthorizerContext;
 pub use credentials::{bearer_token, presented_key};
+pub use flight::MIN_WAIT;
 pub use options::{AuthorizerOptions, HOT_REFUSALS_PER_S, MEMORY_CAPACITY, Route, SPENT_RECHECK_S, UNKNOWN_HASH_TTL_S};
 
 use crate::config::FailMode;
@@ -21,11 +23,21 @@ use crate::domain::decision::{Decision, Denial};
 use crate::domain::lease::Take;
 use crate::domain::time::UnixTime;
 use crate::store::{AuthorizeStore, Fault};
+use flight::Waited;
 use lru::LruCache;
 use memory::{Memory, Recall, Unrecorded};
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
 
+/// How often a process that keeps running between requests sweeps ([`Authorizer::sweep`]).
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Blocks a decision's own sweep settles have ended this long ago: a hot key's next write
+/// carries what its block admitted for free before then.
+const DECISION_SWEEP_GRACE_S: i64 = 2;
+
+/// Decides requests for one container: its memory of keys, its hot keys' blocks, and the
+/// sweep that settles them. Safe to share between concurrent requests.
 pub struct Authorizer<S> {
     store: S,
     options: AuthorizerOptions,
@@ -46,6 +58,8 @@ impl<S: AuthorizeStore> Authorizer<S> {
             unusable: LruCache::new(capacity),
             leased: vec![],
             pending: vec![],
+            denied: Default::default(),
+            round_trips: Default::default(),
         };
         Self { store, options, memory: Mutex::new(memory), next_sweep: std::sync::atomic::AtomicI64::new(0) }
     }
@@ -63,10 +77,10 @@ impl<S: AuthorizeStore> Authorizer<S> {
     /// and plan, with its latency.
     pub async fn decide(&self, presented: Option<&str>, route: Route<'_>, now: UnixTime) -> Decision {
         let started = std::time::Instant::now();
-        let decision = self.decide_uncounted(presented, route, now).await;
+        let decision = self.decision(presented, route, now).await;
         if now.secs() >= self.next_sweep.load(std::sync::atomic::Ordering::Relaxed) {
             self.next_sweep.store(now.secs() + 2, std::sync::atomic::Ordering::Relaxed);
-            self.settle_leases(now, false).await;
+            self.settle(now, false, DECISION_SWEEP_GRACE_S).await;
         }
         let outcome = match decision.outcome {
             Ok(()) => "ok",
@@ -77,7 +91,9 @@ impl<S: AuthorizeStore> Authorizer<S> {
         decision
     }
 
-    async fn decide_uncounted(&self, presented: Option<&str>, route: Route<'_>, now: UnixTime) -> Decision {
+    /// The decision alone: from memory, or from storage's one conditional write (waiting on
+    /// another decision's write for the key when one is in flight, see [`flight`]).
+    async fn decision(&self, presented: Option<&str>, route: Route<'_>, now: UnixTime) -> Decision {
         let Some(raw) = presented.map(str::trim).filter(|s| !s.is_empty()) else {
             return Decision::denied(Denial::MissingKey);
         };
@@ -93,16 +109,32 @@ impl<S: AuthorizeStore> Authorizer<S> {
             // A path upstreams read differently: no route's scopes can be vouched for.
             return Decision::denied(Denial::InsufficientScope);
         };
-        let recalled = self.memory().recall(&hash, &required, now);
+        let (mut waited, mut deadline) = (Waited::No, None);
+        let recalled = loop {
+            // Bound first, so the memory's lock is released before any wait.
+            let recalled = self.memory().recall(&hash, &required, now, waited);
+            match recalled {
+                Recall::Wait(mut watch, bound) => {
+                    let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + bound);
+                    // Closed when the flight's answer is in memory; then recall again.
+                    waited = match tokio::time::timeout_at(until, watch.changed()).await {
+                        Ok(_) => Waited::Woken,
+                        Err(_) => Waited::TooLong,
+                    };
+                }
+                other => break other,
+            }
+        };
         // Known keys are counted in flight while storage is asked (see `Known::in_flight`).
-        let (key_id, unrecorded, take, known) = match recalled {
+        let (key_id, unrecorded, take, known, flight) = match recalled {
             Recall::Answer(mut decision) => {
                 decision.from_memory = true;
                 return decision;
             }
-            Recall::Ask(Some(id), unrecorded, take) => (id, unrecorded, take, true),
-            Recall::Ask(None, _, _) => match self.store.key_id_for_hash(&hash).await {
-                Ok(Some(id)) => (id, None, Take::one(), false),
+            Recall::Wait(..) => unreachable!("the loop above waits"),
+            Recall::Ask(Some(id), unrecorded, take, flight) => (id, unrecorded, take, true, flight),
+            Recall::Ask(None, ..) => match self.store.key_id_for_hash(&hash).await {
+                Ok(Some(id)) => (id, None, Take::one(), false, None),
                 Ok(None) => {
                     self.memory().unknown(hash, now);
                     return Decision::denied(Denial::InvalidKey);
@@ -114,9 +146,11 @@ impl<S: AuthorizeStore> Authorizer<S> {
         let _guard = span.enter();
         let mut take = take;
         let asked_as_known = known;
+        let sent = tokio::time::Instant::now();
         let result = self.store.take(&key_id, &hash, &required, now, &mut take).await;
         {
             let mut memory = self.memory();
+            memory.round_trips.record(sent.elapsed());
             if asked_as_known {
                 memory.answered(&hash);
             }
@@ -130,7 +164,7 @@ impl<S: AuthorizeStore> Authorizer<S> {
             Err(e) => {
                 let decision = self.unavailable(&hash, &required, &e, now);
                 if let Some(unrecorded) = unrecorded {
-                    self.memory().unrecorded(&hash, unrecorded, decision.clone());
+                    self.memory().unrecorded(&hash, unrecorded);
                 }
                 return decision;
             }
@@ -145,6 +179,8 @@ impl<S: AuthorizeStore> Authorizer<S> {
             }
         }
         self.memory().learn(hash, &key_id, &decision, taken.tokens, now);
+        // Landed: the decisions waiting on it are served from what it brought back.
+        drop(flight);
         if let Some(Unrecorded { denial, day, n }) = unrecorded {
             self.store.record_denials(&key_id, day, denial, n).await;
         }
@@ -160,11 +196,40 @@ impl<S: AuthorizeStore> Authorizer<S> {
         leased.chain(pending).map(|used| used.iter().map(|(_, n)| n).sum::<u64>()).sum()
     }
 
-    /// Counts and gives back what this container's blocks admitted and left: those ended over
+    /// Counts what this container holds that storage has not: what its blocks admitted (and
+    /// gives back what they left), and the denials it answered from memory. Blocks ended over
     /// two seconds ago (a hot key's next block carries them for free before then), or all of
-    /// them (`all`, before the container stops). One write per key with anything to settle.
+    /// them (`all`, before the container stops). One write per key with anything to settle;
+    /// answers the keys whose blocks were settled.
     pub async fn settle_leases(&self, now: UnixTime, all: bool) -> usize {
-        let due = self.memory().settlements(now, all);
+        self.settle(now, all, DECISION_SWEEP_GRACE_S).await
+    }
+
+    /// The sweep of a process that keeps running between requests (the local stack, Lambda
+    /// Managed Instances), every [`SWEEP_EVERY`]: blocks settled once they end, so within
+    /// two seconds of a key's last decision, and denials answered from memory counted.
+    pub async fn sweep(&self, now: UnixTime) -> usize {
+        self.settle(now, false, 0).await
+    }
+
+    /// [`Authorizer::sweep`] every [`SWEEP_EVERY`], for as long as the future is polled.
+    pub async fn sweep_forever(&self) {
+        let mut ticks = tokio::time::interval(SWEEP_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.sweep(UnixTime::now()).await;
+        }
+    }
+
+    async fn settle(&self, now: UnixTime, all: bool, grace_s: i64) -> usize {
+        let (due, denials) = {
+            let mut memory = self.memory();
+            (memory.settlements(now, all, grace_s), memory.denials_due())
+        };
+        for (key_id, Unrecorded { denial, day, n }) in denials {
+            self.store.record_denials(&key_id, day, denial, n).await;
+        }
         let n = due.len();
         for (key_id, used, unspent) in due {
             match self.store.settle(&key_id, &used, unspent, now).await {

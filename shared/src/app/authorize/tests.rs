@@ -38,6 +38,8 @@ struct Scripted {
     /// Every `take` asked of storage, and every `settle`.
     takes: Mutex<Vec<Take>>,
     settled: Mutex<Vec<Settled>>,
+    /// How long each `take` is in flight, in order (milliseconds; none: at once).
+    delays: Mutex<VecDeque<u64>>,
 }
 
 /// One `settle` call: the requests it counts, by day, and the tokens it gives back.
@@ -47,16 +49,9 @@ fn outage(f: Fault) -> StoreError {
     StoreError::Unavailable(Outage::new(f, "injected"))
 }
 
-impl AuthorizeStore for Scripted {
-    async fn key_id_for_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyId>> {
-        self.lookups.fetch_add(1, Ordering::SeqCst);
-        if let Some(f) = *self.lookup_fault.lock().unwrap() {
-            return Err(outage(f));
-        }
-        Ok(self.known.lock().unwrap().get(hash).cloned())
-    }
-
-    async fn authorize_and_count(
+impl Scripted {
+    /// The scripted answer to one decision.
+    async fn decide(
         &self,
         key_id: &KeyId,
         _hash: &KeyHash,
@@ -83,6 +78,16 @@ impl AuthorizeStore for Scripted {
             Answer::Corrupt => Err(StoreError::Corrupt("key item without a status".into())),
         }
     }
+}
+
+impl AuthorizeStore for Scripted {
+    async fn key_id_for_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyId>> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        if let Some(f) = *self.lookup_fault.lock().unwrap() {
+            return Err(outage(f));
+        }
+        Ok(self.known.lock().unwrap().get(hash).cloned())
+    }
 
     async fn take(
         &self,
@@ -94,7 +99,11 @@ impl AuthorizeStore for Scripted {
     ) -> StoreResult<Taken> {
         let asked = take.tokens;
         self.takes.lock().unwrap().push(take.clone());
-        let decision = self.authorize_and_count(key_id, hash, required, now).await?;
+        let delay = self.delays.lock().unwrap().pop_front();
+        if let Some(ms) = delay {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+        let decision = self.decide(key_id, hash, required, now).await?;
         take.used.clear();
         take.unspent = None;
         let tokens = match decision.is_allowed() {
@@ -421,8 +430,11 @@ async fn a_spent_window_is_answered_from_memory_until_a_recheck_and_its_denials_
         assert_eq!((code(&d), d.retry_after(T0.plus(s))), ("rate_limited", Some(45 - s as u64)));
     }
     assert_eq!(a.store().decisions.load(Ordering::SeqCst), 1);
-    assert_eq!(a.store().recorded.load(Ordering::SeqCst), 0);
-    // The recheck: storage now allows (a raised limit); the ten answered here are recorded.
+    // The sweep every two seconds records those answered here so far; never more.
+    let swept = a.store().recorded.load(Ordering::SeqCst);
+    assert!(swept > 0 && swept < SPENT_RECHECK_S as u64, "{swept} recorded by the sweep");
+    // The recheck: storage now allows (a raised limit); the ten answered here are recorded,
+    // each once, between the sweep and the recheck.
     script(&a, [ok()]);
     assert_eq!(code(&a.decide(Some(&k), ANY, T0.plus(SPENT_RECHECK_S)).await), "ok");
     assert_eq!(a.store().decisions.load(Ordering::SeqCst), 2);
@@ -472,10 +484,11 @@ async fn denials_answered_from_memory_survive_a_failed_recheck() {
         a.decide(Some(&k), ANY, T0).await;
     }
     script(&a, [Answer::Fail(Fault::Server), Answer::Decide(Err(Denial::RateLimited), None)]);
+    assert_eq!(a.store().recorded.load(Ordering::SeqCst), 0, "not recorded before the sweep is due");
     assert_eq!(code(&a.decide(Some(&k), ANY, T0.plus(SPENT_RECHECK_S)).await), "authorization_unavailable");
-    assert_eq!(a.store().recorded.load(Ordering::SeqCst), 0, "not recorded while storage fails");
+    // The failed recheck put them back, and the sweep after it recorded them: once.
     a.decide(Some(&k), ANY, T0.plus(SPENT_RECHECK_S + 1)).await;
-    assert_eq!(a.store().recorded.load(Ordering::SeqCst), 3, "recorded once storage answers");
+    assert_eq!(a.store().recorded.load(Ordering::SeqCst), 3, "recorded once, after the failed recheck");
     assert_eq!(*a.store().recorded_codes.lock().unwrap(), [(Denial::RateLimited, 3)]);
 }
 
@@ -546,4 +559,76 @@ fn context_and_headers_for_a_rate_limited_key() {
     // Flat JSON with no nulls: API Gateway accepts only primitive context values.
     let json = serde_json::to_value(&ctx).unwrap();
     assert!(json.as_object().unwrap().values().all(|v| !v.is_null() && !v.is_object() && !v.is_array()));
+}
+
+/// `n` decisions for `k` at once, each its own task: the decisions, in the order they end.
+async fn at_once(
+    a: &std::sync::Arc<Authorizer<Scripted>>,
+    k: &str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<Decision>> {
+    (0..n)
+        .map(|_| {
+            let (a, k) = (a.clone(), k.to_owned());
+            tokio::spawn(async move { a.decide(Some(&k), ANY, T0).await })
+        })
+        .collect()
+}
+
+/// A container serving many requests at once: one decision per key goes to storage, the
+/// others wait for it (twice the median round trip here: 40 ms) and are served from the block
+/// the next one brings back, sized for the callers that queued.
+#[tokio::test(start_paused = true)]
+async fn concurrent_decisions_for_a_key_share_one_write() {
+    let a = std::sync::Arc::new(Authorizer::new(Scripted::default(), FailMode::Closed));
+    let k = key(a.store());
+    a.store().grant_blocks.store(true, Ordering::SeqCst);
+    let room = rate(1_000_000, 0, T0.plus(60));
+    script(&a, (0..3).map(|_| Answer::Decide(Ok(()), room)));
+    // One alone: storage takes 20 ms.
+    a.store().delays.lock().unwrap().extend([20; 3]);
+    assert_eq!(code(&a.decide(Some(&k), ANY, T0).await), "ok");
+    // Eight at once: the first takes off alone (one request: not hot by pace, nine this
+    // second), seven wait; one of those takes a block for the eight that asked at once, and
+    // the other six are served from it without storage.
+    let mut from_memory = 0;
+    for t in at_once(&a, &k, 8).await {
+        let d = t.await.unwrap();
+        assert_eq!(code(&d), "ok");
+        from_memory += usize::from(d.from_memory);
+    }
+    let takes = a.store().takes.lock().unwrap().iter().map(|t| t.tokens).collect::<Vec<_>>();
+    assert_eq!(takes, [1, 1, 8], "two writes for eight decisions at once");
+    assert_eq!(from_memory, 6);
+    // What the block admitted is counted once it is settled, and its last token given back.
+    a.settle_leases(T0, true).await;
+    let settled = a.store().settled.lock().unwrap().clone();
+    assert_eq!(settled.len(), 1);
+    assert_eq!(settled[0].0, [(T0.day(), 6)]);
+    assert_eq!(settled[0].1.map(|u| u.tokens), Some(1));
+}
+
+/// A write that stalls holds the others no longer than their bound: then each takes its own
+/// write, of one request, beside it.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_write_holds_the_others_only_their_bound() {
+    let a = std::sync::Arc::new(Authorizer::new(Scripted::default(), FailMode::Closed));
+    let k = key(a.store());
+    script(&a, (0..11).map(|_| ok()));
+    a.store().delays.lock().unwrap().extend([20, 20, 20, 10_000, 20, 20, 20, 20, 20, 20, 20]);
+    for _ in 0..3 {
+        a.decide(Some(&k), ANY, T0).await;
+    }
+    let started = tokio::time::Instant::now();
+    let mut tasks = at_once(&a, &k, 8).await;
+    let stalled = tasks.remove(0);
+    for t in tasks {
+        assert_eq!(code(&t.await.unwrap()), "ok");
+    }
+    // 40 ms waiting, then their own 20 ms write: long before the stalled one answers.
+    assert_eq!(started.elapsed(), std::time::Duration::from_millis(60));
+    assert!(!stalled.is_finished());
+    let takes = a.store().takes.lock().unwrap().iter().map(|t| t.tokens).collect::<Vec<_>>();
+    assert_eq!(takes, [1; 11], "writes beside one in flight take one request each");
+    assert_eq!(code(&stalled.await.unwrap()), "ok");
 }
