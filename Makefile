@@ -80,6 +80,8 @@ lint-template:
 bench:
 	cargo build --release -p authorizer -p issue-key
 	cargo bench -p tollgate-bench
+	@echo "concurrent callers again, on single-threaded moto:"
+	TOLLGATE_BENCH=concurrency bash scripts/with-moto.sh cargo bench -p tollgate-bench
 
 # target/lambda/<function>/bootstrap and bootstrap.zip for arm64, then a size table (scripts/build.sh).
 build:

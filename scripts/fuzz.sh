@@ -5,13 +5,18 @@
 # the corpus on stable); a crash stops the run with its input in fuzz/artifacts/<target>/.
 # Leak detection is off: the targets that reach storage keep one runtime, database and handler
 # set per process on purpose (built on the first input), which LeakSanitizer reports as leaks.
-# Env: FUZZ_SECONDS, FUZZ_TARGETS (space-separated subset), FUZZ_JOBS (parallel runs, default 1).
+# After a run without a crash the target's corpus is minimized (`cargo fuzz cmin`: only inputs
+# that add coverage stay, renamed to their SHA-1); the hand-written seeds (the files not named by
+# a SHA-1) are put back under their own names. How to grow and commit the corpus: fuzz/README.md.
+# Env: FUZZ_SECONDS, FUZZ_TARGETS (space-separated subset), FUZZ_JOBS (parallel runs, default 1),
+# FUZZ_CMIN (0 keeps the grown corpus as it is, default 1).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 SECONDS_PER_TARGET="${FUZZ_SECONDS:-600}"
 TARGETS="${FUZZ_TARGETS:-key stripe_signature authorizer_event management cursor}"
 JOBS="${FUZZ_JOBS:-1}"
+CMIN="${FUZZ_CMIN:-1}"
 
 rustup toolchain list | grep -q '^nightly' || {
     echo "fuzz: the nightly toolchain is needed: rustup toolchain install nightly" >&2
@@ -27,6 +32,24 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 cd fuzz
 cargo +nightly fuzz build --release 2>&1 | tail -n 3
 mkdir -p logs
+# cargo fuzz cmin replaces corpus/<target>/ with what adds coverage; the seeds come back by name.
+minimize() {
+    local target=$1 dir="corpus/$1" log="logs/$1.log" seeds before f
+    before=$(ls "$dir" | wc -l)
+    seeds=$(mktemp -d)
+    find "$dir" -maxdepth 1 -regextype posix-extended -type f ! -regex '.*/[0-9a-f]{40}' -exec cp {} "$seeds/" \;
+    if ! cargo +nightly fuzz cmin --release "$target" "$dir" -- -rss_limit_mb=4096 -detect_leaks=0 >>"$log" 2>&1; then
+        echo "fuzz: $target: cmin FAILED (fuzz/$log); seeds kept in $seeds" >&2
+        return 1
+    fi
+    for f in "$seeds"/*; do
+        [ -e "$f" ] || continue
+        rm -f "$dir/$(sha1sum <"$f" | cut -c1-40)"
+        cp "$f" "$dir/"
+    done
+    rm -rf "$seeds"
+    echo "fuzz: $target: corpus minimized, $before -> $(ls "$dir" | wc -l) inputs ($(find "$dir" -type f -size +4k | wc -l) over 4 KiB)"
+}
 run() {
     local target=$1 log="logs/$1.log"
     mkdir -p "corpus/$target"
@@ -36,6 +59,9 @@ run() {
         local runs
         runs=$(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -Eo '[0-9]+$' | tail -n1)
         echo "fuzz: $target: ${runs:-?} executions in ${SECONDS_PER_TARGET} s, no crash, corpus $(ls "corpus/$target" | wc -l) inputs"
+        if [ "$CMIN" != 0 ]; then
+            minimize "$target"
+        fi
     else
         echo "fuzz: $target: FAILED (fuzz/$log; the input is in fuzz/artifacts/$target/)" >&2
         tail -n 30 "$log" >&2

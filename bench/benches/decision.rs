@@ -15,6 +15,7 @@
 //!
 //! Ends with one summary table (criterion's estimates, read back from its output directory).
 
+mod concurrency;
 mod fanout;
 mod hot;
 mod lambda;
@@ -144,6 +145,16 @@ fn main() {
         }
         return;
     }
+    // `TOLLGATE_BENCH=concurrency`: only the concurrent-callers rows (seconds); with
+    // TOLLGATE_TEST_DYNAMODB_ENDPOINT set (scripts/with-moto.sh), against that server.
+    if std::env::var("TOLLGATE_BENCH").as_deref() == Ok("concurrency") {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        println!("| measure | result | goal |\n|---|---|---|");
+        for (measure, result, goal) in rt.block_on(concurrency::rows()) {
+            println!("| {measure} | {result} | {goal} |");
+        }
+        return;
+    }
     // `TOLLGATE_BENCH=hot`: only the hot-key rows (the simulator, a few minutes).
     if std::env::var("TOLLGATE_BENCH").as_deref() == Ok("hot") {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -254,6 +265,7 @@ fn main() {
     rows.extend(size_rows());
     rows.extend(rt.block_on(fanout::rows()));
     rows.extend(rt.block_on(hot::rows()));
+    rows.extend(rt.block_on(concurrency::rows()));
 
     // The summary.
     let cpu = mean_ns("handler_cpu/stub_store");

@@ -34,7 +34,10 @@ pub struct Invoked {
 struct RuntimeApi {
     first_poll: OnceLock<Instant>,
     events: Mutex<mpsc::Receiver<Bytes>>,
-    in_flight: StdMutex<Option<(String, Instant)>>,
+    /// Invocations handed out and not answered yet: id, when handed out.
+    in_flight: StdMutex<std::collections::HashMap<String, Instant>>,
+    /// The most invocations in flight at once.
+    peak: AtomicU64,
     outcomes: mpsc::UnboundedSender<Result<Invoked, String>>,
     sequence: AtomicU64,
     /// Names of the extensions registered.
@@ -59,7 +62,8 @@ impl Emulator {
         let api = Arc::new(RuntimeApi {
             first_poll: OnceLock::new(),
             events: Mutex::new(events_rx),
-            in_flight: StdMutex::new(None),
+            in_flight: StdMutex::new(Default::default()),
+            peak: AtomicU64::new(0),
             outcomes: outcomes_tx,
             sequence: AtomicU64::new(0),
             extensions: StdMutex::new(vec![]),
@@ -106,6 +110,35 @@ impl Emulator {
         }
     }
 
+    /// Queues every event at once (a function with `AWS_LAMBDA_MAX_CONCURRENCY` polls for
+    /// several) and waits for as many responses, in the order they come.
+    pub async fn invoke_all(&mut self, events: Vec<Bytes>) -> Vec<Result<Invoked, String>> {
+        let n = events.len();
+        let Some(sender) = self.events.clone() else { return vec![Err("emulator stopped".into())] };
+        let feeder = tokio::spawn(async move {
+            for event in events {
+                if sender.send(event).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut outcomes = Vec::with_capacity(n);
+        for _ in 0..n {
+            match tokio::time::timeout(PATIENCE, self.outcomes.recv()).await {
+                Ok(Some(outcome)) => outcomes.push(outcome),
+                Ok(None) => outcomes.push(Err("emulator stopped".into())),
+                Err(_) => outcomes.push(Err(format!("no response within {PATIENCE:?}"))),
+            }
+        }
+        feeder.abort();
+        outcomes
+    }
+
+    /// The most invocations the function had in flight at once.
+    pub fn peak_in_flight(&self) -> u64 {
+        self.api.peak.load(Ordering::Relaxed)
+    }
+
     /// Releases a function still waiting in `next` (it gets 410), then stops the server.
     pub async fn stop(mut self) {
         self.events.take();
@@ -132,15 +165,18 @@ async fn next(State(api): State<Arc<RuntimeApi>>) -> Response {
         ("lambda-runtime-trace-id", "Root=1-00000000-000000000000000000000000;Sampled=0".to_owned()),
         ("content-type", "application/json".to_owned()),
     ];
-    *api.in_flight.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, Instant::now()));
+    let mut in_flight = api.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+    in_flight.insert(id, Instant::now());
+    api.peak.fetch_max(in_flight.len() as u64, Ordering::Relaxed);
+    drop(in_flight);
     (headers, event).into_response()
 }
 
 async fn response(State(api): State<Arc<RuntimeApi>>, Path(id): Path<String>, body: Bytes) -> StatusCode {
     let received = Instant::now();
-    let outcome = match api.in_flight.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        Some((expected, handed_out)) if expected == id => Ok(Invoked { body, latency: received - handed_out }),
-        other => Err(format!("response for `{id}`, but in flight: {:?}", other.map(|(id, _)| id))),
+    let outcome = match api.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
+        Some(handed_out) => Ok(Invoked { body, latency: received - handed_out }),
+        None => Err(format!("response for `{id}`, which is not in flight")),
     };
     let _ = api.outcomes.send(outcome);
     StatusCode::ACCEPTED

@@ -438,3 +438,141 @@ async fn metrics_count_decisions_by_outcome_and_plan_and_rollup_runs() {
     assert_eq!(grew("tollgate_rollup_key_days_rolled_total"), 1.0);
     stack.stop().await;
 }
+
+/// The local stack on `table` (and, on the embedded store, the data directory `dir`), so a
+/// second one can be started on the same data.
+async fn stack_on(table: &str, dir: &std::path::Path) -> tollgate_dev::LocalStack {
+    let endpoint = std::env::var(tollgate_tests::ENDPOINT_VAR).ok().filter(|v| !v.is_empty());
+    let settings = tollgate_dev::Settings::from_lookup(|k| match k {
+        "TOLLGATE_ADDR" => Some("127.0.0.1:0".into()),
+        "TOLLGATE_TABLE" => Some(table.to_owned()),
+        "TOLLGATE_DYNAMODB_ENDPOINT" => endpoint.clone(),
+        "TOLLGATE_DATA_DIR" => Some(dir.display().to_string()),
+        "TOLLGATE_ADMIN_TOKEN" => Some(ADMIN_TOKEN.into()),
+        "TOLLGATE_ROLLUP_INTERVAL_S" => Some("0".into()),
+        _ => None,
+    })
+    .expect("local stack settings");
+    tollgate_dev::LocalStack::start(settings).await.expect("start the local stack")
+}
+
+/// `callers` clients at once, `each` requests apiece through the gateway with `key`:
+/// (admitted, refused with 429).
+async fn burst(c: &std::sync::Arc<Client>, key: &str, callers: usize, each: usize) -> (u64, u64) {
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (c, key) = (c.clone(), key.to_owned());
+            tokio::spawn(async move {
+                let (mut ok, mut limited) = (0, 0);
+                for _ in 0..each {
+                    match c.proxy("/", &key).await.status {
+                        200 => ok += 1,
+                        429 => limited += 1,
+                        other => panic!("unexpected status {other}"),
+                    }
+                }
+                (ok, limited)
+            })
+        })
+        .collect();
+    let mut total = (0, 0);
+    for t in tasks {
+        let (ok, limited) = t.await.unwrap();
+        total = (total.0 + ok, total.1 + limited);
+    }
+    total
+}
+
+/// A key's (allowed, denied) as the usage API shows them, summed over its days.
+async fn key_usage(c: &Client, key_id: &str) -> (u64, u64) {
+    let usage = c.admin("GET", &format!("/v1/keys/{key_id}/usage"), None).await;
+    assert_eq!(usage.status, 200, "{:?}", usage.body);
+    let days = usage.body["history"].as_array().cloned().unwrap_or_default();
+    days.iter()
+        .fold((0, 0), |(a, d), day| (a + day["allowed"].as_u64().unwrap_or(0), d + day["denied"].as_u64().unwrap_or(0)))
+}
+
+/// What the rollup has rolled into the customer's history: allowed requests.
+async fn rolled_history(c: &Client, customer: &str) -> u64 {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let r = c.send("POST", "/internal/rollup", &[("authorization", &auth)], None).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let history = c.admin("GET", &format!("/v1/customers/{customer}/usage"), None).await;
+    assert_eq!(history.status, 200, "{:?}", history.body);
+    let days = history.body["history"].as_array().cloned().unwrap_or_default();
+    days.iter().map(|d| d["allowed"].as_u64().unwrap_or(0)).sum()
+}
+
+/// Concurrent clients on a few hot keys, then nothing: within 2 s the local stack's sweep has
+/// counted what its blocks admitted, so the usage API, the rollup's history and what clients
+/// saw agree exactly; and again after a stop (what SIGTERM and Ctrl-C run) and a restart on
+/// the same data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_concurrent_traffic_stops_usage_history_and_clients_agree() {
+    let dir = std::env::temp_dir().join(format!("tollgate-settle-{}", uuid::Uuid::new_v4().simple()));
+    let table = format!("tollgate-settle-{}", uuid::Uuid::new_v4().simple());
+    let stack = stack_on(&table, &dir).await;
+    let c = std::sync::Arc::new(Client::new(stack.url()));
+    create_plan(&c, "hot", Some((1_000_000, 60)), None).await;
+    let mut keys = vec![];
+    for _ in 0..3 {
+        keys.push(create_key(&c, "acme", "hot").await);
+    }
+    let mut seen = std::collections::HashMap::new();
+    for (id, key) in &keys {
+        seen.insert(id.clone(), burst(&c, key, 8, 40).await);
+    }
+
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let mut admitted = 0;
+    for (id, clients) in &seen {
+        assert_eq!(key_usage(&c, id).await, *clients, "key {id}: usage API = what its clients saw");
+        admitted += clients.0;
+    }
+    assert_eq!(admitted, 3 * 8 * 40, "nothing refused under a limit that is never reached");
+    assert_eq!(rolled_history(&c, "acme").await, admitted, "rollup history = admitted");
+
+    // More traffic, then a stop right after it (no time for the sweep), and a restart.
+    for (id, key) in &keys {
+        let (ok, limited) = burst(&c, key, 8, 40).await;
+        let s = seen.get_mut(id).unwrap();
+        *s = (s.0 + ok, s.1 + limited);
+        admitted += ok;
+    }
+    stack.stop().await;
+    let stack = stack_on(&table, &dir).await;
+    let c = Client::new(stack.url());
+    for (id, clients) in &seen {
+        assert_eq!(key_usage(&c, id).await, *clients, "after the restart, key {id}");
+    }
+    assert_eq!(rolled_history(&c, "acme").await, admitted, "after the restart, rollup history = admitted");
+    stack.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A spent key refused by 8 clients at once, most of the 429s answered from the container's
+/// memory: within 2 s the sweep has counted them by code, so the Denied count the usage API
+/// and the console show is what the clients saw, with no further request for the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn denials_answered_from_memory_reach_the_denied_count_without_more_traffic() {
+    let dir = std::env::temp_dir().join(format!("tollgate-denied-{}", uuid::Uuid::new_v4().simple()));
+    let table = format!("tollgate-denied-{}", uuid::Uuid::new_v4().simple());
+    let stack = stack_on(&table, &dir).await;
+    let c = std::sync::Arc::new(Client::new(stack.url()));
+    create_plan(&c, "tiny", Some((40, 3_600)), None).await;
+    let (id, key) = create_key(&c, "acme", "tiny").await;
+    let seen = burst(&c, &key, 8, 40).await;
+    assert_eq!(seen, (40, 280), "exactly the limit admitted, the rest refused");
+
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(key_usage(&c, &id).await, seen, "usage API (allowed, denied) = what the clients saw");
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let r = c.send("POST", "/internal/rollup", &[("authorization", &auth)], None).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let history = c.admin("GET", "/v1/customers/acme/usage", None).await;
+    let days = history.body["history"].as_array().cloned().unwrap_or_default();
+    let denied: u64 = days.iter().map(|d| d["denied"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(denied, seen.1, "the rollup's history counts every 429 too: {:?}", history.body);
+    stack.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
