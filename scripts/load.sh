@@ -5,7 +5,8 @@
 #
 # Usage: scripts/load.sh URL API_KEY SECONDS [CONNECTIONS]
 #   A 2-second warm-up at the same concurrency, then SECONDS measured, one wrk thread (the
-#   machine has 2 cores: the other is the server's). URL must be on loopback.
+#   machine has 2 cores: the other is the server's). URL must be on loopback. API_KEY may be
+#   @FILE: a file of keys, one a line, sent in turn (bench/wrk-keys.lua).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,6 +33,11 @@ if ! command -v wrk >/dev/null 2>&1; then
     echo "load: wrk installed ($((SECONDS - start)) s)" >&2
 fi
 
-args=(-t1 -c"$CONNECTIONS" --timeout 5s -H "x-api-key: $KEY")
-wrk "${args[@]}" -d2s "$URL" >/dev/null
-wrk "${args[@]}" -d"${SECONDS_MEASURED}s" -s "$ROOT/bench/wrk-report.lua" "$URL"
+args=(-t1 -c"$CONNECTIONS" --timeout 5s)
+case "$KEY" in
+    @*) [ -s "${KEY#@}" ] || die "no keys in ${KEY#@}"
+        script=(-s "$ROOT/bench/wrk-keys.lua" "$URL" "${KEY#@}") ;;
+    *) args+=(-H "x-api-key: $KEY"); script=(-s "$ROOT/bench/wrk-report.lua" "$URL") ;;
+esac
+wrk "${args[@]}" -d2s "${script[@]}" >/dev/null
+wrk "${args[@]}" -d"${SECONDS_MEASURED}s" "${script[@]}"

@@ -69,7 +69,7 @@ async fn measure(callers: usize) -> (f64, Vec<Duration>, &'static str) {
 /// every decision goes to storage).
 async fn round_trip() -> Duration {
     let (_, latencies, _) = measure_single_writes().await;
-    percentile(&latencies, 0.5)
+    percentile(&latencies, 50.0)
 }
 
 async fn measure_single_writes() -> (f64, Vec<Duration>, &'static str) {
@@ -98,7 +98,7 @@ pub async fn rows() -> Vec<Row> {
     let mut rows = vec![];
     for callers in [1, 8] {
         let (writes, latencies, backend) = measure(callers).await;
-        let p99 = percentile(&latencies, 0.99);
+        let p99 = percentile(&latencies, 99.0);
         rows.push(row(
             format!("{callers} concurrent caller(s) on one key, one container, {backend}: write requests per decision ({} decisions)", latencies.len()),
             format!("{writes:.4}{}", crate::verdict(callers == 1 || writes <= 0.05)),

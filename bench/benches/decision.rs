@@ -10,7 +10,8 @@
 //! 4. The `authorizer` binary as Lambda runs it (`lambda.rs`): cold start and first invocation
 //!    over fresh processes, and warm latency and peak RSS over one long-lived process, against
 //!    an emulated Lambda Runtime API.
-//! 5. The local stack under wrk on loopback (`load.rs`, `scripts/load.sh`): throughput and tail.
+//! 5. The local stack under wrk on loopback (`load.rs`, `scripts/load.sh`): throughput and tail,
+//!    for one key and for 1,000 keys in turn.
 //! 6. The arm64 bootstrap and zip sizes `make build` left in `target/lambda/`.
 //!
 //! Ends with one summary table (criterion's estimates, read back from its output directory).
@@ -43,8 +44,6 @@ const FIXTURE_KEY: &str = "tg_test_0Eoh211G4c8wtVWM00my5rsNSFlKgaWqQ4mb8gdEqno1n
 const COUNTED_DECISIONS: u64 = 2_000;
 const COLD_STARTS: usize = 20;
 const SUSTAINED_INVOCATIONS: usize = 10_000;
-const LOAD_SECONDS: u32 = 10;
-const LOAD_CONNECTIONS: u32 = 8;
 const FUNCTIONS: [&str; 4] = ["authorizer", "issue-key", "stripe-webhook", "usage-rollup"];
 const ZIP_GOAL_BYTES: u64 = 3_000_000;
 const INIT_GOAL: Duration = Duration::from_millis(25);
@@ -164,6 +163,15 @@ fn main() {
         }
         return;
     }
+    // `TOLLGATE_BENCH=load`: only the local stack under wrk (one key, then 1,000 keys in turn).
+    if std::env::var("TOLLGATE_BENCH").as_deref() == Ok("load") {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        println!("| measure | result | goal |\n|---|---|---|");
+        for (measure, result, goal) in load::rows(&rt) {
+            println!("| {measure} | {result} | {goal} |");
+        }
+        return;
+    }
     // `TOLLGATE_BENCH=cold`: only the two functions' cold starts (release binaries built first).
     if std::env::var("TOLLGATE_BENCH").as_deref() == Ok("cold") {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -261,7 +269,7 @@ fn main() {
 
     // 4, 5 and 6.
     let mut rows = rt.block_on(lambda_rows());
-    rows.extend(load_rows(&rt));
+    rows.extend(load::rows(&rt));
     rows.extend(size_rows());
     rows.extend(rt.block_on(fanout::rows()));
     rows.extend(rt.block_on(hot::rows()));
@@ -476,44 +484,6 @@ async fn lambda_measure(binary: &Path, endpoint: &str) -> Result<Vec<Row>, Strin
             "<= 24 MB (MiB, as Lambda counts memory)",
         ),
     ])
-}
-
-const LOAD_MEASURE: &str =
-    "local stack under wrk on loopback: `GET /proxy/hello`, valid key without limits, built-in echo upstream";
-
-fn load_rows(rt: &tokio::runtime::Runtime) -> Vec<Row> {
-    let measure = format!("{LOAD_MEASURE}, {LOAD_CONNECTIONS} connections, {LOAD_SECONDS} s");
-    let result = (|| {
-        let settings = tollgate_dev::Settings::from_lookup(|k| match k {
-            "TOLLGATE_ADDR" => Some("127.0.0.1:0".into()),
-            "TOLLGATE_TABLE" => Some("tollgate-bench-load".into()),
-            "TOLLGATE_ADMIN_TOKEN" => Some("tga_bench_admin_token".into()),
-            _ => None,
-        })
-        .map_err(|e| format!("settings: {e}"))?;
-        let stack = rt.block_on(tollgate_dev::LocalStack::start(settings)).map_err(|e| format!("start: {e}"))?;
-        let result = rt.block_on(seed_unlimited(stack.store())).and_then(|()| {
-            load::run(&root(), &format!("{}/proxy/hello", stack.url()), FIXTURE_KEY, LOAD_SECONDS, LOAD_CONNECTIONS)
-        });
-        rt.block_on(stack.stop());
-        result
-    })();
-    match result {
-        Ok(r) => {
-            let rps = r.requests as f64 / r.seconds;
-            vec![row(
-                format!("{measure} ({} requests)", r.requests),
-                format!(
-                    "{rps:.0} requests/s, p50 {}, p99 {}, {} errors",
-                    fmt_ns(r.p50_us * 1e3),
-                    fmt_ns(r.p99_us * 1e3),
-                    r.errors
-                ),
-                "0 errors",
-            )]
-        }
-        Err(e) => vec![row(measure, format!("FAILED: {e}"), "0 errors")],
-    }
 }
 
 /// `make build`'s artifacts, if it ran.
