@@ -62,7 +62,15 @@ async fn measure(callers: usize) -> (f64, Vec<Duration>, &'static str) {
     let writes = db.requests.get("UpdateItem") as f64 / latencies.len() as f64;
     authorizer.settle_leases(UnixTime::now(), true).await;
     latencies.sort();
-    (writes, latencies, db.backend())
+    (writes, latencies, backend(&db))
+}
+
+/// Which emulator: in-process Dynoxide, or the server TOLLGATE_TEST_DYNAMODB_ENDPOINT names.
+fn backend(db: &tollgate_tests::TestDb) -> &'static str {
+    match db.backend() {
+        "dynoxide" => "dynoxide",
+        _ => "TOLLGATE_TEST_DYNAMODB_ENDPOINT (make bench: single-threaded moto)",
+    }
 }
 
 /// The median round trip of one decision's write alone (one caller, a cold key each time:
@@ -90,7 +98,7 @@ async fn measure_single_writes() -> (f64, Vec<Duration>, &'static str) {
         latencies.push(started.elapsed());
     }
     latencies.sort();
-    (0.0, latencies, db.backend())
+    (0.0, latencies, backend(&db))
 }
 
 pub async fn rows() -> Vec<Row> {
@@ -109,7 +117,14 @@ pub async fn rows() -> Vec<Row> {
                 "{callers} concurrent caller(s) on one key, {backend}: decision p99 (storage round trip alone: {})",
                 fmt_duration(rtt)
             ),
-            format!("{} ({:.2}x the round trip)", fmt_duration(p99), p99.as_secs_f64() / rtt.as_secs_f64().max(1e-9)),
+            format!(
+                "{} ({:.2}x the round trip; p50 {}, p90 {}, max {})",
+                fmt_duration(p99),
+                p99.as_secs_f64() / rtt.as_secs_f64().max(1e-9),
+                fmt_duration(percentile(&latencies, 50.0)),
+                fmt_duration(percentile(&latencies, 90.0)),
+                fmt_duration(*latencies.last().unwrap()),
+            ),
             if callers == 8 { "<= 2x the round trip" } else { "" },
         ));
     }

@@ -28,13 +28,22 @@ impl EmbeddedDynamo {
         Self::serve(db, "127.0.0.1:0".parse().expect("literal address")).await
     }
 
-    /// Persisted in a SQLite file, so keys and counters survive a restart.
+    /// Persisted in a SQLite file, so keys and counters survive a restart, and every write
+    /// it acknowledged survives the process being killed (`kill -9`).
+    ///
+    /// The file is in WAL mode with `synchronous = NORMAL`: a commit is in the operating
+    /// system's hands when it is acknowledged (what a killed process needs), and the WAL is
+    /// synced at checkpoints rather than on every commit (SQLite's default, `FULL`, syncs it
+    /// on each one: a power loss could then lose the last commits, never corrupt the file).
+    /// `disable_bulk_loading` is Dynoxide's public way to set it; the other settings it writes
+    /// are SQLite's defaults.
     pub async fn start_persistent(path: &Path) -> Result<Self, EmbeddedError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let db =
             dynoxide::Database::new(&path.to_string_lossy()).map_err(|e| EmbeddedError::Database(e.to_string()))?;
+        db.disable_bulk_loading().map_err(|e| EmbeddedError::Database(e.to_string()))?;
         Self::serve(db, "127.0.0.1:0".parse().expect("literal address")).await
     }
 

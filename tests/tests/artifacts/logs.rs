@@ -49,29 +49,56 @@ pub(crate) fn binary(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// Runs `events` through a fresh process of `name`; returns each response and the whole log.
+/// Runs `events` through a fresh process of `name`, one at a time; returns each response and
+/// the whole log.
 async fn run(db: &TestDb, name: &str, env: &[(&str, &str)], events: &[Value]) -> (Vec<Value>, String) {
+    let (responses, log, _) = run_with(db, name, env, events, 1).await;
+    (responses, log)
+}
+
+/// As [`run`], with `AWS_LAMBDA_MAX_CONCURRENCY=concurrency` (Lambda Managed Instances) and,
+/// above 1, every event handed out at once: the responses in the order they came, the log, and
+/// the most invocations the process had in flight at once.
+async fn run_with(
+    db: &TestDb,
+    name: &str,
+    env: &[(&str, &str)],
+    events: &[Value],
+    concurrency: usize,
+) -> (Vec<Value>, String, u64) {
     let log = std::env::temp_dir().join(format!("tollgate-logs-{name}-{}.log", uuid::Uuid::new_v4().simple()));
     let mut function = Function::new(binary(name), name, &db.endpoint, &db.table, log.clone())
         .with_env("RUST_LOG", "trace")
         .with_env("AWS_LAMBDA_LOG_FORMAT", "JSON");
+    if concurrency > 1 {
+        function = function.with_env("AWS_LAMBDA_MAX_CONCURRENCY", &concurrency.to_string());
+    }
     for (k, v) in env {
         function = function.with_env(k, v);
     }
     let mut emulator = Emulator::start().await.expect("runtime API emulator");
     let process = function.spawn(&emulator).expect("start the function");
     let mut responses = vec![];
-    for event in events {
-        let invoked = emulator.invoke(Bytes::from(event.to_string())).await;
+    let outcomes = if concurrency > 1 {
+        emulator.invoke_all(events.iter().map(|e| Bytes::from(e.to_string())).collect()).await
+    } else {
+        let mut outcomes = vec![];
+        for event in events {
+            outcomes.push(emulator.invoke(Bytes::from(event.to_string())).await);
+        }
+        outcomes
+    };
+    for invoked in outcomes {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let invoked = invoked.unwrap_or_else(|e| panic!("{name}: {e}\n{text}"));
         responses.push(serde_json::from_slice(&invoked.body).expect("a JSON response"));
     }
+    let peak = emulator.peak_in_flight();
     drop(process);
     emulator.stop().await;
     let text = std::fs::read_to_string(&log).expect("the function's log");
     let _ = std::fs::remove_file(&log);
-    (responses, text)
+    (responses, text, peak)
 }
 
 /// Fails naming the secret and the line it leaked on.
@@ -147,6 +174,17 @@ async fn the_authorizer_logs_no_key_at_trace() {
     assert_eq!(responses[0]["isAuthorized"], true, "{log}");
     assert_eq!(responses[1]["isAuthorized"], true);
     assert_eq!(responses[2]["policyDocument"]["Statement"][0]["Effect"], "Allow");
+    assert_absent(&log, &[FIXTURE_KEY]);
+
+    // The same binary as Lambda Managed Instances run it: 8 invocations at once, each fixture
+    // eight times, the same answers and still no key in the log.
+    let many: Vec<Value> = events.iter().flat_map(|e| std::iter::repeat_n(e.clone(), 8)).collect();
+    let (responses, log, peak) = run_with(&db, "authorizer", &[], &many, 8).await;
+    assert_eq!(peak, 8, "eight invocations in flight at once");
+    let http_allowed = responses.iter().filter(|r| r["isAuthorized"] == true).count();
+    let rest_allowed = responses.iter().filter(|r| r["policyDocument"]["Statement"][0]["Effect"] == "Allow").count();
+    let http_refused = responses.iter().filter(|r| r["isAuthorized"] == false).count();
+    assert_eq!((http_allowed, rest_allowed, http_refused), (16, 16, 8), "{log}");
     assert_absent(&log, &[FIXTURE_KEY]);
 }
 

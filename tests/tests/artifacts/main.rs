@@ -3,6 +3,7 @@
 //! replayed.
 
 mod docs;
+mod durability;
 mod fuzz_corpus;
 mod logs;
 mod shutdown;
