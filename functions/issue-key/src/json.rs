@@ -15,13 +15,16 @@ use std::collections::BTreeMap;
 /// Management bodies are small; anything bigger is a mistake or an attack.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
-/// Parses a JSON body into `T`, naming the offending field on error. An empty body counts as
-/// `{}` where `empty_ok`.
+/// Parses a JSON body into `T`, naming the offending field on error. An empty body (nothing,
+/// or only JSON's whitespace) counts as `{}` where `empty_ok`.
 pub fn parse_body<T: DeserializeOwned>(body: &[u8], empty_ok: bool) -> Result<T, ApiError> {
     if body.len() > MAX_BODY_BYTES {
         return Err(ApiError::BodyTooLarge(MAX_BODY_BYTES));
     }
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+    // JSON's four (RFC 8259, section 2): Rust's `is_ascii_whitespace` also takes a form feed,
+    // which would let a body that is not JSON through as an empty one.
+    let json_whitespace = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let body: &[u8] = if body.iter().all(json_whitespace) {
         if !empty_ok {
             return Err(ApiError::InvalidJson("the body is empty; send a JSON object".into()));
         }

@@ -89,6 +89,42 @@ async fn methods_paths_and_bodies_are_refused_with_their_reason() {
     assert_eq!((r.status, &r.body["error"]["field"]), (422, &json!("path")));
 }
 
+/// A body that is present must parse, also on the routes whose body is optional or empty:
+/// anything but nothing (or JSON whitespace) that is not a JSON object is refused, and the
+/// request changes nothing. A form feed is whitespace to Rust's `is_ascii_whitespace`, not to
+/// JSON.
+#[tokio::test]
+async fn a_body_that_is_present_must_parse_on_every_route() {
+    let (_db, api) = api().await;
+    let r = call(&api, Method::POST, "/v1/plans", json!({"id": "pro", "name": "Pro"})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = call(&api, Method::POST, "/v1/keys", json!({"customer_id": "acme", "plan_id": "pro"})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let key_id = r.body["key_id"].as_str().unwrap().to_owned();
+    let routes = [
+        (Method::POST, format!("/v1/keys/{key_id}/revoke")),
+        (Method::POST, format!("/v1/keys/{key_id}/rotate")),
+        (Method::DELETE, "/v1/plans/pro".to_owned()),
+    ];
+    for (method, path) in &routes {
+        for (body, status, code) in
+            [("\x0c", 400, "invalid_json"), ("{not json", 400, "invalid_json"), ("[]", 422, "invalid_field")]
+        {
+            let r = send(&api, method.clone(), path, body, Some(TOKEN)).await;
+            assert_eq!((r.status, r.code()), (status, code), "{method} {path} {body:?}: {}", r.body);
+        }
+    }
+    let r = call(&api, Method::GET, &format!("/v1/keys/{key_id}"), Value::Null).await;
+    assert_eq!((r.body["status"].as_str(), r.body["prev_until"].is_null()), (Some("active"), true), "unchanged");
+    // An empty body, or JSON whitespace, is no body.
+    let r = send(&api, Method::POST, &format!("/v1/keys/{key_id}/revoke"), " \r\n\t", Some(TOKEN)).await;
+    assert_eq!((r.status, r.body["status"].as_str()), (200, Some("revoked")), "{}", r.body);
+    let r = call(&api, Method::POST, "/v1/plans", json!({"id": "spare", "name": "Spare"})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = send(&api, Method::DELETE, "/v1/plans/spare", "", Some(TOKEN)).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+}
+
 #[tokio::test]
 async fn plans_are_created_read_replaced_and_guarded_while_in_use() {
     let (_db, api) = api().await;

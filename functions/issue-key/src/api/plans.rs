@@ -2,8 +2,8 @@
 
 use super::{Api, ManagementStore, Reply, ok, to_json};
 use crate::error::ApiError;
-use crate::extract::{Admin, Id, Json, Now, Reader};
-use crate::json::PlanInput;
+use crate::extract::{Admin, Id, Json, JsonOrEmpty, Now, Reader};
+use crate::json::{EmptyInput, PlanInput};
 use crate::views::PlanView;
 use http::StatusCode;
 use serde_json::json;
@@ -60,7 +60,12 @@ pub(super) async fn put<S: ManagementStore>(
     ok(StatusCode::OK, to_json(&PlanView::from(&plan)))
 }
 
-pub(super) async fn delete<S: ManagementStore>(api: Api<S>, _: Admin, Id(id): Id<PlanId>) -> Reply {
+pub(super) async fn delete<S: ManagementStore>(
+    api: Api<S>,
+    _: Admin,
+    Id(id): Id<PlanId>,
+    JsonOrEmpty(EmptyInput {}): JsonOrEmpty<EmptyInput>,
+) -> Reply {
     api.store.delete_plan(&id).await?;
     ok(StatusCode::NO_CONTENT, serde_json::Value::Null)
 }
