@@ -225,7 +225,8 @@ async fn history_is_kept_per_day_and_shown_by_the_usage_endpoint() {
         headers: http::HeaderMap::new(),
         body: vec![],
         request_id: "req_test".into(),
-        caller: None,
+        // As API Gateway's IAM authorization passes the caller on.
+        caller: Some("arn:aws:iam::123456789012:user/ops".into()),
         source: None,
     };
     let resp = api.handle(get(format!("/v1/keys/{}/usage", key.0.as_str())), NOW).await;

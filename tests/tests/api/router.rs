@@ -69,6 +69,30 @@ async fn the_admin_token_guards_every_route_but_the_claim() {
     assert_eq!(r.headers["x-request-id"], "req-unit");
 }
 
+/// Deployed with IAM alone (no admin token, no sign-in), operator status comes only from the
+/// IAM caller context API Gateway passes on: a request without it, or with a bearer token
+/// nobody issued, is 401 on every guarded route, and changes nothing.
+#[tokio::test]
+async fn without_the_iam_caller_context_no_request_is_an_operator() {
+    let db = fresh_db().await;
+    let api = ManagementApi::new(db.store.clone(), None);
+    for (method, path, body) in [
+        (Method::GET, "/v1/plans", ""),
+        (Method::POST, "/v1/plans", r#"{"id":"free","name":"Free"}"#),
+        (Method::GET, "/v1/keys", ""),
+        (Method::GET, "/v1/stats", ""),
+    ] {
+        for bearer in ["", "tga_guessed", "a.b.c"] {
+            let req = ApiRequest::new(method.clone(), path).bearer(bearer).body(body);
+            let resp = api.handle(req, NOW).await;
+            assert_eq!(resp.status(), 401, "{method} {path} with {bearer:?}: {}", resp.body());
+        }
+    }
+    let mut req = ApiRequest::new(Method::GET, "/v1/plans/free");
+    req.caller = Some("arn:aws:iam::123456789012:user/ops".into());
+    assert_eq!(api.handle(req, NOW).await.status(), 404, "nothing was created");
+}
+
 #[tokio::test]
 async fn methods_paths_and_bodies_are_refused_with_their_reason() {
     let (_db, api) = api().await;
