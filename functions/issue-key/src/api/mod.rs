@@ -86,21 +86,27 @@ pub struct ManagementApi<S> {
 /// Which routes a deployment of this handler serves (`TOLLGATE_ROUTES`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Routes {
-    /// The whole management API.
+    /// The management API and the public claim, in one process (the local stack, tests).
     #[default]
     All,
+    /// The management API without the claim: the management function, so the claim is never
+    /// answered with its role, throttle and concurrency (`/v1/claim/` included).
+    Management,
     /// Only the public `GET /v1/claim`: the claim function, with a role that can do no more.
     Claim,
 }
 
 impl Routes {
+    /// `TOLLGATE_ROUTES` for the Lambda: unset is `management` (the claim runs in its own
+    /// function); `all` serves both from one.
     pub fn parse(value: Option<&str>) -> Result<Self, shared::config::ConfigError> {
         match value.map(str::trim) {
-            None | Some("" | "all") => Ok(Self::All),
+            None | Some("" | "management") => Ok(Self::Management),
+            Some("all") => Ok(Self::All),
             Some("claim") => Ok(Self::Claim),
             Some(other) => Err(shared::config::ConfigError::Invalid {
                 name: "TOLLGATE_ROUTES",
-                reason: format!("expected `all` or `claim`, got `{other}`"),
+                reason: format!("expected `management`, `claim` or `all`, got `{other}`"),
             }),
         }
     }
@@ -208,7 +214,7 @@ impl<S: ManagementStore> ManagementApi<S> {
         let app = match routes {
             // The claim function answers nothing else, before any authentication.
             Routes::Claim => claim.route("/v1", any(no_route)).route("/v1/{*rest}", any(no_route)),
-            Routes::All => {
+            Routes::All | Routes::Management => {
                 let guarded = Router::new()
                     .route("/v1/plans", allow("GET, POST", get(plans::list::<S>).post(plans::create::<S>)))
                     .route(
@@ -234,7 +240,9 @@ impl<S: ManagementStore> ManagementApi<S> {
                     .route("/v1", any(no_route))
                     .route("/v1/{*rest}", any(no_route))
                     .layer(middleware::from_fn_with_state(api.clone(), authenticate::<S>));
-                claim.merge(guarded)
+                // The management function never answers a claim: there `/v1/claim` is a
+                // guarded path like any other unknown one.
+                if routes == Routes::All { claim.merge(guarded) } else { guarded }
             }
         };
         app.with_state(api)
