@@ -371,3 +371,25 @@ test('the overview charts requests and denials by code, and a rollup moves them'
   await expect(page.getByTestId('total-rate_limited')).toHaveText('3');
   await shot(page, '22-overview-after-traffic');
 });
+
+test('no page logs an error to the browser console, signed out or signed in', async ({ page }) => {
+  const errors: string[] = [];
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') errors.push(`${page.url()}: ${msg.text()}`);
+  });
+  page.on('pageerror', (err) => errors.push(`${page.url()}: ${err.message}`));
+  const pages = ['', '#/overview', '#/plans', '#/keys', '#/customers', `#/customers/${CUSTOMER}`];
+  // Signed out: every address shows the sign-in (and fetches the console's configuration).
+  for (const hash of pages) {
+    await page.goto(consoleUrl(hash));
+    await expect(page.getByLabel('Admin token or JWT')).toBeVisible();
+  }
+  await signInAdmin(page);
+  for (const hash of pages) {
+    await page.goto(consoleUrl(hash));
+    await expect(page.getByTestId('role')).toHaveText('admin');
+    await expect(page.getByRole('heading', { level: 1 })).toBeVisible();
+    await expect(page.getByRole('status')).toHaveCount(0);
+  }
+  expect(errors).toEqual([]);
+});

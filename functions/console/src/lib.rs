@@ -30,7 +30,8 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// carries (the sign-in provider's origins are the only ones the page may call besides its own).
 #[derive(Debug, Clone)]
 pub struct Console {
-    config: Option<Bytes>,
+    /// `{}` when no sign-in is configured: the page always finds its configuration.
+    config: Bytes,
     csp: HeaderValue,
 }
 
@@ -42,7 +43,7 @@ impl Console {
     pub fn from_config(json: Option<&str>) -> Result<Self, ConfigError> {
         let invalid = |reason: String| ConfigError::Invalid { name: "TOLLGATE_CONSOLE_CONFIG", reason };
         let Some(json) = json.map(str::trim).filter(|j| !j.is_empty()) else {
-            return Ok(Self { config: None, csp: csp(&[]) });
+            return Ok(Self { config: Bytes::from_static(b"{}"), csp: csp(&[]) });
         };
         let value: serde_json::Value = serde_json::from_str(json).map_err(|e| invalid(format!("not JSON: {e}")))?;
         let object = value.as_object().ok_or_else(|| invalid("must be a JSON object".into()))?;
@@ -67,7 +68,7 @@ impl Console {
         for o in extra {
             origins.push(origin(o).ok_or_else(|| invalid(format!("`connect_src` entry `{o}` is not a URL")))?);
         }
-        Ok(Self { config: Some(Bytes::from(value.to_string())), csp: csp(&origins) })
+        Ok(Self { config: Bytes::from(value.to_string()), csp: csp(&origins) })
     }
 
     /// The response to a request for `path` (`/console` or under `/console/`).
@@ -87,12 +88,7 @@ impl Console {
                 .expect("static redirect");
         };
         if rel == "config.json" {
-            return match &self.config {
-                Some(body) => self.with_headers(Response::new(body.clone()), "application/json", "no-cache"),
-                None => {
-                    error(StatusCode::NOT_FOUND, "not_found", "No console configuration (TOLLGATE_CONSOLE_CONFIG).")
-                }
-            };
+            return self.with_headers(Response::new(self.config.clone()), "application/json", "no-cache");
         }
         // Hash routing: every page is index.html. A missing hashed asset is a 404, not HTML a
         // script tag would choke on; precompressed siblings are never served by their own names.
@@ -278,8 +274,11 @@ mod tests {
         assert!(c.csp.to_str().unwrap().contains("connect-src 'self' https://a.example https://b.example:9;"));
         let c = Console::from_config(Some(r#"{"connect_src":""}"#)).unwrap();
         assert!(c.csp.to_str().unwrap().contains("connect-src 'self';"));
+        // No sign-in configured: an empty configuration, never a 404 in the browser's console.
         let none = Console::from_config(None).unwrap();
-        assert_eq!(get(&none, "/console/config.json", None).status(), 404);
+        let r = get(&none, "/console/config.json", None);
+        assert_eq!((r.status(), r.body().as_ref()), (StatusCode::OK, b"{}".as_slice()));
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
     }
 
     #[test]
