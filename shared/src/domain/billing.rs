@@ -113,18 +113,15 @@ impl Observation {
         Self { stamp, status, facts: Some(facts) }
     }
 
-    /// `invoice.paid` (the subscription is paid up: active) or `invoice.payment_failed` (past
-    /// due). Only the invoices that decide a subscription's standing say so: its first
-    /// (`subscription_create`) and its renewals (`subscription_cycle`, or `subscription` in
-    /// older versions; an absent reason is taken as a renewal). A paid proration or threshold
-    /// invoice does not settle an overdue renewal, so it says nothing (`None`); a failed first
-    /// invoice leaves the subscription `incomplete`, which grants nothing, so neither does it.
+    /// `invoice.paid` or `invoice.payment_failed` of one of a subscription's invoices, as Stripe
+    /// moves the subscription: past due when its latest invoice fails, active when it is paid,
+    /// whatever the invoice's `billing_reason` (a renewal, a proration, a threshold, a manual
+    /// one). One exception: a failed first invoice (`subscription_create`) leaves the
+    /// subscription `incomplete`, which grants nothing, so it says nothing (`None`). Which
+    /// invoice is the latest is the event's time, as for every observation.
     pub fn invoice(event_id: &str, created: i64, paid: bool, billing_reason: Option<&str>) -> Option<Self> {
-        let standing =
-            matches!(billing_reason, None | Some("subscription_create" | "subscription_cycle" | "subscription"));
         let status = match (paid, billing_reason) {
-            (true, _) if standing => SubscriptionStatus::Active,
-            (true, _) => return None,
+            (true, _) => SubscriptionStatus::Active,
             (false, Some("subscription_create")) => return None,
             (false, _) => SubscriptionStatus::PastDue,
         };
@@ -475,9 +472,33 @@ mod tests {
         s.observe(sub_event("evt_c", 10, Source::SubscriptionCreated, Incomplete, "price_pro"));
         assert_eq!(s.state().unwrap().status, Incomplete);
         assert_eq!(Observation::invoice("evt_2", 10, false, Some("subscription_cycle")).unwrap().status, PastDue);
-        // A paid proration does not settle an overdue renewal.
-        assert_eq!(Observation::invoice("evt_3", 10, true, Some("subscription_update")), None);
         assert_eq!(Observation::invoice("evt_4", 10, true, Some("subscription_cycle")).unwrap().status, Active);
+    }
+
+    /// One rule for both directions: every reason a failed invoice sets past due for, a paid
+    /// one sets active for, so a customer paid up by a proration, threshold or manual invoice
+    /// is not left past due until the next renewal.
+    #[test]
+    fn an_invoice_moves_its_subscription_the_same_way_paid_or_failed() {
+        for reason in [
+            None,
+            Some("subscription_cycle"),
+            Some("subscription"),
+            Some("subscription_update"),
+            Some("subscription_threshold"),
+            Some("manual"),
+            Some("upcoming"),
+        ] {
+            assert_eq!(Observation::invoice("f", 10, false, reason).map(|o| o.status), Some(PastDue), "{reason:?}");
+            assert_eq!(Observation::invoice("p", 10, true, reason).map(|o| o.status), Some(Active), "{reason:?}");
+        }
+        assert_eq!(Observation::invoice("p", 10, true, Some("subscription_create")).map(|o| o.status), Some(Active));
+        let mut s = Subscription::new("sub_1", "cus_1");
+        s.observe(sub_event("evt_c", 10, Source::SubscriptionCreated, Active, "price_pro"));
+        s.observe(Observation::invoice("evt_renewal_failed", 100, false, Some("subscription_cycle")).unwrap());
+        assert_eq!(s.state().unwrap().status, PastDue);
+        s.observe(Observation::invoice("evt_manual_paid", 200, true, Some("manual")).unwrap());
+        assert_eq!(s.state().unwrap().status, Active, "paid up by its latest invoice");
     }
 
     #[test]

@@ -175,6 +175,24 @@ mod tests {
         assert_eq!(event("invoice.payment_failed", first).change(), Ok(Change::Ignored));
     }
 
+    /// Stripe's own shapes (events/), for every reason an invoice is billed: failed is past
+    /// due and paid is active, the same both ways.
+    #[test]
+    fn fixture_invoices_move_their_subscription_both_ways_for_every_reason() {
+        for (fixture, status) in [
+            (&include_bytes!("../../../events/stripe-invoice-paid.json")[..], SubscriptionStatus::Active),
+            (&include_bytes!("../../../events/stripe-invoice-payment-failed.json")[..], SubscriptionStatus::PastDue),
+        ] {
+            for reason in ["subscription_cycle", "subscription_update", "subscription_threshold", "manual"] {
+                let mut v: Value = serde_json::from_slice(fixture).unwrap();
+                v["data"]["object"]["billing_reason"] = reason.into();
+                let e = parse_event(v.to_string().as_bytes()).unwrap();
+                let Ok(Change::Observed { observation, .. }) = e.change() else { panic!("{reason}: {:?}", e.change()) };
+                assert_eq!(observation.status, status, "{} {reason}", e.kind);
+            }
+        }
+    }
+
     #[test]
     fn other_types_and_modes_are_ignored_and_broken_ones_named() {
         assert_eq!(event("charge.succeeded", json!({})).change(), Ok(Change::Ignored));
