@@ -8,10 +8,12 @@ use super::billing::{Applied, Billing, BillingError, plan_for_price};
 use super::checkout::{self, ClaimRefusal, Claimable};
 use super::idempotent::{self, Job, Once, Scope};
 use crate::domain::api_key::{ApiKey, KeyEnv, KeyId, RandomnessError};
+use crate::domain::customers::CustomerId;
 use crate::domain::key_records::KeyRecord;
 use crate::domain::time::UnixTime;
 use crate::store::{
-    Attempt, AttemptStore, BillingStore, CustomerStore, IdempotencyStore, KeyStore, NewKey, PlanStore, StoreError,
+    Attempt, AttemptStore, BillingStore, CustomerStore, IdempotencyStore, KeyFilter, KeyStore, NewKey, PlanStore,
+    StoreError,
 };
 use crate::stripe::api::{CheckoutSessions, StripeError};
 
@@ -162,6 +164,13 @@ impl<S: ClaimStore, C: CheckoutSessions> CheckoutClaim<S, C> {
             Err(BillingError::Store(e)) => return Err(e.into()),
             Err(e) => return Err(ClaimError::Unfinished(e.to_string())),
         }
+        // The claim's record is the first guard; this is the second: a record that could not
+        // be written (its reservation then lapses after `CLAIM_LEASE_S`) never lets the same
+        // session issue a second key.
+        if let Some(existing) = self.key_of_session(&claimable.customer_id, session_id).await? {
+            tracing::warn!(session_id, key_id = %existing.key_id, "claim refused: the session's key exists, its record did not");
+            return Err(ClaimError::AlreadyClaimed(Box::new(existing)));
+        }
         let key = ApiKey::generate(claimable.env)?;
         let record = self
             .store
@@ -173,6 +182,26 @@ impl<S: ClaimStore, C: CheckoutSessions> CheckoutClaim<S, C> {
             })
             .await?;
         Ok((key, record))
+    }
+
+    /// The customer's key that `session_id` issued, if any (its `checkout_session` metadata).
+    async fn key_of_session(&self, customer: &CustomerId, session_id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let filter = KeyFilter { customer_id: Some(customer.clone()), ..KeyFilter::default() };
+        let mut cursor = None;
+        loop {
+            let page = self.store.list_keys(&filter, 100, cursor.as_deref()).await?;
+            if let Some(key) = page
+                .items
+                .into_iter()
+                .find(|k| k.metadata.get("checkout_session").map(String::as_str) == Some(session_id))
+            {
+                return Ok(Some(key));
+            }
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(None),
+            }
+        }
     }
 }
 

@@ -481,6 +481,32 @@ async fn a_paid_session_issues_one_key_once() {
     assert_eq!(key_count(&db).await, 1);
 }
 
+/// The claim's record lost (its write failed and the reservation lapsed after 120 s, here
+/// removed outright): the same session still yields no second key, and its key is named.
+#[tokio::test]
+async fn a_session_whose_claim_record_is_lost_yields_no_second_key() {
+    use aws_sdk_dynamodb::types::AttributeValue::S;
+    use shared::store::schema::{IDEMPOTENCY_SK, PK, SK, idempotency_pk};
+    let (claims, db, _) = claim_with(vec![unit_paid_session("cs_test_lost", "acme")]).await;
+    let (_, record) = claims.claim("cs_test_lost", None, NOW).await.unwrap();
+    db.store
+        .client()
+        .delete_item()
+        .table_name(db.store.table())
+        .key(PK, S(idempotency_pk("checkout-claim", "cs_test_lost")))
+        .key(SK, S(IDEMPOTENCY_SK.into()))
+        .send()
+        .await
+        .unwrap();
+    for at in [NOW.plus(200), NOW.plus(300)] {
+        match claims.claim("cs_test_lost", None, at).await {
+            Err(ClaimError::AlreadyClaimed(again)) => assert_eq!(again.key_id, record.key_id),
+            other => panic!("expected AlreadyClaimed, got {:?}", other.map(|(_, r)| r.key_id)),
+        }
+    }
+    assert_eq!(key_count(&db).await, 1);
+}
+
 #[tokio::test]
 async fn an_unknown_or_unpaid_session_writes_no_key() {
     let mut unpaid = unit_paid_session("cs_test_2", "acme");
